@@ -1,0 +1,32 @@
+"""Model loading errors: each says what is wrong and what to do."""
+
+import pytest
+
+from cola import ModelLoadError, load_model
+from cola.models import ALIASES, alias_gguf_path
+
+
+def test_missing_gguf_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="GGUF file not found: .*missing.gguf"):
+        load_model(str(tmp_path / "missing.gguf"))
+
+
+def test_missing_local_folder(tmp_path):
+    with pytest.raises(ModelLoadError, match="model folder not found"):
+        load_model(str(tmp_path / "no-such-model"))
+
+
+def test_unknown_alias_offline():
+    with pytest.raises(ModelLoadError, match="(?s)cannot load model 'smollm9-1m'.*smollm2-135m"):
+        load_model("smollm9-1m")
+
+
+def test_alias_needs_its_package(monkeypatch):
+    monkeypatch.setitem(ALIASES, "nothing-1m", ("cola-no-such-dist", "pip install cola-no-such-dist"))
+    with pytest.raises(ModelLoadError, match="needs the package 'cola-no-such-dist': run `pip install"):
+        alias_gguf_path("nothing-1m")
+
+
+def test_default_alias_is_found_through_the_installed_package():
+    path = alias_gguf_path("smollm2-135m")
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
