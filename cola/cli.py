@@ -7,6 +7,7 @@ import json
 import sys
 
 from .chain import ChainError, as_chain
+from .tasks import DataError
 from .models import DEFAULT_MODEL, ModelLoadError, load_model
 
 
@@ -37,6 +38,69 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_task_args(parser: argparse.ArgumentParser) -> None:
+    from .evaluate import MODES, SCORE_STYLES
+
+    parser.add_argument("--task", required=True, help="task name (see `cola tasks`)")
+    parser.add_argument("--data-dir", default=None, help="folder in the layout of shared/data (default: the HF hub)")
+    parser.add_argument("--data-file", default=None, help="a JSONL file of the task's shape (mc_jsonl, qa_jsonl)")
+    parser.add_argument("--n", type=int, default=None, help="seeded random subset size (default 500; 50 for synthetic; 0: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
+    parser.add_argument("--level", type=int, default=None, choices=range(1, 6), help="MATH difficulty level")
+    parser.add_argument("--mode", default="generate", choices=MODES, help="generate, or score (multiple choice)")
+    parser.add_argument("--score-style", default="lmeval", choices=SCORE_STYLES, help="context format in score mode")
+    parser.add_argument("--no-chat", dest="chat", action="store_false", help="do not use the chat template")
+    parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted) instead of failing")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
+
+
+def _evaluator_and_samples(args: argparse.Namespace):
+    from .evaluate import Evaluator
+    from .tasks import get_task, load_samples
+
+    task = get_task(args.task)
+    samples = load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows)
+    cm = load_model(args.model, device=args.device, dtype=args.dtype)
+    evaluator = Evaluator(cm, task, args.mode, args.chat, args.score_style, args.max_new_tokens)
+    return evaluator, samples
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .evaluate import wilson_interval
+
+    evaluator, samples = _evaluator_and_samples(args)
+    chain = as_chain(args.chain, evaluator.cm.depth)
+    outcomes = []
+    step = 1 if args.mode == "score" else args.batch_size
+    with tqdm(total=len(samples), desc=f"{args.task} [{chain}]", unit="sample") as bar:
+        for i in range(0, len(samples), step):
+            outcomes.extend(evaluator.evaluate(chain, samples[i : i + step]))
+            bar.update(len(samples[i : i + step]))
+            bar.set_postfix(acc=f"{sum(o.correct for o in outcomes) / len(outcomes):.3f}")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            for o in outcomes:
+                f.write(json.dumps(o.to_dict()) + "\n")
+    n = len(outcomes)
+    metrics = [("acc", sum(o.correct for o in outcomes))]
+    if args.mode == "score":
+        metrics.append(("acc_norm", sum(bool(o.correct_norm) for o in outcomes)))
+    for name, k in metrics:
+        lo, hi = wilson_interval(k, n)
+        print(f"{args.task} {name}: {k / n:.4f} ({k}/{n}), 95% CI [{lo:.4f}, {hi:.4f}]  chain {chain}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    for name, task in TASKS.items():
+        print(f"{name:15s} {'/'.join(task.modes):15s} {task.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cola", description="Chains of layers: skip, repeat and re-order the layers of a pretrained LLM per input.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object with chain, tokens and text")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="accuracy of one chain on a task, with a 95% confidence interval")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--chain", default="full", help="chain notation (default: full)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per generation batch (default 8)")
+    p.add_argument("--out", default=None, help="write one JSON line per sample to this file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("tasks", help="list the registered tasks")
+    p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("layers", help="print the model's depth and the attention type of each layer")
     _add_model_args(p)
@@ -65,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ChainError, ModelLoadError, FileNotFoundError) as err:
+    except (ChainError, ModelLoadError, DataError, FileNotFoundError, KeyError) as err:
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
 

@@ -38,11 +38,11 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     max_new_tokens: int = 32,
     stop_strings: Sequence[str] = (),
-    is_done: Callable[[str], bool] | None = None,
+    is_done: Callable[[int, str], bool] | None = None,
 ) -> list[Generation]:
     """Greedy decoding of a left-padded batch through ``chain``, one KV slot per chain position.
 
-    A sample stops at EOS, once its new text contains a stop string, or once ``is_done(text)`` is true (an answer
+    A sample stops at EOS, once its new text contains a stop string, or once ``is_done(b, text)`` is true for its batch index ``b`` (an answer
     that is complete); the batch stops when every sample has. Finished samples are padded, as HF generate does.
     """
     if attention_mask is None:
@@ -68,7 +68,7 @@ def generate(
                 text = cm.tokenizer.decode(tokens[b], skip_special_tokens=True)
                 if any(s in text for s in stop_strings):
                     reasons[b] = "stop_string"
-                elif is_done is not None and is_done(text):
+                elif is_done is not None and is_done(b, text):
                     reasons[b] = "done"
         if step == max_new_tokens - 1 or all(r is not None for r in reasons):
             break

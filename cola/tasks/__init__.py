@@ -1,0 +1,89 @@
+"""The task registry: every benchmark is a :class:`Task` registered by name; adding one is one small module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import DataError, Sample, Task, draw, parse_rows, read_jsonl
+from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    """Add a task to the registry (a name can be taken once)."""
+    if task.name in TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+for _task in (
+    gsm8k.TASK, hendrycks_math.TASK, multiple_choice.ARC_EASY, multiple_choice.ARC_CHALLENGE, multiple_choice.CSQA,
+    multiple_choice.MC_JSONL, qa_jsonl.TASK, synthetic.SYNTHETIC, synthetic.SYNTHETIC_MC,
+):
+    register(_task)
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+
+
+def _hub_rows(task: Task) -> list[tuple[str, dict]]:
+    try:
+        import datasets
+
+        dataset, config, split = task.hub
+        rows = datasets.load_dataset(dataset, config, split=split)
+    except Exception as err:  # offline, hub error, missing package: all end the same way for the user
+        raise DataError(
+            f"task {task.name!r}: no --data-dir given and the hub copy ({task.hub[0]}) could not be loaded ({err}). "
+            f"Pass --data-dir DIR with {task.local_file} under it (e.g. --data-dir ../shared/data)."
+        ) from None
+    return [(f"{task.hub[0]}[{i}]", task.from_hub(dict(row))) for i, row in enumerate(rows)]
+
+
+def load_samples(
+    task: Task | str,
+    data_dir: str | Path | None = None,
+    data_file: str | Path | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    level: int | None = None,
+    skip_bad_rows: bool = False,
+) -> list[Sample]:
+    """The seeded subset of ``n`` samples of a task (default: the task's ``default_n``; 0 or negative: all).
+
+    Rows come from ``data_file`` (any JSONL of the task's shape), else ``data_dir / task.local_file``, else the task's
+    own generator, else the HF hub. ``level`` keeps MATH problems of one difficulty level.
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    n = task.default_n if n is None else (None if n <= 0 else n)
+    if data_file is not None:
+        path = Path(data_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"data file not found: {path}")
+        rows = [(f"{path}:{lineno}", row) for lineno, row in read_jsonl(path)]
+    elif task.generator is not None:
+        return parse_rows(task, [(f"{task.name}[{i}]", r) for i, r in enumerate(task.generator(n or task.default_n, seed))])
+    elif data_dir is not None and task.local_file is not None:
+        path = Path(data_dir) / task.local_file
+        if not path.is_file():
+            raise FileNotFoundError(f"task {task.name!r} expects {task.local_file} under --data-dir; not found: {path}")
+        rows = [(f"{path}:{lineno}", row) for lineno, row in read_jsonl(path)]
+    elif task.hub is not None:
+        rows = _hub_rows(task)
+    else:
+        raise DataError(f"task {task.name!r} reads a user file: pass --data-file FILE.jsonl")
+    samples = parse_rows(task, rows, skip_bad_rows)
+    if level is not None:
+        samples = [s for s in samples if s.meta.get("level") == level]
+        if not samples:
+            raise DataError(f"task {task.name!r} has no samples of level {level}")
+    return draw(samples, n, seed)
+
+
+__all__ = ["DataError", "Sample", "TASKS", "Task", "get_task", "load_samples", "register"]

@@ -1,0 +1,109 @@
+"""What a task is: a small declarative unit (loader, prompt, answer extraction, grader, mode) and its samples."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A data row that cannot be graded correctly, named by file and line."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One benchmark item. ``choices`` is empty for free-answer tasks; ``gold`` is a label or an answer string."""
+
+    id: str
+    question: str
+    gold: str
+    choices: tuple[tuple[str, str], ...] = ()  # (label, text)
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self.choices]
+
+    @property
+    def gold_index(self) -> int:
+        return self.labels.index(self.gold)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark: where its rows come from, how a row becomes a :class:`Sample`, how it is asked and graded.
+
+    ``kind`` is ``"mc"`` (multiple choice: ``generate`` or ``score`` mode) or ``"qa"`` (free answer: ``generate``).
+    ``extract`` pulls the answer out of generated text; ``is_done`` says a partial generation already holds its final
+    answer (so decoding can stop early without changing it); ``grade`` compares an extracted answer with the gold.
+    """
+
+    name: str
+    kind: str
+    description: str
+    parse_row: Callable[[dict], Sample]
+    prompt: Callable[[Sample], str]
+    extract: Callable[[str, Sample], str | None]
+    is_done: Callable[[str, Sample], bool]
+    grade: Callable[[str | None, Sample], bool]
+    max_new_tokens: int
+    local_file: str | None = None  # path under --data-dir
+    hub: tuple[str, str | None, str] | None = None  # (dataset, config, split) for datasets.load_dataset
+    from_hub: Callable[[dict], dict] = lambda row: row
+    generator: Callable[[int, int], list[dict]] | None = None  # (n, seed) -> rows, for tasks made by the package
+    default_n: int = 500
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("generate", "score") if self.kind == "mc" else ("generate",)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, row) for each non-empty line; a line that is not JSON is a :class:`DataError`."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield lineno, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+
+
+def parse_rows(task: Task, rows: Iterable[tuple[str, dict]], skip_bad_rows: bool = False) -> list[Sample]:
+    """Turn (where, row) pairs into samples. A bad row raises one :class:`DataError` naming where it is, or, with
+    ``skip_bad_rows``, is skipped and counted in a single warning."""
+    samples, bad = [], []
+    for where, row in rows:
+        try:
+            samples.append(task.parse_row(row))
+        except (KeyError, ValueError, TypeError) as err:
+            message = f"{where}: {err.args[0] if isinstance(err, (ValueError, TypeError)) else f'missing field {err}'}"
+            if not skip_bad_rows:
+                raise DataError(message) from None
+            bad.append(message)
+    if bad:
+        warnings.warn(f"{task.name}: skipped {len(bad)} bad row(s), first: {bad[0]}", stacklevel=2)
+    return samples
+
+
+def draw(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
+    """The study's fixed random subset: ``n`` samples drawn with ``seed`` (all of them, shuffled, when n is None or
+    at least their number)."""
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    return [samples[i] for i in order[: n if n is not None else len(order)]]
+
+
+def require(row: dict, *names: str) -> list:
+    """The named fields of a row; a missing or empty one raises ``ValueError('missing field ...')``."""
+    values = []
+    for name in names:
+        value = row.get(name)
+        if value is None or (isinstance(value, (str, list)) and not value):
+            raise ValueError(f"missing field {name!r}")
+        values.append(value)
+    return values

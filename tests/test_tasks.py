@@ -1,0 +1,74 @@
+"""Task loading: real rows from the local data, seeded subsets, bad rows, the offline synthetic task, `cola eval`."""
+
+import json
+
+import pytest
+
+from cola.cli import main
+from cola.tasks import DataError, TASKS, load_samples
+
+
+def test_real_rows_load_with_all_label_kinds(data_dir):
+    easy = load_samples("arc_easy", data_dir, n=0)
+    assert len(easy) == 2376
+    numeric = [s for s in easy if s.labels[0] == "1"]
+    assert len(numeric) == 97 and all(s.gold in s.labels for s in numeric)
+    assert {len(s.choices) for s in easy} >= {3, 4, 5}
+    assert len(load_samples("arc_challenge", data_dir, n=0)) == 1172
+    assert len(load_samples("csqa", data_dir, n=0)) == 1221
+    assert len(load_samples("gsm8k", data_dir, n=0)) == 1319
+    level5 = load_samples("math", data_dir, n=0, level=5)
+    assert level5 and all(s.meta["level"] == 5 for s in level5)
+
+
+def test_seeded_subset_is_fixed(data_dir):
+    a = [s.id for s in load_samples("arc_challenge", data_dir, n=20, seed=3)]
+    assert a == [s.id for s in load_samples("arc_challenge", data_dir, n=20, seed=3)]
+    assert a != [s.id for s in load_samples("arc_challenge", data_dir, n=20, seed=4)]
+    assert len(set(a)) == 20
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"question": "q", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}]}, "missing field 'answerKey'"),
+        ({"question": "q", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}], "answerKey": "E"}, "answerKey 'E' is not one of"),
+        ({"question": "q", "choices": [], "answerKey": "A"}, "missing field 'choices'"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path, row, message):
+    path = tmp_path / "mc.jsonl"
+    good = {"question": "q", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}], "answerKey": "A"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=f"mc.jsonl:2: {message}"):
+        load_samples("mc_jsonl", data_file=path, n=0)
+    with pytest.warns(UserWarning, match="skipped 1 bad row"):
+        assert len(load_samples("mc_jsonl", data_file=path, n=0, skip_bad_rows=True)) == 1
+
+
+def test_offline_without_data_dir_says_what_to_pass():
+    with pytest.raises(DataError, match="Pass --data-dir DIR with gsm8k/test.jsonl"):
+        load_samples("gsm8k")
+
+
+def test_every_task_is_registered():
+    assert {"gsm8k", "math", "arc_easy", "arc_challenge", "csqa", "mc_jsonl", "qa_jsonl", "synthetic", "synthetic_mc"} <= set(TASKS)
+
+
+def test_eval_synthetic_offline_writes_records(smol, tmp_path, capsys):
+    out = tmp_path / "eval.jsonl"
+    assert main(["eval", "--task", "synthetic", "--n", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 8
+    assert {"id", "prompt", "output", "answer", "gold", "correct", "chain"} <= set(records[0])
+    k = sum(r["correct"] for r in records)
+    assert f"synthetic acc: {k / 8:.4f} ({k}/8)" in printed
+    assert all(r["correct"] == (r["answer"] is not None and float(r["answer"]) == float(r["gold"])) for r in records)
+
+
+def test_eval_qa_jsonl_user_file(smol, tmp_path, capsys):
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"question": "What is the capital of France?", "answer": "Paris"}\n')
+    assert main(["eval", "--task", "qa_jsonl", "--data-file", str(path), "--n", "0"]) == 0
+    assert "qa_jsonl acc: 1.0000 (1/1)" in capsys.readouterr().out
