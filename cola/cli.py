@@ -7,6 +7,7 @@ import json
 import sys
 
 from .chain import ChainError, as_chain
+from .store import ConfigMismatch
 from .tasks import DataError
 from .models import DEFAULT_MODEL, ModelLoadError, load_model
 
@@ -93,6 +94,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import math
+
+    from .search import MCTSConfig, SearchSpace
+    from .search.run import run_config, run_search
+    from .store import RunStore
+
+    evaluator, samples = _evaluator_and_samples(args)
+    space = SearchSpace(evaluator.cm.depth, args.actions, args.max_k, args.max_r, args.min_len, args.max_len)
+    config = MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon, args.widening)
+    out = args.out or f"runs/{args.model.replace('/', '_')}-{args.task}-{args.mode}-{args.actions}-n{len(samples)}-s{args.seed}"
+    store = RunStore(out, run_config(
+        evaluator, space, config, seed=args.seed, reward=args.reward, n=len(samples), level=args.level,
+        data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples],
+    ))
+    records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet)
+    n = len(records)
+    original = sum(r["full"]["correct"] for r in records)
+    cola = sum(r["best"]["correct"] for r in records)
+    mean_len = sum(r["best"]["length"] for r in records) / max(n, 1)
+    print(f"run: {out} ({n} samples, {args.sims} simulations each, actions {args.actions})")
+    print(f"original accuracy: {original / n:.4f} ({original}/{n})")
+    print(f"CoLa accuracy:     {cola / n:.4f} ({cola}/{n})")
+    print(f"mean best-chain length: {mean_len:.2f} layers (model depth {evaluator.cm.depth})")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from .tasks import TASKS
 
@@ -122,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write one JSON line per sample to this file")
     p.set_defaults(func=cmd_eval)
 
+    from .search import ACTION_SETS
+    from .search.run import REWARDS
+
+    p = sub.add_parser("search", help="per-sample MCTS over chains of layers, stored and resumable")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--sims", type=int, default=200, help="chains evaluated per sample (default 200)")
+    p.add_argument("--actions", default="all", choices=ACTION_SETS, help="all (CoLa), skip only, repeat only")
+    p.add_argument("--lambda", dest="lam", type=float, default=5.0, help="length penalty on len(chain)/depth (default 5)")
+    p.add_argument("--c", type=float, default=None, help="UCB exploration constant (default sqrt 2)")
+    p.add_argument("--epsilon", type=float, default=0.1, help="chance of a random unexplored child (default 0.1)")
+    p.add_argument("--widening", type=float, default=0.5, help="progressive widening exponent (default 0.5)")
+    p.add_argument("--max-k", type=int, default=4, help="largest block an action skips or repeats (default 4)")
+    p.add_argument("--max-r", type=int, default=4, help="most extra repeats of a block (default 4)")
+    p.add_argument("--min-len", type=int, default=None, help="shortest chain (default depth/2)")
+    p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth)")
+    p.add_argument("--reward", default="correct", choices=REWARDS, help="correct (0/1), or margin (score mode)")
+    p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS-nN-sSEED)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_search)
+
     p = sub.add_parser("tasks", help="list the registered tasks")
     p.set_defaults(func=cmd_tasks)
 
@@ -140,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ChainError, ModelLoadError, DataError, FileNotFoundError, KeyError) as err:
+    except (ChainError, ModelLoadError, DataError, ConfigMismatch, FileNotFoundError, KeyError) as err:
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,116 @@
+"""A search run: MCTS on every sample of a task, each result stored as it finishes, resumable."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from tqdm import tqdm
+
+from ..chain import Chain
+from ..evaluate import Evaluator
+from ..store import RunStore
+from ..tasks import Sample
+from .mcts import Evaluation, MCTSConfig, SearchResult, mcts
+from .space import SearchSpace
+
+REWARDS = ("correct", "margin")
+
+
+def sample_rng(seed: int, sample_id: str) -> random.Random:
+    """The search randomness of one sample: fixed by the run seed and the sample id, so a resumed run or a different
+    sample order gives the same chains."""
+    return random.Random(f"{seed}:{sample_id}")
+
+
+def search_sample(
+    evaluator: Evaluator,
+    sample: Sample,
+    space: SearchSpace,
+    config: MCTSConfig,
+    seed: int,
+    reward: str = "correct",
+    progress: bool = False,
+) -> dict:
+    """Run MCTS for one sample and return its record."""
+    if reward == "margin" and evaluator.mode != "score":
+        raise ValueError("--reward margin needs --mode score (a multiple-choice task)")
+
+    def evaluate(chain: Chain) -> Evaluation:
+        outcome = evaluator.evaluate(chain, [sample])[0]
+        value = outcome.margin if reward == "margin" else float(outcome.correct)
+        return Evaluation(chain, outcome.answer, outcome.correct, float(value))
+
+    start = time.perf_counter()
+    with tqdm(total=config.sims, desc=f"  {sample.id}", unit="chain", leave=False, disable=not progress) as bar:
+        result = mcts(Chain.full(space.depth), evaluate, space, config, sample_rng(seed, sample.id),
+                      lambda n: bar.update(1))
+    return make_record(sample, result, time.perf_counter() - start)
+
+
+def _evaluation_dict(e: Evaluation | None) -> dict | None:
+    if e is None:
+        return None
+    return {"chain": str(e.chain), "length": len(e.chain), "answer": e.answer, "correct": e.correct, "reward": e.reward}
+
+
+def make_record(sample: Sample, result: SearchResult, wall_time: float) -> dict:
+    """The stored record of one sample: what the full model did, every chain tried, the best and shortest correct."""
+    evaluations = [_evaluation_dict(e) for e in result.evaluations]
+    first_correct = next((i for i, e in enumerate(result.evaluations[1:], 1) if e.correct), None)
+    return {
+        "id": sample.id,
+        "gold": sample.gold,
+        "full": _evaluation_dict(result.root),
+        "best": _evaluation_dict(result.best()),
+        "shortest_correct": _evaluation_dict(result.shortest_correct()),
+        "evaluations": evaluations,
+        "simulations": result.simulations,
+        "unique_evaluations": len(evaluations) - 1,
+        "first_correct_at": first_correct,
+        "wall_time": round(wall_time, 3),
+    }
+
+
+def run_search(
+    evaluator: Evaluator,
+    samples: Sequence[Sample],
+    store: RunStore,
+    space: SearchSpace,
+    config: MCTSConfig,
+    seed: int,
+    reward: str = "correct",
+    progress: bool = True,
+) -> list[dict]:
+    """Search every sample not yet in the store, appending each record as it finishes; returns all records."""
+    done = store.finished_ids()
+    todo = [s for s in samples if s.id not in done]
+    for sample in tqdm(todo, desc="samples", unit="sample", disable=not progress, initial=len(samples) - len(todo),
+                       total=len(samples)):
+        store.append(search_sample(evaluator, sample, space, config, seed, reward, progress))
+    by_id = {r["id"]: r for r in store.records()}
+    return [by_id[s.id] for s in samples if s.id in by_id]
+
+
+def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **extra) -> dict:
+    """Everything that decides a run's results, for ``config.json``."""
+    from .. import __version__
+
+    return {
+        "model": evaluator.cm.name,
+        "task": evaluator.task.name,
+        "mode": evaluator.mode,
+        "chat": evaluator.chat,
+        "score_style": evaluator.score_style,
+        "max_new_tokens": evaluator.max_new_tokens or evaluator.task.max_new_tokens,
+        "depth": space.depth,
+        "space": {k: v for k, v in asdict(space).items() if k != "depth"},
+        "length_bounds": list(space.bounds),
+        "mcts": asdict(config),
+        "version": __version__,
+        **extra,
+    }
+
+
