@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from .chain import Chain
 from .generation import generate
 from .models import ColaModel
+from .reuse import PrefixCache
 from .scoring import score_options
 from .tasks import Sample, Task
 
@@ -71,7 +72,15 @@ class Evaluator:
             return [self._score(chain, s) for s in samples]
         return self._generate(chain, samples)
 
-    def _generate(self, chain: Chain, samples: Sequence[Sample]) -> list[Outcome]:
+    def evaluate_one(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
+        """One sample through ``chain``; ``prefix`` (one :class:`~cola.reuse.PrefixCache` per sample, kept across
+        the chains of a search) lets its prompt reuse the work of chains that share a prefix with this one. The
+        outcome is the same with or without it."""
+        if self.mode == "score":
+            return self._score(chain, sample, prefix)
+        return self._generate(chain, [sample], prefix)[0]
+
+    def _generate(self, chain: Chain, samples: Sequence[Sample], prefix: PrefixCache | None = None) -> list[Outcome]:
         prompts = [self.prompt(s) for s in samples]
         templated = self.chat and self.cm.has_chat_template
         batch = self.cm.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not templated)
@@ -79,6 +88,7 @@ class Evaluator:
             self.cm, chain, batch["input_ids"].to(self.cm.device), batch["attention_mask"].to(self.cm.device),
             max_new_tokens=self.max_new_tokens or self.task.max_new_tokens,
             is_done=lambda b, text: self.task.is_done(text, samples[b]),
+            prefix=prefix,
         )
         results = []
         for sample, prompt, out in zip(samples, prompts, outs):
@@ -87,15 +97,14 @@ class Evaluator:
                                    bool(self.task.grade(answer, sample))))
         return results
 
-    def _score(self, chain: Chain, sample: Sample) -> Outcome:
+    def _score(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
         context = self.prompt(sample)
-        if self.score_style == "lmeval":
-            options = [" " + text for _, text in sample.choices]
-            special = self.cm.config.model_type.startswith("gemma")  # lm-eval adds BOS for Gemma only
-        else:
-            options = list(sample.labels)  # the chat prompt ends where the assistant's reply begins
-            special = False
-        scores = score_options(self.cm, chain, context, options, add_special_tokens=special)
+        if self.score_style == "lmeval":  # lm-eval's target delimiter " "; it adds BOS for Gemma only
+            options, delimiter = [text for _, text in sample.choices], " "
+            special = self.cm.config.model_type.startswith("gemma")
+        else:  # the chat prompt ends where the assistant's reply begins
+            options, delimiter, special = list(sample.labels), "", False
+        scores = score_options(self.cm, chain, context, options, special, prefix, delimiter)
         gold = sample.gold_index
         others = [lp for i, lp in enumerate(scores.logprobs) if i != gold]
         answer, answer_norm = sample.labels[scores.best], sample.labels[scores.best_norm]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from collections.abc import Callable
 
 import torch
 from transformers import DynamicCache
@@ -17,6 +18,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 
 from .chain import Chain
 from .models import ColaModel
+from .reuse import PrefixCache
 
 MASK_FUNCTIONS = {
     "full_attention": create_causal_mask,
@@ -30,8 +32,10 @@ class SlotCache:
     def __init__(self, cache: DynamicCache, slot: int) -> None:
         self.cache = cache
         self.slot = slot
+        self.written: tuple[torch.Tensor, torch.Tensor] | None = None  # what the layer gave its slot
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.written = (key_states, value_states)
         return self.cache.update(key_states, value_states, self.slot, *args, **kwargs)
 
     def __getattr__(self, name: str):
@@ -84,11 +88,16 @@ def run_layers(
     position_ids: torch.Tensor,
     cache: DynamicCache | None,
     start: int = 0,
+    record: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+    fresh_prompt: bool = False,
 ) -> torch.Tensor:
     """Apply chain positions ``start ..`` to ``hidden`` (batch, query, dim); the core loop of the executor.
 
     ``attention_mask`` is the 2D padding mask over cached + new tokens (None when nothing is padded). Position ``p``
-    of the chain uses cache slot ``p``.
+    of the chain uses cache slot ``p``. ``record(p, hidden, key, value)``, when given (with a cache), receives each
+    position's output and the keys and values it wrote. ``fresh_prompt`` says the tokens are a whole prompt with
+    nothing before them, even if slots before ``start`` were already filled from a prefix cache: masks are then
+    built as for a first prefill (the mask helpers read past lengths from the cache's first slot).
     """
     types = chain_layer_types(cm, chain)
     config = chain_config(cm, types)
@@ -97,19 +106,23 @@ def run_layers(
         if layer_type not in MASK_FUNCTIONS:
             raise NotImplementedError(f"attention type {layer_type!r} is not supported by the chain executor")
         masks[layer_type] = MASK_FUNCTIONS[layer_type](
-            config=config, inputs_embeds=hidden, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+            config=config, inputs_embeds=hidden, attention_mask=attention_mask,
+            cache=None if fresh_prompt else cache, position_ids=position_ids,
         )
         rotaries[layer_type] = _rotary(cm, hidden, position_ids, layer_type)
     for p in range(start, len(chain)):
         layer_type = types[p]
+        slot = SlotCache(cache, p) if cache is not None else None
         hidden = cm.layers[chain[p]](
             hidden,
             attention_mask=masks[layer_type],
             position_embeddings=rotaries[layer_type],
             position_ids=position_ids,
-            cache=SlotCache(cache, p) if cache is not None else None,
+            cache=slot,
             use_cache=cache is not None,
         )
+        if record is not None and slot is not None:
+            record(p, hidden, *slot.written)
     return hidden
 
 
@@ -152,3 +165,40 @@ def forward(
     if logits_to_keep:
         hidden = hidden[:, -logits_to_keep:]
     return lm_head(cm, hidden)
+
+
+@torch.inference_mode()
+def prefill(
+    cm: ColaModel,
+    chain: Chain,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    prefix: PrefixCache | None = None,
+) -> tuple[torch.Tensor, DynamicCache]:
+    """Run a prompt through ``chain`` into a new cache; returns the last token's logits (batch, 1, vocab) and the cache.
+
+    With a :class:`~cola.reuse.PrefixCache` of this prompt (one unpadded sequence), the positions of the longest
+    chain prefix already run are taken from it and only the rest is computed (and cached in turn). The computation of
+    every position is the same as without it, so the results are too.
+    """
+    cache = new_cache(cm, chain)
+    if prefix is None:
+        return forward(cm, chain, input_ids, attention_mask, cache=cache, logits_to_keep=1), cache
+    if input_ids.shape[0] != 1 or (attention_mask is not None and not bool(attention_mask.all())):
+        raise ValueError("a prefix cache holds one unpadded prompt")
+    if not prefix.matches(input_ids):
+        raise ValueError("this prefix cache belongs to another prompt")
+    path = prefix.lookup(chain.layers)
+    for p, node in enumerate(path):
+        cache.update(node.key, node.value, p)
+    hidden = path[-1].hidden if path else cm.decoder.embed_tokens(input_ids)
+    position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+    parent = [path[-1] if path else None]
+
+    def record(p: int, h: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        if p == 0 or parent[0] is not None:  # a node needs its whole path cached
+            parent[0] = prefix.add(parent[0], chain[p], h, key, value)
+
+    hidden = run_layers(cm, chain, hidden, None, position_ids, cache, start=len(path), record=record,
+                        fresh_prompt=True)
+    return lm_head(cm, hidden[:, -1:]), cache

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 
 from .chain import Chain
-from .executor import forward, new_cache
+from .executor import forward, prefill
 from .models import ColaModel
+from .reuse import PrefixCache
 
 
 @dataclass
@@ -39,21 +40,22 @@ def generate(
     max_new_tokens: int = 32,
     stop_strings: Sequence[str] = (),
     is_done: Callable[[int, str], bool] | None = None,
+    prefix: PrefixCache | None = None,
 ) -> list[Generation]:
     """Greedy decoding of a left-padded batch through ``chain``, one KV slot per chain position.
 
     A sample stops at EOS, once its new text contains a stop string, or once ``is_done(b, text)`` is true for its batch index ``b`` (an answer
-    that is complete); the batch stops when every sample has. Finished samples are padded, as HF generate does.
+    that is complete); the batch stops when every sample has. Finished samples are padded, as HF generate does. ``prefix`` (a
+    :class:`~cola.reuse.PrefixCache` of this one prompt) lets the prompt's prefill reuse earlier chains' work.
     """
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     batch_size = input_ids.shape[0]
     eos = eos_ids(cm)
     pad_id = cm.tokenizer.pad_token_id
-    cache = new_cache(cm, chain)
     tokens: list[list[int]] = [[] for _ in range(batch_size)]
     reasons: list[str | None] = [None] * batch_size
-    logits = forward(cm, chain, input_ids, attention_mask, cache=cache, logits_to_keep=1)
+    logits, cache = prefill(cm, chain, input_ids, attention_mask, prefix)
     for step in range(max_new_tokens):
         next_ids = logits[:, -1].argmax(-1)
         for b in range(batch_size):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 
 from .chain import Chain
-from .executor import forward
+from .executor import forward, prefill
 from .models import ColaModel
+from .reuse import PrefixCache
 
 
 @dataclass
@@ -18,7 +19,7 @@ class OptionScores:
     """Log-likelihood of each answer option as a continuation of the context."""
 
     logprobs: list[float]  # sum over the option's tokens
-    n_chars: list[int]  # option length in characters, lm-eval's acc_norm denominator
+    n_chars: list[int]  # option length in characters (without the delimiter), lm-eval's acc_norm denominator
     n_tokens: list[int]
 
     @property
@@ -51,25 +52,48 @@ def option_token_ids(
 
 @torch.inference_mode()
 def score_options(
-    cm: ColaModel, chain: Chain, context: str, options: Sequence[str], add_special_tokens: bool = False
+    cm: ColaModel,
+    chain: Chain,
+    context: str,
+    options: Sequence[str],
+    add_special_tokens: bool = False,
+    prefix: PrefixCache | None = None,
+    delimiter: str = "",
 ) -> OptionScores:
-    """Score every option of one question in a single batched, left-padded pass through ``chain``."""
-    pairs = option_token_ids(cm, context, options, add_special_tokens)
+    """Score every option of one question through ``chain``, running the shared prompt once.
+
+    The tokens all options' inputs share (the context) go through the chain once, batch 1 (reusing earlier chains'
+    work when a :class:`~cola.reuse.PrefixCache` of them is given); then the options' own tokens run as one
+    right-padded batch on a copy of that cache per option. Each continuation is ``delimiter + option``; as in
+    lm-eval, ``acc_norm`` divides by the option's length without the delimiter.
+    """
+    pairs = option_token_ids(cm, context, [delimiter + o for o in options], add_special_tokens)
     if any(not cont for _, cont in pairs):
         raise ValueError("an answer option encodes to no tokens")
-    inputs = [(ctx + cont)[:-1] for ctx, cont in pairs]
-    width = max(len(x) for x in inputs)
-    pad = cm.tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in inputs], device=cm.device)
-    attention_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in inputs], device=cm.device)
-    n_cont = max(len(cont) for _, cont in pairs)
-    logprobs = torch.log_softmax(
-        forward(cm, chain, input_ids, attention_mask, logits_to_keep=n_cont).float(), dim=-1
-    )
+    inputs = [ctx + cont[:-1] for ctx, cont in pairs]
+    shared = min(len(ctx) for ctx, _ in pairs)
+    while any(x[:shared] != inputs[0][:shared] for x in inputs):
+        shared -= 1
+    if shared < 1:
+        raise ValueError("the options share no context token")
+    device = cm.device
+    last_logits, cache = prefill(cm, chain, torch.tensor([inputs[0][:shared]], device=device), prefix=prefix)
+    rows = [last_logits[0]] * len(inputs)  # logits at input position shared-1 .. end, per option
+    suffixes = [x[shared:] for x in inputs]
+    width = max(len(x) for x in suffixes)
+    if width:
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(len(inputs))
+        pad = cm.tokenizer.pad_token_id
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=device)
+        mask = torch.tensor([[1] * (shared + len(x)) + [0] * (width - len(x)) for x in suffixes], device=device)
+        logits = forward(cm, chain, ids, mask, cache=cache)
+        rows = [torch.cat([last_logits[0], logits[b, : len(x)]]) for b, x in enumerate(suffixes)]
     sums = []
-    for b, (_, cont) in enumerate(pairs):
-        rows = logprobs[b, n_cont - len(cont) :]
-        sums.append(float(rows.gather(-1, torch.tensor(cont, device=cm.device)[:, None]).sum()))
+    for (ctx, cont), row in zip(pairs, rows):
+        logprobs = torch.log_softmax(row.float(), dim=-1)
+        at = torch.arange(len(cont), device=device) + len(ctx) - shared
+        sums.append(float(logprobs[at, torch.tensor(cont, device=device)].sum()))
     return OptionScores(sums, [len(o) for o in options], [len(c) for _, c in pairs])
 
 

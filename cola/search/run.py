@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..chain import Chain
 from ..evaluate import Evaluator
+from ..reuse import PrefixCache
 from ..store import RunStore
 from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, SearchResult, mcts
@@ -33,16 +34,19 @@ def search_sample(
     seed: int,
     reward: str = "correct",
     progress: bool = False,
+    prefix: PrefixCache | None = None,
 ) -> dict:
-    """Run MCTS for one sample and return its record."""
+    """Run MCTS for one sample and return its record. ``prefix`` is the sample's prefix cache (default: a new one
+    of 2 GiB); pass one to read its statistics afterwards."""
     if reward == "margin" and evaluator.mode != "score":
         raise ValueError("--reward margin needs --mode score (a multiple-choice task)")
 
     def evaluate(chain: Chain) -> Evaluation:
-        outcome = evaluator.evaluate(chain, [sample])[0]
+        outcome = evaluator.evaluate_one(chain, sample, prefix)
         value = outcome.margin if reward == "margin" else float(outcome.correct)
         return Evaluation(chain, outcome.answer, outcome.correct, float(value))
 
+    prefix = prefix if prefix is not None else PrefixCache()
     start = time.perf_counter()
     with tqdm(total=config.sims, desc=f"  {sample.id}", unit="chain", leave=False, disable=not progress) as bar:
         result = mcts(Chain.full(space.depth), evaluate, space, config, sample_rng(seed, sample.id),

@@ -1,0 +1,142 @@
+"""How fast CoLa's search path is, against a re-implementation of the published method's cost, side by side.
+
+    .venv/bin/python bench/search_speed.py --task arc_challenge --data-dir ../shared/data --n 20
+    .venv/bin/python bench/search_speed.py --task gsm8k --data-dir ../shared/data --n 20
+
+Sections (all by default, or pick with --sections):
+  compare  On the same samples and the same candidate chains (those a real MCTS run of CoLa visits), runs
+           (a) the published method's cost: per candidate a fresh full prefill and greedy generation of 50 new
+               tokens, no sharing, with one fix only: a cache slot per chain position;
+           (b) CoLa's search path: prefix reuse across candidates and early stop once the answer is complete;
+           asserts that every candidate gets the same answer from both, prints candidates/s and `ratio: X`.
+  mcts     Median wall time of one MCTS per sample (score and generate mode) next to the time of as many
+           independent full forwards of the same prompt.
+  growth   Search time per sample and per simulation for 50/100/200/400 simulations, and the mean number of
+           layers computed per candidate against the mean chain length.
+The `compare` section prints its ratio last, so the script's last line is `ratio: X`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from cola import Chain, load_model
+from cola.evaluate import Evaluator
+from cola.executor import forward
+from cola.generation import generate
+from cola.reuse import PrefixCache
+from cola.search import MCTSConfig, SearchSpace
+from cola.search.run import search_sample
+from cola.tasks import get_task, load_samples
+
+PUBLISHED_NEW_TOKENS = 50
+
+
+def published_answer(evaluator: Evaluator, chain: Chain, sample) -> str | None:
+    """The published way: prefill from scratch, greedy 50 new tokens (EOS still ends it), then extract."""
+    cm = evaluator.cm
+    ids, mask = cm.encode([evaluator.task.prompt(sample)], evaluator.chat)
+    out = generate(cm, chain, ids, mask, max_new_tokens=PUBLISHED_NEW_TOKENS)[0]
+    return evaluator.task.extract(out.text, sample)
+
+
+def run_mcts(evaluator, sample, sims, seed=0):
+    prefix = PrefixCache()
+    space = SearchSpace(evaluator.cm.depth)
+    t0 = time.perf_counter()
+    record = search_sample(evaluator, sample, space, MCTSConfig(sims=sims), seed, prefix=prefix)
+    return record, time.perf_counter() - t0, prefix
+
+
+def section_compare(cm, task, samples, sims, every):
+    evaluator = Evaluator(cm, task, mode="generate")
+    print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each ==")
+    cola_time, cola_n, base_time, base_n, checked = 0.0, 0, 0.0, 0, 0
+    for sample in samples:
+        record, seconds, _ = run_mcts(evaluator, sample, sims)
+        cola_time += seconds
+        cola_n += len(record["evaluations"])
+        for e in record["evaluations"][::every]:
+            t0 = time.perf_counter()
+            answer = published_answer(evaluator, Chain.parse(e["chain"]), sample)
+            base_time += time.perf_counter() - t0
+            base_n += 1
+            assert answer == e["answer"], f"{sample.id} {e['chain']}: published {answer!r} != cola {e['answer']!r}"
+            checked += 1
+    cola_rate, base_rate = cola_n / cola_time, base_n / base_time
+    print(f"candidates: {cola_n} searched by CoLa, {checked} re-run the published way (every {every}), "
+          f"all {checked} with the same answer")
+    print(f"published method: {base_rate:8.3f} candidates/s ({base_time / base_n:.3f} s each)")
+    print(f"CoLa search path: {cola_rate:8.3f} candidates/s ({cola_time / cola_n:.3f} s each, MCTS included)")
+    return cola_rate / base_rate
+
+
+def section_mcts(cm, samples, sims):
+    print(f"\n== mcts: one {sims}-simulation search per sample vs {sims} independent full forwards ==")
+    for mode in ("score", "generate"):
+        evaluator = Evaluator(cm, get_task("arc_challenge"), mode=mode)
+        searches, forwards = [], []
+        for sample in samples:
+            _, seconds, _ = run_mcts(evaluator, sample, sims)
+            searches.append(seconds)
+            ids, _ = cm.encode([evaluator.task.prompt(sample)], evaluator.chat)
+            t0 = time.perf_counter()
+            for _ in range(sims):
+                forward(cm, Chain.full(cm.depth), ids, logits_to_keep=1)
+            forwards.append(time.perf_counter() - t0)
+        s, f = statistics.median(searches), statistics.median(forwards)
+        print(f"{mode:8s}: median search {s:7.2f} s, median {sims} full forwards {f:7.2f} s, "
+              f"forwards/search {f / s:.2f}x")
+
+
+def section_growth(cm, task, samples, budgets):
+    print("\n== growth: cost against budget ==")
+    mode = "score" if task.kind == "mc" else "generate"
+    evaluator = Evaluator(cm, task, mode=mode)
+    print(f"{'sims':>5s} {'s/sample':>9s} {'ms/sim':>8s} {'layers computed':>16s} {'chain length':>13s} {'ratio':>6s}")
+    for sims in budgets:
+        times, computed, lengths = [], [], []
+        for sample in samples:
+            record, seconds, prefix = run_mcts(evaluator, sample, sims)
+            times.append(seconds)
+            n = len(record["evaluations"])
+            computed.append(prefix.layers_computed / n)
+            lengths.append(prefix.layers_requested / n)
+        t, c, ln = statistics.mean(times), statistics.mean(computed), statistics.mean(lengths)
+        print(f"{sims:5d} {t:9.2f} {1000 * t / sims:8.1f} {c:16.2f} {ln:13.2f} {c / ln:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="arc_challenge", choices=["arc_challenge", "gsm8k", "arc_easy", "synthetic"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--n", type=int, default=20, help="samples (default 20)")
+    parser.add_argument("--sims", type=int, default=200, help="simulations per sample in `compare` (default 200)")
+    parser.add_argument("--every", type=int, default=1, help="re-run every k-th candidate the published way")
+    parser.add_argument("--mcts-samples", type=int, default=3, help="samples for the `mcts` and `growth` sections")
+    parser.add_argument("--budgets", default="50,100,200,400")
+    parser.add_argument("--sections", default="mcts,growth,compare")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cm = load_model(args.model)
+    task = get_task(args.task)
+    samples = load_samples(task, args.data_dir, n=args.n, seed=0)
+    sections = args.sections.split(",")
+    print(f"model {args.model} on {cm.device} ({cm.dtype}), {torch.get_num_threads()} threads, task {task.name}")
+    if "mcts" in sections:
+        arc = load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0)
+        section_mcts(cm, arc, 200)
+    if "growth" in sections:
+        section_growth(cm, task, samples[: args.mcts_samples], [int(b) for b in args.budgets.split(",")])
+    if "compare" in sections:
+        ratio = section_compare(cm, task, samples, args.sims, args.every)
+        print(f"ratio: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Work shared between the candidate chains of one search, done once.
+
+Candidates in a search tree differ from chains already run by one edit, so they share a chain prefix with them, and
+the prompt's hidden states and KV entries after a shared prefix are the same. :class:`PrefixCache` keeps, for one
+prompt, a trie over chain prefixes: the node of prefix ``chain[:p+1]`` holds the prompt's hidden states after
+position ``p`` and the keys and values that position's layer wrote to its cache slot. A new candidate computes only
+the positions after the longest prefix the trie holds. Memory is bounded: least recently used leaves are evicted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(eq=False)
+class PrefixNode:
+    """Chain position ``depth - 1`` of a cached prefix: layer index, hidden states after it, its slot's K and V."""
+
+    layer: int
+    hidden: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    parent: PrefixNode | None
+    children: dict[int, PrefixNode] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.hidden, self.key, self.value))
+
+
+class PrefixCache:
+    """Hidden states and KV entries of one prompt, keyed by chain prefix, within ``max_bytes``.
+
+    ``layers_computed`` and ``layers_requested`` count chain positions run on the prompt versus asked for, so the
+    share of prefill work saved can be reported.
+    """
+
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
+        self.tokens: torch.Tensor | None = None  # the prompt, bound on first use
+        self.max_bytes = max_bytes
+        self.roots: dict[int, PrefixNode] = {}
+        self.lru: OrderedDict[int, PrefixNode] = OrderedDict()  # id(node) -> node, oldest first
+        self.nbytes = 0
+        self.layers_computed = 0
+        self.layers_requested = 0
+
+    def matches(self, tokens: torch.Tensor) -> bool:
+        """True when ``tokens`` is the prompt this cache holds (a new cache takes the first prompt it is used on)."""
+        if self.tokens is None:
+            self.tokens = tokens.clone()
+        return self.tokens.shape == tokens.shape and bool(torch.equal(self.tokens, tokens))
+
+    def lookup(self, layers: tuple[int, ...]) -> list[PrefixNode]:
+        """The cached nodes of the longest cached prefix of ``layers`` (marked as recently used)."""
+        path: list[PrefixNode] = []
+        children = self.roots
+        for layer in layers:
+            node = children.get(layer)
+            if node is None:
+                break
+            path.append(node)
+            self.lru.move_to_end(id(node))
+            children = node.children
+        self.layers_requested += len(layers)
+        self.layers_computed += len(layers) - len(path)
+        return path
+
+    def add(self, parent: PrefixNode | None, layer: int, hidden, key, value) -> PrefixNode | None:
+        """Cache the next position after ``parent``; returns the node, or None when it does not fit."""
+        node = PrefixNode(layer, hidden, key, value, parent)
+        self._evict(self.max_bytes - node.nbytes, keep=parent)
+        if self.nbytes + node.nbytes > self.max_bytes:  # only the path being extended is left: stop caching it
+            return None
+        siblings = parent.children if parent is not None else self.roots
+        siblings[layer] = node
+        self.lru[id(node)] = node
+        self.nbytes += node.nbytes
+        return node
+
+    def _evict(self, budget: int, keep: PrefixNode | None) -> None:
+        """Drop least recently used leaves (never ``keep``) until the cache holds at most ``budget`` bytes."""
+        while self.nbytes > budget:
+            victim = next((n for n in self.lru.values() if not n.children and n is not keep), None)
+            if victim is None:
+                return
+            siblings = victim.parent.children if victim.parent is not None else self.roots
+            del siblings[victim.layer]
+            del self.lru[id(victim)]
+            self.nbytes -= victim.nbytes
+
+    @property
+    def computed_fraction(self) -> float:
+        """Share of requested prompt layer-applications actually computed."""
+        return self.layers_computed / max(self.layers_requested, 1)

@@ -1,0 +1,68 @@
+"""Work reuse across chains: prefix-cached prefill and shared-prompt option scoring give the plain executor's
+results, within a memory bound."""
+
+
+import torch
+
+from cola import Chain
+from cola.executor import forward, prefill
+from cola.generation import generate
+from cola.reuse import PrefixCache
+from cola.scoring import option_token_ids, score_options
+from conftest import random_chains, tiny_model
+
+
+def test_prefix_cached_prefill_equals_plain_prefill():
+    for family in ("llama", "gemma3"):  # gemma3: sliding-window slots must be refilled exactly too
+        cm = tiny_model(family)
+        ids = torch.randint(3, 96, (1, 12), generator=torch.Generator().manual_seed(0))
+        prefix = PrefixCache()
+        root = Chain.full(cm.depth)
+        chains = [root, root.skip(3, 2), root.repeat(2, 2, 1), root.repeat(2, 2, 1).skip(6, 1), root.skip(3, 1)]
+        for chain in chains + random_chains(cm.depth, 4, seed=2):
+            cached, _ = prefill(cm, chain, ids, prefix=prefix)
+            plain = forward(cm, chain, ids, logits_to_keep=1)
+            assert torch.equal(cached, plain), (family, str(chain))
+            got = generate(cm, chain, ids, max_new_tokens=6, prefix=prefix)[0].tokens
+            assert got == generate(cm, chain, ids, max_new_tokens=6)[0].tokens
+        assert prefix.layers_computed < prefix.layers_requested
+
+
+def test_memory_bound_evicts_and_stays_correct():
+    cm = tiny_model("llama")
+    ids = torch.randint(3, 96, (1, 10), generator=torch.Generator().manual_seed(1))
+    one_node = PrefixCache()
+    prefill(cm, Chain((0,)), ids, prefix=one_node)
+    prefix = PrefixCache(max_bytes=5 * one_node.nbytes)
+    for chain in random_chains(cm.depth, 12, seed=4):
+        cached, _ = prefill(cm, chain, ids, prefix=prefix)
+        assert torch.equal(cached, forward(cm, chain, ids, logits_to_keep=1))
+        assert prefix.nbytes <= prefix.max_bytes
+
+
+def test_prefix_cache_refuses_another_prompt():
+    cm = tiny_model("llama")
+    prefix = PrefixCache()
+    prefill(cm, Chain.full(cm.depth), torch.tensor([[5, 6, 7]]), prefix=prefix)
+    try:
+        prefill(cm, Chain.full(cm.depth), torch.tensor([[5, 6, 8]]), prefix=prefix)
+    except ValueError as err:
+        assert "another prompt" in str(err)
+    else:
+        raise AssertionError("a prefix cache must not serve another prompt")
+
+
+def test_shared_prompt_scoring_equals_each_option_alone(smol):
+    context = "Question: Which gas do plants take in from the air?\nAnswer:"
+    options = ["carbon dioxide", "oxygen", "nitrogen gas from the soil", "helium"]
+    prefix = PrefixCache()
+    for chain in [Chain.full(30), Chain.parse("0-13,13,14-29"), Chain.parse("0-9,12-29")]:
+        scores = score_options(smol, chain, context, options, delimiter=" ")
+        alone = []
+        for ctx, cont in option_token_ids(smol, context, [" " + o for o in options]):
+            logprobs = torch.log_softmax(forward(smol, chain, torch.tensor([ctx + cont[:-1]])).float(), -1)[0]
+            alone.append(sum(float(logprobs[len(ctx) + j - 1, t]) for j, t in enumerate(cont)))
+        assert max(abs(a - b) for a, b in zip(scores.logprobs, alone)) <= 1e-4
+        assert scores.n_chars == [len(o) for o in options]  # acc_norm divides by the text without the delimiter
+        assert score_options(smol, chain, context, options, prefix=prefix, delimiter=" ").logprobs == scores.logprobs
+    assert prefix.computed_fraction < 1.0
