@@ -53,7 +53,8 @@ def run_mcts(evaluator, sample, sims, seed=0):
 
 
 def section_compare(cm, task, samples, sims, every):
-    evaluator = Evaluator(cm, task, mode="generate")
+    # the same budget as the published method, so that both must give the same answer; CoLa stops early instead
+    evaluator = Evaluator(cm, task, mode="generate", max_new_tokens=PUBLISHED_NEW_TOKENS)
     print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each ==")
     cola_time, cola_n, base_time, base_n, checked = 0.0, 0, 0.0, 0, 0
     for sample in samples:
