@@ -78,20 +78,21 @@ def section_compare(cm, task, samples, sims, every):
 
 def section_mcts(cm, samples, sims):
     print(f"\n== mcts: one {sims}-simulation search per sample vs {sims} independent full forwards ==")
+    print("(ARC-Challenge, chat-formatted prompt; score mode ranks the option labels as the reply)")
     for mode in ("score", "generate"):
-        evaluator = Evaluator(cm, get_task("arc_challenge"), mode=mode)
+        evaluator = Evaluator(cm, get_task("arc_challenge"), mode=mode, score_style="chat")
         searches, forwards = [], []
         for sample in samples:
             _, seconds, _ = run_mcts(evaluator, sample, sims)
             searches.append(seconds)
-            ids, _ = cm.encode([evaluator.task.prompt(sample)], evaluator.chat)
+            ids = cm.tokenizer(evaluator.prompt(sample), return_tensors="pt", add_special_tokens=False).input_ids
             t0 = time.perf_counter()
             for _ in range(sims):
                 forward(cm, Chain.full(cm.depth), ids, logits_to_keep=1)
             forwards.append(time.perf_counter() - t0)
         s, f = statistics.median(searches), statistics.median(forwards)
-        print(f"{mode:8s}: median search {s:7.2f} s, median {sims} full forwards {f:7.2f} s, "
-              f"forwards/search {f / s:.2f}x")
+        print(f"{mode:8s}: median search {s:7.2f} s, median {sims} full forwards of the {ids.shape[1]}-token "
+              f"prompt {f:7.2f} s, forwards/search {f / s:.2f}x")
 
 
 def section_growth(cm, task, samples, budgets):

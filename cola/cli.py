@@ -101,13 +101,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search.run import run_config, run_search
     from .store import RunStore
 
+    from .tasks import decoy
+
     evaluator, samples = _evaluator_and_samples(args)
+    if args.control == "decoy":
+        samples = [decoy(s) for s in samples]
     space = SearchSpace(evaluator.cm.depth, args.actions, args.max_k, args.max_r, args.min_len, args.max_len)
     config = MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon, args.widening)
-    out = args.out or f"runs/{args.model.replace('/', '_')}-{args.task}-{args.mode}-{args.actions}-n{len(samples)}-s{args.seed}"
+    control = "-decoy" if args.control == "decoy" else ""
+    out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}-{args.mode}-{args.actions}{control}"
+                       f"-n{len(samples)}-s{args.seed}")
     store = RunStore(out, run_config(
         evaluator, space, config, seed=args.seed, reward=args.reward, n=len(samples), level=args.level,
-        data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples],
+        data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples], control=args.control,
     ))
     records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet)
     n = len(records)
@@ -115,9 +121,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     cola = sum(r["best"]["correct"] for r in records)
     mean_len = sum(r["best"]["length"] for r in records) / max(n, 1)
     print(f"run: {out} ({n} samples, {args.sims} simulations each, actions {args.actions})")
+    if args.control == "decoy":
+        print("control: decoy golds; the accuracies below count answers equal to the decoy")
     print(f"original accuracy: {original / n:.4f} ({original}/{n})")
     print(f"CoLa accuracy:     {cola / n:.4f} ({cola}/{n})")
     print(f"mean best-chain length: {mean_len:.2f} layers (model depth {evaluator.cm.depth})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    out = build_report(args.runs, args.out)
+    print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return 0
 
 
@@ -167,9 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-len", type=int, default=None, help="shortest chain (default depth/2)")
     p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth)")
     p.add_argument("--reward", default="correct", choices=REWARDS, help="correct (0/1), or margin (score mode)")
-    p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS-nN-sSEED)")
+    p.add_argument("--control", default="none", choices=["none", "decoy"],
+                   help="decoy: replace each gold by a deterministic wrong answer (chance control)")
+    p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS[-decoy]-nN-sSEED)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("report", help="the study's tables, findings and figures from search runs")
+    p.add_argument("runs", nargs="+", help="run folders of cola search")
+    p.add_argument("--out", required=True, help="folder for report.md, report.html, PNG figures and CSV tables")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("tasks", help="list the registered tasks")
     p.set_defaults(func=cmd_tasks)

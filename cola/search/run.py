@@ -67,6 +67,7 @@ def make_record(sample: Sample, result: SearchResult, wall_time: float) -> dict:
     return {
         "id": sample.id,
         "gold": sample.gold,
+        "true_gold": sample.meta.get("true_gold", sample.gold),
         "full": _evaluation_dict(result.root),
         "best": _evaluation_dict(result.best()),
         "shortest_correct": _evaluation_dict(result.shortest_correct()),

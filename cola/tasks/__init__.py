@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, Sample, Task, draw, parse_rows, read_jsonl
+from .base import DataError, Sample, Task, decoy, draw, parse_rows, read_jsonl
 from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
 
 TASKS: dict[str, Task] = {}
@@ -86,4 +86,4 @@ def load_samples(
     return draw(samples, n, seed)
 
 
-__all__ = ["DataError", "Sample", "TASKS", "Task", "get_task", "load_samples", "register"]
+__all__ = ["DataError", "Sample", "TASKS", "Task", "decoy", "get_task", "load_samples", "register"]

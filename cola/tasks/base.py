@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -107,3 +108,19 @@ def require(row: dict, *names: str) -> list:
             raise ValueError(f"missing field {name!r}")
         values.append(value)
     return values
+
+
+def decoy(sample: Sample) -> Sample:
+    """The same sample with its gold replaced by a deterministic wrong answer (chance control): another option of a
+    multiple-choice question, picked by the sample id; a number plus one; any other answer with ``+1`` appended.
+    The true gold is kept in ``meta["true_gold"]``."""
+    if sample.choices:
+        wrong = [label for label in sample.labels if label != sample.gold]
+        gold = random.Random(f"decoy:{sample.id}").choice(wrong)
+    elif re.fullmatch(r"-?\d+", sample.gold.strip()):
+        gold = str(int(sample.gold) + 1)
+    elif re.fullmatch(r"-?\d*\.\d+", sample.gold.strip()):
+        gold = str(float(sample.gold) + 1)
+    else:
+        gold = f"{sample.gold}+1"
+    return replace(sample, gold=gold, meta={**sample.meta, "true_gold": sample.gold})

@@ -1,0 +1,190 @@
+"""The study's analysis of search runs, as pandas tables computed from the stored records.
+
+Every number of ``cola report`` comes from here. A *run* is one folder of ``cola search``; runs are grouped by
+everything that makes their numbers comparable (model, task, mode, budget, seed, samples), and nothing is averaged
+across groups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .chain import Chain
+from .evaluate import wilson_interval
+from .store import read_config, read_records
+
+ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
+# config keys that may differ inside a group: the ablation, the chance control, the package version
+VARYING = ("space", "control", "version")
+
+
+@dataclass
+class Run:
+    """One search run folder: its config and records."""
+
+    folder: Path
+    config: dict
+    records: list[dict]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Run:
+        folder = Path(folder)
+        return cls(folder, read_config(folder), read_records(folder))
+
+    @property
+    def actions(self) -> str:
+        return self.config["space"]["actions"]
+
+    @property
+    def control(self) -> str:
+        return self.config.get("control", "none")
+
+    @property
+    def depth(self) -> int:
+        return self.config["depth"]
+
+    @property
+    def group(self) -> str:
+        """A short id of everything but the ablation and the control: runs of one group are comparable."""
+        same = {k: v for k, v in self.config.items() if k not in VARYING}
+        same["space"] = {k: v for k, v in self.config["space"].items() if k != "actions"}
+        return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:8]
+
+    @property
+    def label(self) -> str:
+        return f"{self.config['task']} ({self.config['mode']})"
+
+
+def proportion(k: int, n: int) -> dict:
+    lo, hi = wilson_interval(k, n)
+    return {"k": k, "n": n, "share": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
+
+
+def accuracy_table(runs: list[Run]) -> pd.DataFrame:
+    """Table 1: per group and task, accuracy of the original model and of each search variant, with 95% CIs."""
+    rows = []
+    for run in runs:
+        if run.control != "none":
+            continue
+        base = {"group": run.group, "model": run.config["model"], "task": run.label, "sims": run.config["mcts"]["sims"]}
+        if not any(r["group"] == run.group and r["variant"] == "original" for r in rows):
+            rows.append({**base, "variant": "original",
+                         **proportion(sum(r["full"]["correct"] for r in run.records), len(run.records))})
+        rows.append({**base, "variant": ACTION_NAMES[run.actions],
+                     **proportion(sum(r["best"]["correct"] for r in run.records), len(run.records))})
+    return pd.DataFrame(rows)
+
+
+def findings(run: Run) -> dict:
+    """The study's two findings for one run: right samples with a correct shorter chain, wrong samples with a
+    correct chain."""
+    right = [r for r in run.records if r["full"]["correct"]]
+    wrong = [r for r in run.records if not r["full"]["correct"]]
+    shorter = sum(1 for r in right if r["shortest_correct"] and r["shortest_correct"]["length"] < run.depth)
+    fixed = sum(1 for r in wrong if r["best"]["correct"])
+    return {
+        "group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions], "control": run.control,
+        "right": len(right), "right_with_shorter": shorter, "share_shorter": shorter / len(right) if right else math.nan,
+        "wrong": len(wrong), "wrong_fixed": fixed, "share_fixed": fixed / len(wrong) if wrong else math.nan,
+    }
+
+
+def depth_table(run: Run) -> pd.DataFrame:
+    """Best-chain length of every sample whose best chain is correct, with its transition (right->right, wrong->right)."""
+    rows = [{"id": r["id"], "transition": ("right->right" if r["full"]["correct"] else "wrong->right"),
+             "length": r["best"]["length"], "saved": run.depth - r["best"]["length"]}
+            for r in run.records if r["best"]["correct"]]
+    return pd.DataFrame(rows, columns=["id", "transition", "length", "saved"])
+
+
+def depth_summary(run: Run) -> dict:
+    table = depth_table(run)
+    lengths = table["length"]
+    return {
+        "group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions], "depth": run.depth,
+        "n_correct": len(table), "mean_length": lengths.mean(), "mean_saved": table["saved"].mean(),
+        "p5_length": lengths.quantile(0.05) if len(lengths) else math.nan,
+        "p20_length": lengths.quantile(0.20) if len(lengths) else math.nan,
+        "right_right": int((table["transition"] == "right->right").sum()),
+        "wrong_right": int((table["transition"] == "wrong->right").sum()),
+    }
+
+
+def layer_usage(run: Run) -> pd.DataFrame:
+    """Per layer: the share of correct best chains in which it is kept once, skipped, or repeated."""
+    chains = [[int(i) for i in _expand(r["best"]["chain"])] for r in run.records if r["best"]["correct"]]
+    rows = []
+    for layer in range(run.depth):
+        counts = [c.count(layer) for c in chains]
+        n = max(len(chains), 1)
+        rows.append({"layer": layer, "kept": sum(k == 1 for k in counts) / n, "skipped": sum(k == 0 for k in counts) / n,
+                     "repeated": sum(k >= 2 for k in counts) / n, "uses": sum(counts)})
+    return pd.DataFrame(rows)
+
+
+def usage_summary(run: Run) -> dict:
+    """Usage entropy (normalised by log of depth) and maximum concentration of layer uses in correct best chains;
+    the layers never skipped."""
+    usage = layer_usage(run)
+    total = usage["uses"].sum()
+    p = usage["uses"] / total if total else usage["uses"] * 0
+    entropy = -sum(x * math.log(x) for x in p if x > 0) / math.log(run.depth) if total else math.nan
+    return {
+        "group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions],
+        "entropy": entropy, "max_concentration": float(p.max()) if total else math.nan,
+        "never_skipped": " ".join(str(i) for i in usage.loc[usage["skipped"] == 0, "layer"]) if total else "",
+    }
+
+
+def search_summary(run: Run) -> dict:
+    """Simulations until the first correct chain, share of the budget that took, unique chains evaluated."""
+    sims = run.config["mcts"]["sims"]
+    firsts = [r["first_correct_at"] for r in run.records if r["first_correct_at"] is not None]
+    return {
+        "group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions], "control": run.control,
+        "budget": sims, "found_correct": len(firsts), "samples": len(run.records),
+        "median_first_correct": float(pd.Series(firsts).median()) if firsts else math.nan,
+        "mean_first_correct": float(pd.Series(firsts).mean()) if firsts else math.nan,
+        "mean_budget_share": float(pd.Series(firsts).mean() / sims) if firsts else math.nan,
+        "mean_unique_chains": float(pd.Series([r["unique_evaluations"] for r in run.records]).mean()),
+    }
+
+
+def chance_control(runs: list[Run]) -> pd.DataFrame:
+    """Real against decoy wrong->right shares, for every real run that has a decoy twin in its group."""
+    rows = []
+    for real in runs:
+        if real.control != "none":
+            continue
+        for twin in runs:
+            if twin.control == "decoy" and twin.group == real.group and twin.actions == real.actions:
+                f_real, f_decoy = findings(real), findings(twin)
+                rows.append({
+                    "group": real.group, "task": real.label, "variant": ACTION_NAMES[real.actions],
+                    "real_wrong": f_real["wrong"], "real_fixed": f_real["wrong_fixed"], "real_share": f_real["share_fixed"],
+                    "decoy_wrong": f_decoy["wrong"], "decoy_fixed": f_decoy["wrong_fixed"],
+                    "decoy_share": f_decoy["share_fixed"], "gap": f_real["share_fixed"] - f_decoy["share_fixed"],
+                })
+    return pd.DataFrame(rows)
+
+
+def config_differences(runs: list[Run]) -> dict[str, set]:
+    """Config keys (outside the ablation and control) whose values differ between runs."""
+    keys = set().union(*(r.config for r in runs)) - set(VARYING) - {"sample_ids"}
+    out = {}
+    for key in sorted(keys):
+        values = {json.dumps(r.config.get(key), sort_keys=True) for r in runs}
+        if len(values) > 1:
+            out[key] = values
+    return out
+
+
+def _expand(chain: str) -> list[int]:
+    return list(Chain.parse(chain).layers)
+

@@ -1,0 +1,228 @@
+"""``cola report``: the study's tables, findings and figures for one or more search runs, as Markdown, a
+self-contained HTML page, PNG figures and CSV tables."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from . import analysis  # noqa: E402
+from .analysis import Run  # noqa: E402
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _acc(row) -> str:
+    return f"{row['share']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] (n={row['n']})"
+
+
+def _slug(run: Run) -> str:
+    return f"{run.config['task']}-{run.config['mode']}-{run.actions}-{run.control}-{run.group}"
+
+
+def figure_depth(run: Run, path: Path) -> str:
+    table = analysis.depth_table(run)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bins = range(run.config["length_bounds"][0], run.config["length_bounds"][1] + 2)
+    for transition, color in (("right->right", "tab:blue"), ("wrong->right", "tab:orange")):
+        values = table.loc[table["transition"] == transition, "length"]
+        ax.hist(values, bins=bins, alpha=0.6, color=color, label=f"{transition} ({len(values)})")
+    ax.axvline(run.depth, color="black", linestyle="--", label=f"model depth {run.depth}")
+    ax.set_xlabel("best-chain length (layers)")
+    ax.set_ylabel("samples")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{run.label}, {analysis.ACTION_NAMES[run.actions]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return (f"Length of the best correct chain per sample, right→right and wrong→right, against the model's "
+            f"depth ({run.label}).")
+
+
+def figure_layers(run: Run, path: Path) -> str:
+    usage = analysis.layer_usage(run)
+    fig, ax = plt.subplots(figsize=(max(6, run.depth * 0.22), 2.2))
+    image = ax.imshow(usage[["kept", "skipped", "repeated"]].T.values, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_yticks(range(3), ["kept", "skipped", "repeated"])
+    ax.set_xticks(range(run.depth), [str(i) for i in range(run.depth)], fontsize=6)
+    ax.set_xlabel("layer index")
+    fig.colorbar(image, ax=ax, label="share of best chains")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"How often each layer is kept once, skipped or repeated in the correct best chains ({run.label})."
+
+
+def figure_search(run: Run, path: Path) -> str:
+    firsts = [r["first_correct_at"] for r in run.records if r["first_correct_at"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.hist(firsts, bins=20, color="tab:green")
+    ax.set_xlabel("evaluations until the first correct chain")
+    ax.set_ylabel("samples")
+    ax.set_xlim(0, run.config["mcts"]["sims"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return (f"Evaluations the search needed to find its first correct non-root chain, for the {len(firsts)} of "
+            f"{len(run.records)} samples where it found one ({run.label}).")
+
+
+def figure_control(table: pd.DataFrame, path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = range(len(table))
+    ax.bar([i - 0.2 for i in x], table["real_share"], width=0.4, label="real gold")
+    ax.bar([i + 0.2 for i in x], table["decoy_share"], width=0.4, label="decoy gold")
+    ax.set_xticks(list(x), [f"{t}\n{v}" for t, v in zip(table["task"], table["variant"])], fontsize=8)
+    ax.set_ylabel("wrong→right share")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return "Share of originally-wrong samples for which the search found a chain giving the gold (real) or the decoy."
+
+
+def build_report(folders: list[str | Path], out: str | Path) -> Path:
+    """Write report.md, report.html, the figures (PNG) and the tables (CSV) for the given run folders into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [Run.load(f) for f in folders]
+    runs = [r for r in runs if r.records]
+    if not runs:
+        raise ValueError("no finished records in the given run folders")
+    md: list[str] = ["# CoLa search report", ""]
+    figures: list[tuple[str, str]] = []
+
+    models = sorted({r.config["model"] for r in runs})
+    md += [f"- model(s): {', '.join(models)}",
+           f"- tasks: {', '.join(sorted({r.label for r in runs}))}",
+           f"- budget (simulations per sample): {', '.join(str(s) for s in sorted({r.config['mcts']['sims'] for r in runs}))}",
+           f"- seed(s): {', '.join(str(s) for s in sorted({r.config['seed'] for r in runs}))}",
+           f"- runs: {', '.join(str(r.folder) for r in runs)}"]
+    differences = analysis.config_differences(runs)
+    if differences:
+        md += ["", f"**These runs differ in {', '.join(differences)}.** They are reported per group (a group holds "
+               "the runs that differ only in the ablation or the control); no number averages across groups."]
+    md += ["", "## Accuracy (Table 1 of the study)", ""]
+    accuracy = analysis.accuracy_table(runs)
+    accuracy.to_csv(out / "accuracy.csv", index=False)
+    if not accuracy.empty:
+        variants = [v for v in ("original", "skip-only", "recurrence-only", "CoLa") if v in set(accuracy["variant"])]
+        md += ["| group | model | task | " + " | ".join(variants) + " |", "|---" * (3 + len(variants)) + "|"]
+        for (group, model, task), rows in accuracy.groupby(["group", "model", "task"], sort=False):
+            cells = {row["variant"]: _acc(row) for _, row in rows.iterrows()}
+            md.append(f"| {group} | {model} | {task} | " + " | ".join(cells.get(v, "–") for v in variants) + " |")
+        md += ["", "Accuracy with 95% Wilson intervals; a variant's accuracy counts a sample right when its best chain "
+               "answers correctly."]
+
+    real = [r for r in runs if r.control == "none"]
+    found = pd.DataFrame([analysis.findings(r) for r in real])
+    found.to_csv(out / "findings.csv", index=False)
+    md += ["", "## The two findings", ""]
+    for _, f in found.iterrows():
+        md.append(f"- {f['task']} [{f['variant']}, group {f['group']}]: of {f['right']} samples the original model got "
+                  f"right, {f['right_with_shorter']} ({_pct(f['share_shorter'])}) have a correct shorter chain "
+                  f"(study: >75%); of {f['wrong']} it got wrong, {f['wrong_fixed']} ({_pct(f['share_fixed'])}) have a "
+                  f"correct chain (study: >60%).")
+
+    depth = pd.DataFrame([analysis.depth_summary(r) for r in real])
+    depth.to_csv(out / "depth.csv", index=False)
+    usage = pd.DataFrame([analysis.usage_summary(r) for r in real])
+    usage.to_csv(out / "layer_usage_summary.csv", index=False)
+    search = pd.DataFrame([analysis.search_summary(r) for r in runs])
+    search.to_csv(out / "search.csv", index=False)
+    md += ["", "## Depth", "", "| task | variant | correct best chains | mean length | mean layers saved | "
+           "5th pct length | 20th pct length |", "|---|---|---|---|---|---|---|"]
+    for _, d in depth.iterrows():
+        md.append(f"| {d['task']} | {d['variant']} | {d['n_correct']} | {d['mean_length']:.2f} | {d['mean_saved']:.2f} "
+                  f"| {d['p5_length']:.1f} | {d['p20_length']:.1f} |")
+    md += ["", "## Layer usage", "", "| task | variant | usage entropy (normalised) | max concentration | never skipped |",
+           "|---|---|---|---|---|"]
+    for _, u in usage.iterrows():
+        md.append(f"| {u['task']} | {u['variant']} | {u['entropy']:.3f} | {u['max_concentration']:.3f} | "
+                  f"{u['never_skipped'] or 'none'} |")
+    md += ["", "## Search behaviour", "", "| task | variant | control | budget | samples with a correct chain | "
+           "median evaluations to first correct | mean share of budget | mean unique chains |",
+           "|---|---|---|---|---|---|---|---|"]
+    for _, s in search.iterrows():
+        md.append(f"| {s['task']} | {s['variant']} | {s['control']} | {s['budget']} | {s['found_correct']}/{s['samples']} "
+                  f"| {s['median_first_correct']:.1f} | {_pct(s['mean_budget_share'])} | {s['mean_unique_chains']:.1f} |")
+
+    for run in real:
+        slug = _slug(run)
+        usage_table = analysis.layer_usage(run)
+        usage_table.to_csv(out / f"layer_usage-{slug}.csv", index=False)
+        analysis.depth_table(run).to_csv(out / f"depth-{slug}.csv", index=False)
+        for name, draw in (("depth", figure_depth), ("layers", figure_layers), ("search", figure_search)):
+            path = out / f"{name}-{slug}.png"
+            figures.append((path.name, draw(run, path)))
+
+    control = analysis.chance_control(runs)
+    control.to_csv(out / "chance_control.csv", index=False)
+    md += ["", "## Chance control", ""]
+    if control.empty:
+        md.append("No decoy run (`cola search --control decoy`) matches these runs.")
+    else:
+        md += ["| task | variant | real: wrong → right | decoy: wrong → decoy | gap |", "|---|---|---|---|---|"]
+        for _, c in control.iterrows():
+            md.append(f"| {c['task']} | {c['variant']} | {c['real_fixed']}/{c['real_wrong']} ({_pct(c['real_share'])}) "
+                      f"| {c['decoy_fixed']}/{c['decoy_wrong']} ({_pct(c['decoy_share'])}) | {_pct(c['gap'])} |")
+            md.append("")
+        md += ["With this many chains tried, some chain picks any given answer by luck; the decoy share measures "
+               "that luck, and only the gap between the real and the decoy share is what the search finds beyond "
+               "chance."]
+        path = out / "chance_control.png"
+        figures.append((path.name, figure_control(control, path)))
+
+    md += ["", "## Figures", ""]
+    for name, caption in figures:
+        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.html").write_text(_html(md, out))
+    return out
+
+
+def _html(md: list[str], folder: Path) -> str:
+    """A self-contained page: the Markdown's lines, tables as tables, images inlined as data URIs."""
+    body, table = [], []
+
+    def flush() -> None:
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
+            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+            body.append(f"<table><tr>{head}</tr>{rest}</table>")
+            table.clear()
+
+    for line in md:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("!["):
+            name = line[line.index("](") + 2 : -1]
+            data = base64.b64encode((folder / name).read_bytes()).decode()
+            body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(line[2:line.index("]")])}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line.strip('*'))}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>CoLa report</title><style>{style}</style></head>" \
+           f"<body>{''.join(body)}</body></html>\n"

@@ -1,0 +1,134 @@
+"""`cola report` on fixture runs written by a small real search on the embedded model (tests/fixtures/runs):
+every number is checked against a direct computation from the records."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from cola.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+RUNS = {name: FIXTURES / name for name in ("cola", "skip", "repeat", "decoy")}
+
+
+def records(name):
+    return [json.loads(line) for line in (RUNS[name] / "records.jsonl").read_text().splitlines()]
+
+
+def layers(chain: str) -> list[int]:
+    out = []
+    for part in chain.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", *map(str, RUNS.values()), "--out", str(out)]) == 0
+    return out
+
+
+def test_accuracy_table_matches_records(report):
+    table = pd.read_csv(report / "accuracy.csv")
+    for name, variant in (("cola", "CoLa"), ("skip", "skip-only"), ("repeat", "recurrence-only")):
+        rs = records(name)
+        row = table[table["variant"] == variant].iloc[0]
+        assert row["k"] == sum(r["best"]["correct"] for r in rs) and row["n"] == len(rs)
+    original = table[table["variant"] == "original"]
+    assert len(original) == 1 and original.iloc[0]["k"] == sum(r["full"]["correct"] for r in records("cola"))
+    assert "decoy" not in set(table["variant"])
+
+
+def test_findings_match_records(report):
+    found = pd.read_csv(report / "findings.csv")
+    for name, variant in (("cola", "CoLa"), ("skip", "skip-only"), ("repeat", "recurrence-only")):
+        rs, depth = records(name), 30
+        row = found[found["variant"] == variant].iloc[0]
+        right = [r for r in rs if r["full"]["correct"]]
+        wrong = [r for r in rs if not r["full"]["correct"]]
+        shorter = [r for r in right if any(e["correct"] and e["length"] < depth for e in r["evaluations"])]
+        fixed = [r for r in wrong if any(e["correct"] for e in r["evaluations"])]
+        assert (row["right"], row["right_with_shorter"]) == (len(right), len(shorter))
+        assert (row["wrong"], row["wrong_fixed"]) == (len(wrong), len(fixed))
+
+
+def test_depth_usage_and_search_match_records(report):
+    rs = records("cola")
+    correct = [r for r in rs if r["best"]["correct"]]
+    lengths = pd.Series([len(layers(r["best"]["chain"])) for r in correct])
+    depth = pd.read_csv(report / "depth.csv")
+    row = depth[depth["variant"] == "CoLa"].iloc[0]
+    assert row["n_correct"] == len(correct)
+    assert math.isclose(row["mean_length"], lengths.mean()) and math.isclose(row["mean_saved"], 30 - lengths.mean())
+    assert math.isclose(row["p5_length"], lengths.quantile(0.05)) and math.isclose(row["p20_length"], lengths.quantile(0.2))
+
+    usage = pd.read_csv(next(report.glob("layer_usage-*-all-none-*.csv")))
+    for layer in (0, 7, 15, 29):
+        counts = [layers(r["best"]["chain"]).count(layer) for r in correct]
+        assert math.isclose(usage.loc[layer, "skipped"], sum(c == 0 for c in counts) / len(correct))
+        assert math.isclose(usage.loc[layer, "repeated"], sum(c >= 2 for c in counts) / len(correct))
+    uses = [sum(layers(r["best"]["chain"]).count(i) for r in correct) for i in range(30)]
+    p = [u / sum(uses) for u in uses]
+    summary = pd.read_csv(report / "layer_usage_summary.csv")
+    row = summary[summary["variant"] == "CoLa"].iloc[0]
+    assert math.isclose(row["entropy"], -sum(x * math.log(x) for x in p if x) / math.log(30))
+    assert math.isclose(row["max_concentration"], max(p))
+
+    search = pd.read_csv(report / "search.csv")
+    row = search[(search["variant"] == "CoLa") & (search["control"] == "none")].iloc[0]
+    firsts = [next((i for i, e in enumerate(r["evaluations"][1:], 1) if e["correct"]), None) for r in rs]
+    firsts = [f for f in firsts if f is not None]
+    assert row["found_correct"] == len(firsts)
+    assert math.isclose(row["median_first_correct"], pd.Series(firsts).median())
+    assert math.isclose(row["mean_unique_chains"], sum(len(r["evaluations"]) - 1 for r in rs) / len(rs))
+
+
+def test_chance_control_matches_records(report):
+    control = pd.read_csv(report / "chance_control.csv")
+    assert len(control) == 1
+    row = control.iloc[0]
+    real, decoy = records("cola"), records("decoy")
+    assert all(d["gold"] != d["true_gold"] for d in decoy)
+    real_wrong = [r for r in real if not r["full"]["correct"]]
+    decoy_wrong = [r for r in decoy if not r["full"]["correct"]]
+    assert row["real_fixed"] == sum(any(e["correct"] for e in r["evaluations"]) for r in real_wrong)
+    assert row["decoy_fixed"] == sum(any(e["correct"] for e in r["evaluations"]) for r in decoy_wrong)
+    assert row["decoy_wrong"] == len(decoy_wrong)
+    text = (report / "report.md").read_text()
+    assert "only the gap between the real and the decoy share is what the search finds beyond chance" in text
+
+
+def test_figures_exist_and_are_not_blank(report):
+    pngs = list(report.glob("*.png"))
+    assert {p.name.split("-")[0] for p in pngs} >= {"depth", "layers", "search", "chance_control.png"}
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert png.stat().st_size > 5000 and image.std() > 0.05, png.name
+    html = (report / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(pngs) and "<table>" in html
+
+
+def test_every_table_reads_with_pandas(report):
+    for csv in report.glob("*.csv"):
+        assert not pd.read_csv(csv).empty or csv.name == "chance_control.csv", csv.name
+
+
+def test_mixed_configs_are_flagged(report, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(RUNS["cola"], other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"] = "some-other-model"
+    (other / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "mixed"
+    assert main(["report", str(RUNS["cola"]), str(other), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "**These runs differ in model.**" in text and "no number averages across groups" in text
+    table = pd.read_csv(out / "accuracy.csv")
+    assert table["group"].nunique() == 2 and len(table[table["variant"] == "original"]) == 2
