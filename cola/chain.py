@@ -31,6 +31,14 @@ class Chain:
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
+    def _trusted(cls, layers: tuple[int, ...]) -> Chain:
+        """A chain from a tuple of ints already known to be valid (edits of a valid chain): no re-checking, as the
+        search builds hundreds of children per node."""
+        chain = object.__new__(cls)
+        object.__setattr__(chain, "layers", layers)
+        return chain
+
+    @classmethod
     def full(cls, depth: int) -> Chain:
         """The model's own order: ``0 .. depth-1``."""
         if depth < 1:
@@ -105,7 +113,7 @@ class Chain:
         self._check_block(position, k)
         if k >= len(self.layers):
             raise ChainError("skipping every layer leaves an empty chain")
-        return Chain(self.layers[:position] + self.layers[position + k :])
+        return Chain._trusted(self.layers[:position] + self.layers[position + k :])
 
     def repeat(self, position: int, k: int, r: int = 1) -> Chain:
         """Run the block of ``k`` chain positions starting at ``position`` ``r`` more times, right after itself."""
@@ -113,7 +121,7 @@ class Chain:
         if r < 1:
             raise ChainError(f"repeat count must be >= 1, got {r}")
         block = self.layers[position : position + k]
-        return Chain(self.layers[: position + k] + block * r + self.layers[position + k :])
+        return Chain._trusted(self.layers[: position + k] + block * r + self.layers[position + k :])
 
     def common_prefix(self, other: Chain) -> int:
         """Number of leading positions this chain shares with ``other``."""

@@ -1,4 +1,6 @@
-"""The ``cola`` command line: ``generate``, ``layers`` (and the commands later modules add)."""
+"""The ``cola`` command line: ``generate``, ``layers``, ``tasks``, ``eval``, ``search`` and ``report``.
+
+Each command imports what it needs when it runs, so ``cola --help`` stays fast."""
 
 from __future__ import annotations
 
@@ -6,9 +8,7 @@ import argparse
 import json
 import sys
 
-from .chain import ChainError, as_chain
-from .store import ConfigMismatch
-from .tasks import DataError
+from .chain import as_chain
 from .models import DEFAULT_MODEL, ModelLoadError, load_model
 
 
@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ChainError, ModelLoadError, DataError, ConfigMismatch, FileNotFoundError, KeyError) as err:
-        print(f"cola: error: {err}", file=sys.stderr)
+    except (ValueError, ModelLoadError, FileNotFoundError, KeyError) as err:  # chain, data, config: all ValueErrors
+        print(f"cola: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .chain import Chain
 from .generation import generate
@@ -31,7 +31,6 @@ class Outcome:
     margin: float | None = None  # score mode: gold log-likelihood minus the best other option's
     answer_norm: str | None = None  # score mode: the acc_norm choice
     correct_norm: bool | None = None
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

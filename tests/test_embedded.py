@@ -63,3 +63,10 @@ def test_cli_generate_json(smol, capsys):
 def test_cli_bad_chain_is_one_clear_error(capsys):
     assert main(["generate", "--chain", "0-30", "--prompt", "hi"]) == 2
     assert "layer index 30 out of range for a model with 30 layers" in capsys.readouterr().err
+
+
+def test_cli_layers(smol, capsys):
+    assert main(["layers"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "model: smollm2-135m (llama), depth: 30"
+    assert len(lines) == 31 and all(line.split()[1] == "full_attention" for line in lines[1:])

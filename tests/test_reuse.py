@@ -66,3 +66,17 @@ def test_shared_prompt_scoring_equals_each_option_alone(smol):
         assert scores.n_chars == [len(o) for o in options]  # acc_norm divides by the text without the delimiter
         assert score_options(smol, chain, context, options, prefix=prefix, delimiter=" ").logprobs == scores.logprobs
     assert prefix.computed_fraction < 1.0
+
+
+def test_next_token_logprobs_restricted_to_label_tokens():
+    from cola.scoring import next_token_logprobs
+
+    cm = tiny_model("qwen3")
+    ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    chain = Chain.parse("0-3,3,5")
+    got = next_token_logprobs(cm, chain, ids, mask, [10, 20, 30])
+    full = torch.log_softmax(forward(cm, chain, ids, mask)[:, -1].float(), dim=-1)
+    assert torch.allclose(got, full[:, [10, 20, 30]])
+    alone = torch.log_softmax(forward(cm, chain, torch.tensor([[5, 6, 7]]))[:, -1].float(), dim=-1)
+    assert torch.allclose(got[0], alone[0, [10, 20, 30]], atol=1e-5)

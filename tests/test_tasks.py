@@ -72,3 +72,17 @@ def test_eval_qa_jsonl_user_file(smol, tmp_path, capsys):
     path.write_text('{"question": "What is the capital of France?", "answer": "Paris"}\n')
     assert main(["eval", "--task", "qa_jsonl", "--data-file", str(path), "--n", "0"]) == 0
     assert "qa_jsonl acc: 1.0000 (1/1)" in capsys.readouterr().out
+
+
+def test_decoy_is_a_deterministic_wrong_answer(data_dir):
+    from cola.tasks import decoy
+
+    for name in ("arc_challenge", "gsm8k", "math"):
+        for sample in load_samples(name, data_dir, n=30, seed=2):
+            fake = decoy(sample)
+            assert fake == decoy(sample) and fake.meta["true_gold"] == sample.gold and fake.id == sample.id
+            task = TASKS[name]
+            assert not task.grade(fake.gold, sample), (name, sample.gold, fake.gold)  # wrong for the real gold
+            assert task.grade(fake.gold, fake)  # and right for itself
+            if sample.choices:
+                assert fake.gold in sample.labels
