@@ -70,3 +70,13 @@ def test_cli_layers(smol, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "model: smollm2-135m (llama), depth: 30"
     assert len(lines) == 31 and all(line.split()[1] == "full_attention" for line in lines[1:])
+
+
+def test_stop_strings_end_generation(smol):
+    chain = Chain.full(smol.depth)
+    free = generate_text(smol, chain, ["Count from 1 to 10, separated by commas."], max_new_tokens=40)[0]
+    assert "4" in free.text and "7" in free.text
+    stopped = generate_text(smol, chain, ["Count from 1 to 10, separated by commas."], max_new_tokens=40,
+                            stop_strings=["4"])[0]
+    assert stopped.stop_reason == "stop_string" and stopped.text.endswith("4")
+    assert free.tokens[: len(stopped.tokens)] == stopped.tokens and len(stopped.tokens) < len(free.tokens)
