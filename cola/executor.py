@@ -47,6 +47,8 @@ def chain_config(cm: ColaModel, layer_types: tuple[str, ...]):
     attention types. Memoised per model, since masks and caches are built from it at every step."""
     cfg = cm.chain_configs.get(layer_types)
     if cfg is None:
+        if len(cm.chain_configs) >= 1024:  # hybrid models make one per type sequence: keep the memo bounded
+            cm.chain_configs.clear()
         cfg = copy.deepcopy(cm.config)
         cfg.num_hidden_layers = len(layer_types)
         if getattr(cm.config, "layer_types", None) is not None:
