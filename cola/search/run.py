@@ -40,13 +40,13 @@ def search_sample(
     of 2 GiB); pass one to read its statistics afterwards."""
     if reward == "margin" and evaluator.mode != "score":
         raise ValueError("--reward margin needs --mode score (a multiple-choice task)")
+    prefix = prefix if prefix is not None else PrefixCache()
 
     def evaluate(chain: Chain) -> Evaluation:
         outcome = evaluator.evaluate_one(chain, sample, prefix)
         value = outcome.margin if reward == "margin" else float(outcome.correct)
         return Evaluation(chain, outcome.answer, outcome.correct, float(value))
 
-    prefix = prefix if prefix is not None else PrefixCache()
     start = time.perf_counter()
     with tqdm(total=config.sims, desc=f"  {sample.id}", unit="chain", leave=False, disable=not progress) as bar:
         result = mcts(Chain.full(space.depth), evaluate, space, config, sample_rng(seed, sample.id),
