@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable
+from functools import lru_cache
 
 import torch
 from transformers import DynamicCache
@@ -75,9 +76,15 @@ def positions_from_mask(attention_mask: torch.Tensor, query_length: int) -> torc
     return position_ids[:, -query_length:]
 
 
+@lru_cache(maxsize=None)
+def _rotary_takes_layer_type(rotary_cls: type) -> bool:
+    """Whether a rotary embedding class computes per attention type (Gemma3); asked once per class, not per step."""
+    return "layer_type" in inspect.signature(rotary_cls.forward).parameters
+
+
 def _rotary(cm: ColaModel, hidden: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
     rotary = cm.decoder.rotary_emb
-    if "layer_type" in inspect.signature(rotary.forward).parameters:
+    if _rotary_takes_layer_type(type(rotary)):
         return rotary(hidden, position_ids, layer_type)
     return rotary(hidden, position_ids)
 
