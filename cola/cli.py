@@ -113,6 +113,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                        f"-n{len(samples)}-s{args.seed}")
     store = RunStore(out, run_config(
         evaluator, space, config, seed=args.seed, reward=args.reward, n=len(samples), level=args.level,
+        dtype=str(evaluator.cm.dtype).removeprefix("torch."),
         data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples], control=args.control,
     ))
     records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet)
