@@ -7,7 +7,8 @@ Sections (all by default, or pick with --sections):
   compare  On the same samples and the same candidate chains (those a real MCTS run of CoLa visits), runs
            (a) the published method's cost: per candidate a fresh full prefill and greedy generation of 50 new
                tokens, no sharing, with one fix only: a cache slot per chain position;
-           (b) CoLa's search path: prefix reuse across candidates and early stop once the answer is complete;
+           (b) CoLa's search path: prefix reuse across candidates, early stop once the answer is complete, and
+               --batch samples searched at once, their candidates decoding together;
            asserts that every candidate gets the same answer from both, prints candidates/s and `ratio: X`.
   mcts     Median wall time of one MCTS per sample (score and generate mode) next to the time of as many
            independent full forwards of the same prompt.
@@ -30,7 +31,7 @@ from cola.executor import forward
 from cola.generation import generate
 from cola.reuse import PrefixCache
 from cola.search import MCTSConfig, SearchSpace
-from cola.search.run import search_sample
+from cola.search.run import search_sample, search_samples
 from cola.tasks import get_task, load_samples
 
 PUBLISHED_NEW_TOKENS = 50
@@ -52,27 +53,34 @@ def run_mcts(evaluator, sample, sims, seed=0):
     return record, time.perf_counter() - t0, prefix
 
 
-def section_compare(cm, task, samples, sims, every):
+def section_compare(cm, task, samples, sims, every, batch):
     # the same budget as the published method, so that both must give the same answer; CoLa stops early instead
     evaluator = Evaluator(cm, task, mode="generate", max_new_tokens=PUBLISHED_NEW_TOKENS)
-    print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each ==")
-    cola_time, cola_n, base_time, base_n, checked = 0.0, 0, 0.0, 0, 0
-    for sample in samples:
-        record, seconds, _ = run_mcts(evaluator, sample, sims)
-        cola_time += seconds
-        cola_n += len(record["evaluations"])
+    print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each, "
+          f"CoLa searching {batch} sample(s) at once ==")
+    t0 = time.perf_counter()
+    if batch > 1:
+        records = list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0, batch=batch))
+    else:
+        records = [run_mcts(evaluator, sample, sims)[0] for sample in samples]
+    cola_time = time.perf_counter() - t0
+    cola_n = sum(len(r["evaluations"]) for r in records)
+    by_id = {s.id: s for s in samples}
+    base_time, base_n, differ = 0.0, 0, []
+    for record in records:
         for e in record["evaluations"][::every]:
             t0 = time.perf_counter()
-            answer = published_answer(evaluator, Chain.parse(e["chain"]), sample)
+            answer = published_answer(evaluator, Chain.parse(e["chain"]), by_id[record["id"]])
             base_time += time.perf_counter() - t0
             base_n += 1
-            assert answer == e["answer"], f"{sample.id} {e['chain']}: published {answer!r} != cola {e['answer']!r}"
-            checked += 1
+            if answer != e["answer"]:
+                differ.append(f"{record['id']} {e['chain']}: published {answer!r} != cola {e['answer']!r}")
     cola_rate, base_rate = cola_n / cola_time, base_n / base_time
-    print(f"candidates: {cola_n} searched by CoLa, {checked} re-run the published way (every {every}), "
-          f"all {checked} with the same answer")
+    print(f"candidates: {cola_n} searched by CoLa, {base_n} re-run the published way (every {every}), "
+          f"{base_n - len(differ)} with the same answer")
     print(f"published method: {base_rate:8.3f} candidates/s ({base_time / base_n:.3f} s each)")
     print(f"CoLa search path: {cola_rate:8.3f} candidates/s ({cola_time / cola_n:.3f} s each, MCTS included)")
+    assert not differ, "answers differ:\n" + "\n".join(differ)
     return cola_rate / base_rate
 
 
@@ -93,6 +101,13 @@ def section_mcts(cm, samples, sims):
         s, f = statistics.median(searches), statistics.median(forwards)
         print(f"{mode:8s}: median search {s:7.2f} s, median {sims} full forwards of the {ids.shape[1]}-token "
               f"prompt {f:7.2f} s, forwards/search {f / s:.2f}x")
+        if mode == "generate" and len(samples) > 1:
+            t0 = time.perf_counter()
+            list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0,
+                                batch=len(samples)))
+            s = (time.perf_counter() - t0) / len(samples)
+            print(f"{mode:8s}: the {len(samples)} samples searched at once, {s:7.2f} s a sample, forwards/search "
+                  f"{f / s:.2f}x")
 
 
 def section_growth(cm, task, samples, budgets):
@@ -123,6 +138,7 @@ def main() -> None:
     parser.add_argument("--mcts-samples", type=int, default=3, help="samples for the `mcts` and `growth` sections")
     parser.add_argument("--budgets", default="50,100,200,400")
     parser.add_argument("--sections", default="mcts,growth,compare")
+    parser.add_argument("--batch", type=int, default=8, help="samples CoLa searches at once in `compare` (default 8)")
     args = parser.parse_args()
     torch.manual_seed(0)
     cm = load_model(args.model)
@@ -136,7 +152,7 @@ def main() -> None:
     if "growth" in sections:
         section_growth(cm, task, samples[: args.mcts_samples], [int(b) for b in args.budgets.split(",")])
     if "compare" in sections:
-        ratio = section_compare(cm, task, samples, args.sims, args.every)
+        ratio = section_compare(cm, task, samples, args.sims, args.every, args.batch)
         print(f"ratio: {ratio:.2f}")
 
 

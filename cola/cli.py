@@ -115,8 +115,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         evaluator, space, config, seed=args.seed, reward=args.reward, n=len(samples), level=args.level,
         dtype=str(evaluator.cm.dtype).removeprefix("torch."),
         data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples], control=args.control,
+        batch=args.batch,
     ))
-    records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet)
+    records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet,
+                         batch=args.batch)
     n = len(records)
     original = sum(r["full"]["correct"] for r in records)
     cola = sum(r["best"]["correct"] for r in records)
@@ -187,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control", default="none", choices=["none", "decoy"],
                    help="decoy: replace each gold by a deterministic wrong answer (chance control)")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS[-decoy]-nN-sSEED)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="search this many samples at once; in generate mode their chains decode together, several "
+                        "times faster, with answers equal up to floating-point rounding (default 1: one at a time)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
 

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import torch
+
 from .chain import Chain
 from .generation import generate
 from .models import ColaModel
@@ -79,22 +81,31 @@ class Evaluator:
             return self._score(chain, sample, prefix)
         return self._generate(chain, [sample], prefix)[0]
 
-    def _generate(self, chain: Chain, samples: Sequence[Sample], prefix: PrefixCache | None = None) -> list[Outcome]:
-        prompts = [self.prompt(s) for s in samples]
+    def prompt_ids(self, sample: Sample) -> torch.Tensor:
+        """The token ids (1, length) of the sample's prompt in generate mode."""
+        return self._encode([self.prompt(sample)])[0]
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids and mask of already formatted prompts (a chat template writes its own special tokens)."""
         templated = self.chat and self.cm.has_chat_template
         batch = self.cm.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not templated)
+        return batch["input_ids"].to(self.cm.device), batch["attention_mask"].to(self.cm.device)
+
+    def _generate(self, chain: Chain, samples: Sequence[Sample], prefix: PrefixCache | None = None) -> list[Outcome]:
+        prompts = [self.prompt(s) for s in samples]
+        input_ids, attention_mask = self._encode(prompts)
         outs = generate(
-            self.cm, chain, batch["input_ids"].to(self.cm.device), batch["attention_mask"].to(self.cm.device),
+            self.cm, chain, input_ids, attention_mask,
             max_new_tokens=self.max_new_tokens or self.task.max_new_tokens,
             is_done=lambda b, text: self.task.is_done(text, samples[b]),
             prefix=prefix,
         )
-        results = []
-        for sample, prompt, out in zip(samples, prompts, outs):
-            answer = self.task.extract(out.text, sample)
-            results.append(Outcome(sample.id, str(chain), prompt, out.text, answer, sample.gold,
-                                   bool(self.task.grade(answer, sample))))
-        return results
+        return [self.grade_text(chain, s, prompt, out.text) for s, prompt, out in zip(samples, prompts, outs)]
+
+    def grade_text(self, chain: Chain, sample: Sample, prompt: str, text: str) -> Outcome:
+        """The outcome of ``text``, generated through ``chain`` for ``sample``."""
+        answer = self.task.extract(text, sample)
+        return Outcome(sample.id, str(chain), prompt, text, answer, sample.gold, bool(self.task.grade(answer, sample)))
 
     def _score(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
         context = self.prompt(sample)

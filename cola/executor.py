@@ -82,7 +82,8 @@ def _rotary_takes_layer_type(rotary_cls: type) -> bool:
     return "layer_type" in inspect.signature(rotary_cls.forward).parameters
 
 
-def _rotary(cm: ColaModel, hidden: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
+def rotary_embeddings(cm: ColaModel, hidden: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
+    """The rotary (cos, sin) of ``position_ids`` for layers of ``layer_type``."""
     rotary = cm.decoder.rotary_emb
     if _rotary_takes_layer_type(type(rotary)):
         return rotary(hidden, position_ids, layer_type)
@@ -118,7 +119,7 @@ def run_layers(
             config=config, inputs_embeds=hidden, attention_mask=attention_mask,
             cache=None if fresh_prompt else cache, position_ids=position_ids,
         )
-        rotaries[layer_type] = _rotary(cm, hidden, position_ids, layer_type)
+        rotaries[layer_type] = rotary_embeddings(cm, hidden, position_ids, layer_type)
     for p in range(start, len(chain)):
         layer_type = types[p]
         slot = SlotCache(cache, p) if cache is not None else None

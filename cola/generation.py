@@ -62,16 +62,8 @@ def generate(
             if reasons[b] is not None:
                 next_ids[b] = pad_id
                 continue
-            token = int(next_ids[b])
-            tokens[b].append(token)
-            if token in eos:
-                reasons[b] = "eos"
-            elif stop_strings or is_done:
-                text = cm.tokenizer.decode(tokens[b], skip_special_tokens=True)
-                if any(s in text for s in stop_strings):
-                    reasons[b] = "stop_string"
-                elif is_done is not None and is_done(b, text):
-                    reasons[b] = "done"
+            tokens[b].append(int(next_ids[b]))
+            reasons[b] = stop_reason(cm, tokens[b], eos, stop_strings, is_done, b)
         if step == max_new_tokens - 1 or all(r is not None for r in reasons):
             break
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, 1)], dim=1)
@@ -79,6 +71,26 @@ def generate(
     return [
         Generation(t, cm.tokenizer.decode(t, skip_special_tokens=True), r or "length") for t, r in zip(tokens, reasons)
     ]
+
+
+def stop_reason(
+    cm: ColaModel,
+    tokens: list[int],
+    eos: set[int],
+    stop_strings: Sequence[str],
+    is_done: Callable[[int, str], bool] | None,
+    b: int,
+) -> str | None:
+    """Why the generation ``tokens`` of batch row ``b`` ends after its last token, or None while it goes on."""
+    if tokens[-1] in eos:
+        return "eos"
+    if stop_strings or is_done:
+        text = cm.tokenizer.decode(tokens, skip_special_tokens=True)
+        if any(s in text for s in stop_strings):
+            return "stop_string"
+        if is_done is not None and is_done(b, text):
+            return "done"
+    return None
 
 
 def generate_text(

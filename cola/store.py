@@ -13,7 +13,7 @@ from pathlib import Path
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
-UNCOMPARED = ("version",)  # recorded, but a resume under another package version may go on
+UNCOMPARED = ("version", "batch")  # recorded, but a resume under another version or batch size may go on
 
 
 class ConfigMismatch(ValueError):

@@ -113,3 +113,18 @@ def test_a_different_config_is_refused(tmp_path):
     RunStore(tmp_path, {"task": "synthetic", "sims": 200})  # same config: resumes
     with pytest.raises(ConfigMismatch, match="sims: 200 -> 100"):
         RunStore(tmp_path, {"task": "synthetic", "sims": 100})
+
+
+def test_batched_run_equals_one_at_a_time_and_resumes_with_another_batch(tiny_folder, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    subprocess.run(_search_cmd(tiny_folder, alone, n=4), check=True, env=env, capture_output=True)
+    subprocess.run(_search_cmd(tiny_folder, together, n=4) + ["--batch", "3"], check=True, env=env,
+                   capture_output=True)
+    assert json.loads((together / "config.json").read_text())["batch"] == 3
+    assert sorted(_lines_without_wall_time(together)) == sorted(_lines_without_wall_time(alone))
+    lines = (together / "records.jsonl").read_text().splitlines()
+    (together / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if stopped after two samples
+    subprocess.run(_search_cmd(tiny_folder, together, n=4) + ["--batch", "1"], check=True, env=env,
+                   capture_output=True)
+    assert sorted(_lines_without_wall_time(together)) == sorted(_lines_without_wall_time(alone))

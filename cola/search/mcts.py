@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 from ..chain import Chain
@@ -80,8 +80,28 @@ def mcts(
     progress: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Search from ``root`` until ``config.sims`` chains besides the root have been evaluated (or the reachable
-    space is exhausted). ``progress(n)`` is called after each evaluation."""
-    seen: dict[Chain, Evaluation] = {root: evaluate(root)}
+    space is exhausted). ``progress(n)`` is called after each evaluation but the root's."""
+    steps = search_steps(root, space, config, rng)
+    chain = next(steps)
+    done = 0
+    while True:
+        evaluation = evaluate(chain)
+        if progress and done:
+            progress(done)
+        done += 1
+        try:
+            chain = steps.send(evaluation)
+        except StopIteration as stop:
+            return stop.value
+
+
+def search_steps(
+    root: Chain, space: SearchSpace, config: MCTSConfig, rng: random.Random
+) -> Generator[Chain, Evaluation, SearchResult]:
+    """The search as a coroutine: it yields each chain to evaluate, is sent that chain's :class:`Evaluation`, and
+    returns the :class:`SearchResult`. A driver can so interleave the searches of many samples and evaluate their
+    chains together (:func:`cola.search.run.run_search` with ``batch > 1``); :func:`mcts` drives one alone."""
+    seen: dict[Chain, Evaluation] = {root: (yield root)}
     order = [seen[root]]
     tree = Node(root)
     _backup(tree, seen[root].reward)
@@ -102,10 +122,8 @@ def mcts(
                 child = Node(chain, parent=node)
                 node.children.append(child)
                 if chain not in seen:
-                    seen[chain] = evaluate(chain)
+                    seen[chain] = yield chain
                     order.append(seen[chain])
-                    if progress:
-                        progress(len(order) - 1)
                 _backup(child, seen[chain].reward)
                 break
             if not node.children:  # a leaf with no legal edit

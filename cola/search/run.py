@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import asdict, dataclass
 
+import torch
 from tqdm import tqdm
 
 from ..chain import Chain
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, Outcome
 from ..reuse import PrefixCache
 from ..store import RunStore
 from ..tasks import Sample
-from .mcts import Evaluation, MCTSConfig, SearchResult, mcts
+from .mcts import Evaluation, MCTSConfig, SearchResult, mcts, search_steps
 from .space import SearchSpace
 
 REWARDS = ("correct", "margin")
@@ -43,15 +44,80 @@ def search_sample(
     prefix = prefix if prefix is not None else PrefixCache()
 
     def evaluate(chain: Chain) -> Evaluation:
-        outcome = evaluator.evaluate_one(chain, sample, prefix)
-        value = outcome.margin if reward == "margin" else float(outcome.correct)
-        return Evaluation(chain, outcome.answer, outcome.correct, float(value))
+        return _evaluation(chain, evaluator.evaluate_one(chain, sample, prefix), reward)
 
     start = time.perf_counter()
     with tqdm(total=config.sims, desc=f"  {sample.id}", unit="chain", leave=False, disable=not progress) as bar:
         result = mcts(Chain.full(space.depth), evaluate, space, config, sample_rng(seed, sample.id),
                       lambda n: bar.update(1))
     return make_record(sample, result, time.perf_counter() - start)
+
+
+def search_samples(
+    evaluator: Evaluator,
+    samples: Sequence[Sample],
+    space: SearchSpace,
+    config: MCTSConfig,
+    seed: int,
+    reward: str = "correct",
+    batch: int = 8,
+    prefix_bytes: int = 4 << 30,
+) -> Iterator[dict]:
+    """Search up to ``batch`` samples at once and yield each record as its search ends (not in sample order).
+
+    Each sample's MCTS runs as in :func:`search_sample`, with its own seeded randomness and prefix cache
+    (``prefix_bytes`` shared out among the ``batch`` searches). In generate mode every search has its current chain
+    in one :class:`~cola.batching.RowDecoder`: the chains decode together, and a search whose chain has finished
+    gets its next chain in at the next step, so the batch stays full. Outcomes equal :func:`search_sample`'s up to the
+    rounding of batched products. Score mode has no decoding to share: the samples are searched one by one."""
+    if evaluator.mode == "score":
+        yield from (search_sample(evaluator, sample, space, config, seed, reward) for sample in samples)
+        return
+    from ..batching import RowDecoder
+
+    task = evaluator.task
+    decoder = RowDecoder(evaluator.cm, evaluator.max_new_tokens or task.max_new_tokens)
+    waiting = iter(samples)
+
+    def submit(search: _Search) -> None:
+        decoder.add(search, search.chain, search.ids, search.prefix, lambda text: task.is_done(text, search.sample))
+
+    def start() -> None:
+        sample = next(waiting, None)
+        if sample is not None:
+            steps = search_steps(Chain.full(space.depth), space, config, sample_rng(seed, sample.id))
+            submit(_Search(sample, steps, next(steps), PrefixCache(prefix_bytes // batch), time.perf_counter(),
+                           evaluator.prompt_ids(sample), evaluator.prompt(sample)))
+
+    for _ in range(batch):
+        start()
+    while decoder.active or decoder.finished:
+        for search, generation in decoder.step():
+            outcome = evaluator.grade_text(search.chain, search.sample, search.prompt, generation.text)
+            try:
+                search.chain = search.steps.send(_evaluation(search.chain, outcome, reward))
+                submit(search)
+            except StopIteration as stop:
+                yield make_record(search.sample, stop.value, time.perf_counter() - search.start)
+                start()
+
+
+@dataclass
+class _Search:
+    """One sample's search in flight: its coroutine and the chain it waits to have evaluated."""
+
+    sample: Sample
+    steps: Generator[Chain, Evaluation, SearchResult]
+    chain: Chain
+    prefix: PrefixCache
+    start: float
+    ids: torch.Tensor  # the prompt's token ids
+    prompt: str
+
+
+def _evaluation(chain: Chain, outcome: Outcome, reward: str) -> Evaluation:
+    value = outcome.margin if reward == "margin" else float(outcome.correct)
+    return Evaluation(chain, outcome.answer, outcome.correct, float(value))
 
 
 def _evaluation_dict(e: Evaluation | None) -> dict | None:
@@ -88,13 +154,21 @@ def run_search(
     seed: int,
     reward: str = "correct",
     progress: bool = True,
+    batch: int = 1,
 ) -> list[dict]:
-    """Search every sample not yet in the store, appending each record as it finishes; returns all records."""
+    """Search every sample not yet in the store, appending each record as it finishes; returns all records.
+    ``batch > 1`` searches that many samples at once (:func:`search_samples`)."""
     done = store.finished_ids()
     todo = [s for s in samples if s.id not in done]
-    for sample in tqdm(todo, desc="samples", unit="sample", disable=not progress, initial=len(samples) - len(todo),
-                       total=len(samples)):
-        store.append(search_sample(evaluator, sample, space, config, seed, reward, progress))
+    with tqdm(desc="samples", unit="sample", disable=not progress, initial=len(samples) - len(todo),
+              total=len(samples)) as bar:
+        if batch > 1:
+            records = search_samples(evaluator, todo, space, config, seed, reward, batch)
+        else:
+            records = (search_sample(evaluator, sample, space, config, seed, reward, progress) for sample in todo)
+        for record in records:
+            store.append(record)
+            bar.update(1)
     by_id = {r["id"]: r for r in store.records()}
     return [by_id[s.id] for s in samples if s.id in by_id]
 

@@ -1,0 +1,84 @@
+"""Many chains decoded together: one row is exactly the one-chain generator; several rows with different chains and
+prompt lengths match running each alone; searching several samples at once equals searching them one by one."""
+
+import pytest
+import torch
+
+from cola import Chain
+from cola.batching import Row, decode_step, generate_chains
+from cola.evaluate import Evaluator
+from cola.executor import prefill
+from cola.generation import generate
+from cola.search import MCTSConfig, SearchSpace
+from cola.search.run import search_sample, search_samples
+from cola.tasks import get_task, load_samples
+from conftest import FAMILIES, tiny_model
+
+CHAINS = ["0-5", "0,2-5", "0-2,1,2,3-5", "0-3,3,3,4,5", "5,4,3,2,1,0", "0,1,4,5"]
+
+
+def _prompts(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 96, (1, n), generator=g) for n in lengths]
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def tiny(request):
+    return tiny_model(request.param)
+
+
+def test_one_request_is_exactly_generate(tiny):
+    for chain, ids in zip(map(Chain.parse, CHAINS), _prompts([5, 9, 7, 12, 6, 10])):
+        expected = generate(tiny, chain, ids, max_new_tokens=10)[0]
+        got = generate_chains(tiny, [(chain, ids, None)], max_new_tokens=10)[0]
+        assert (got.tokens, got.stop_reason) == (expected.tokens, expected.stop_reason), str(chain)
+
+
+def test_rows_together_match_rows_alone(tiny):
+    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=1)
+
+    def rows():
+        out, logits = [], []
+        for chain, ids in zip(chains, prompts):
+            lg, cache = prefill(tiny, chain, ids)
+            out.append(Row(chain, cache, ids.shape[1]))
+            logits.append(lg[0, -1])
+        return out, torch.stack(logits).argmax(-1)
+
+    together, tokens = rows()
+    alone, _ = rows()
+    for _ in range(6):  # feed the same tokens to both, so only the batching differs
+        batched = decode_step(tiny, together, tokens)
+        single = torch.cat([decode_step(tiny, [row], tokens[b : b + 1]) for b, row in enumerate(alone)])
+        assert (batched - single).abs().max().item() <= 1e-4
+        tokens = single.argmax(-1)
+    assert [r.length for r in together] == [p.shape[1] + 6 for p in prompts]
+    assert all(len(r.cache.layers) == len(r.chain) for r in together)
+
+
+def test_generate_chains_matches_generate_per_chain(tiny):
+    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([8, 3, 11, 5, 9, 4], seed=2)
+
+    def done(b, text):  # rows 1 and 4 end early, so the batch shrinks while the others go on
+        return b in (1, 4) and len(text.split()) >= 3
+
+    expected = [generate(tiny, c, p, max_new_tokens=12, is_done=lambda _, text, b=b: done(b, text))[0]
+                for b, (c, p) in enumerate(zip(chains, prompts))]
+    got = generate_chains(tiny, [(c, p, None) for c, p in zip(chains, prompts)], max_new_tokens=12, is_done=done)
+    assert [(g.tokens, g.stop_reason) for g in got] == [(e.tokens, e.stop_reason) for e in expected]
+    assert {got[1].stop_reason, got[4].stop_reason} == {"done"} and len(got[1].tokens) < 12
+
+
+def test_searching_samples_together_equals_one_by_one():
+    cm = tiny_model("llama")
+    evaluator = Evaluator(cm, get_task("synthetic"), mode="generate")
+    samples = load_samples(get_task("synthetic"), None, n=5, seed=1)
+    space, config = SearchSpace(cm.depth), MCTSConfig(sims=25)
+    alone = {s.id: search_sample(evaluator, s, space, config, seed=4) for s in samples}
+    together = list(search_samples(evaluator, samples, space, config, seed=4, batch=3))
+    assert sorted(r["id"] for r in together) == sorted(alone)
+    for record in together:
+        expected = alone[record["id"]]
+        assert [(e["chain"], e["answer"]) for e in record["evaluations"]] == \
+            [(e["chain"], e["answer"]) for e in expected["evaluations"]]
+        assert record["best"] == expected["best"]
