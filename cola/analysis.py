@@ -20,8 +20,9 @@ from .evaluate import wilson_interval
 from .store import read_config, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
-# config keys that may differ inside a group: the ablation, the chance control, the package version
-VARYING = ("space", "control", "version")
+# config keys that may differ inside a group: the ablation, the chance control, the package version, the batch size
+# (which changes only floating-point rounding)
+VARYING = ("space", "control", "version", "batch")
 
 
 @dataclass

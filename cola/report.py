@@ -177,10 +177,13 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
         for _, c in control.iterrows():
             md.append(f"| {c['task']} | {c['variant']} | {c['real_fixed']}/{c['real_wrong']} ({_pct(c['real_share'])}) "
                       f"| {c['decoy_fixed']}/{c['decoy_wrong']} ({_pct(c['decoy_share'])}) | {_pct(c['gap'])} |")
-            md.append("")
-        md += ["With this many chains tried, some chain picks any given answer by luck; the decoy share measures "
+        md += ["", "With this many chains tried, some chain picks any given answer by luck; the decoy share measures "
                "that luck, and only the gap between the real and the decoy share is what the search finds beyond "
                "chance."]
+        at_chance = [f"{c['task']} ({c['variant']})" for _, c in control.iterrows() if c["gap"] <= 0]
+        if at_chance:
+            md[-1] += (f" Where the gap is zero or below ({', '.join(at_chance)}), the search reaches the decoy as "
+                       "often as the gold: its wrong → right fixes there are no more than chance gives.")
         path = out / "chance_control.png"
         figures.append((path.name, figure_control(control, path)))
 
