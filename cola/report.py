@@ -84,8 +84,9 @@ def figure_control(table: pd.DataFrame, path: Path) -> str:
     ax.bar([i + 0.2 for i in x], table["decoy_share"], width=0.4, label="decoy gold")
     ax.set_xticks(list(x), [f"{t}\n{v}" for t, v in zip(table["task"], table["variant"])], fontsize=8)
     ax.set_ylabel("wrong→right share")
-    ax.set_ylim(0, 1)
-    ax.legend()
+    ax.set_ylim(0, 1.25)  # room for the legend above the bars
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.legend(loc="upper center", ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
