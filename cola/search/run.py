@@ -70,6 +70,8 @@ def search_samples(
     in one :class:`~cola.batching.RowDecoder`: the chains decode together, and a search whose chain has finished
     gets its next chain in at the next step, so the batch stays full. Outcomes equal :func:`search_sample`'s up to the
     rounding of batched products. Score mode has no decoding to share: the samples are searched one by one."""
+    if reward == "margin" and evaluator.mode != "score":
+        raise ValueError("--reward margin needs --mode score (a multiple-choice task)")
     if evaluator.mode == "score":
         yield from (search_sample(evaluator, sample, space, config, seed, reward) for sample in samples)
         return
