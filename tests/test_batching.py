@@ -1,14 +1,16 @@
-"""Many chains decoded together: one row is exactly the one-chain generator; several rows with different chains and
-prompt lengths match running each alone; searching several samples at once equals searching them one by one."""
+"""Many chains run together: one row is exactly the one-chain executor and generator; several rows with different
+chains and prompt lengths, prefilling or decoding, packed into the same layer calls, match running each alone;
+searching several samples at once equals searching them one by one."""
 
 import pytest
 import torch
 
 from cola import Chain
-from cola.batching import Row, decode_step, generate_chains
+from cola.batching import Row, RowDecoder, advance, decode_step, generate_chains, prompt_segment
 from cola.evaluate import Evaluator
 from cola.executor import prefill
 from cola.generation import generate
+from cola.reuse import PrefixCache
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_sample, search_samples
 from cola.tasks import get_task, load_samples
@@ -54,6 +56,55 @@ def test_rows_together_match_rows_alone(tiny):
         tokens = single.argmax(-1)
     assert [r.length for r in together] == [p.shape[1] + 6 for p in prompts]
     assert all(len(r.cache.layers) == len(r.chain) for r in together)
+
+
+def test_packed_prefills_match_prefill_alone(tiny):
+    """Prompts of different lengths through different chains, packed into shared layer calls, some reusing a prefix
+    cache that earlier chains filled: logits, every cache slot and the prefix caches' new entries match."""
+    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=3)
+    warm = Chain.parse("0-3,5")  # fills the prefix caches' first positions, so rows start at different positions
+
+    def caches():
+        out = [PrefixCache() if b % 2 else None for b in range(len(chains))]
+        for prefix, ids in zip(out, prompts):
+            if prefix is not None:
+                prefill(tiny, warm, ids, prefix=prefix)
+        return out
+
+    alone_prefix, packed_prefix = caches(), caches()
+    alone = [prefill(tiny, c, ids, prefix=p) for c, ids, p in zip(chains, prompts, alone_prefix)]
+    segments = [prompt_segment(tiny, c, ids, p) for c, ids, p in zip(chains, prompts, packed_prefix)]
+    assert {s.start for s in segments} != {0}
+    logits = advance(tiny, segments)
+    for b, ((expected, cache), seg) in enumerate(zip(alone, segments)):
+        assert (logits[b] - expected[0, -1]).abs().max().item() <= 1e-4, str(chains[b])
+        assert seg.row.length == prompts[b].shape[1]
+        for slot in range(len(chains[b])):
+            for got, want in zip((seg.row.cache.layers[slot].keys, seg.row.cache.layers[slot].values),
+                                 (cache.layers[slot].keys, cache.layers[slot].values)):
+                assert (got - want).abs().max().item() <= 1e-4
+    for a, p in zip(alone_prefix, packed_prefix):
+        if a is not None:
+            assert (p.layers_computed, p.nbytes) == (a.layers_computed, a.nbytes)
+            node_a, node_p = a.lookup(chains[1].layers)[-1], p.lookup(chains[1].layers)[-1]
+            assert (node_a.hidden - node_p.hidden).abs().max().item() <= 1e-4
+
+
+def test_requests_joining_while_others_decode(tiny):
+    """Continuous batching: requests added while others are decoding prefill in the same layer calls as those
+    decoding tokens; every request's tokens are those of generating it alone."""
+    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([8, 3, 11, 5, 9, 4], seed=4)
+    expected = [generate(tiny, c, p, max_new_tokens=9)[0] for c, p in zip(chains, prompts)]
+    decoder, got = RowDecoder(tiny, max_new_tokens=9), {}
+    for b in range(3):
+        decoder.add(b, chains[b], prompts[b])
+    for _ in range(2):
+        got.update(decoder.step())
+    for b in range(3, 6):
+        decoder.add(b, chains[b], prompts[b])
+    while len(got) < 6:
+        got.update(decoder.step())
+    assert [(got[b].tokens, got[b].stop_reason) for b in range(6)] == [(e.tokens, e.stop_reason) for e in expected]
 
 
 def test_generate_chains_matches_generate_per_chain(tiny):
