@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoy: replace each gold by a deterministic wrong answer (chance control)")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS[-decoy]-nN-sSEED)")
     p.add_argument("--batch", type=int, default=1,
-                   help="search this many samples at once; in generate mode their chains decode together, several "
-                        "times faster, with answers equal up to floating-point rounding (default 1: one at a time)")
+                   help="search this many samples at once; their chains run together in the same layer calls, "
+                        "faster, with answers equal up to floating-point rounding (default 1: one at a time)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
 

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .chain import Chain
+from .executor import prefill
 from .generation import generate
 from .models import ColaModel
 from .reuse import PrefixCache
-from .scoring import score_options
+from .scoring import OptionInputs, OptionScores, finish_scores, option_inputs
 from .tasks import Sample, Task
 
 MODES = ("generate", "score")
@@ -107,22 +108,32 @@ class Evaluator:
         answer = self.task.extract(text, sample)
         return Outcome(sample.id, str(chain), prompt, text, answer, sample.gold, bool(self.task.grade(answer, sample)))
 
-    def _score(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
+    def option_inputs(self, sample: Sample) -> OptionInputs:
+        """Score mode: the sample's options as token ids, the shared context first."""
         context = self.prompt(sample)
         if self.score_style == "lmeval":  # lm-eval's target delimiter " "; it adds BOS for Gemma only
             options, delimiter = [text for _, text in sample.choices], " "
             special = self.cm.config.model_type.startswith("gemma")
         else:  # the chat prompt ends where the assistant's reply begins
             options, delimiter, special = list(sample.labels), "", False
-        scores = score_options(self.cm, chain, context, options, special, prefix, delimiter)
+        return option_inputs(self.cm, context, options, special, delimiter)
+
+    def grade_scores(self, chain: Chain, sample: Sample, scores: OptionScores) -> Outcome:
+        """The outcome of the options' log-likelihoods through ``chain``."""
         gold = sample.gold_index
         others = [lp for i, lp in enumerate(scores.logprobs) if i != gold]
         answer, answer_norm = sample.labels[scores.best], sample.labels[scores.best_norm]
         return Outcome(
-            sample.id, str(chain), context, scores.logprobs, answer, sample.gold, answer == sample.gold,
+            sample.id, str(chain), self.prompt(sample), scores.logprobs, answer, sample.gold, answer == sample.gold,
             margin=scores.logprobs[gold] - max(others), answer_norm=answer_norm,
             correct_norm=answer_norm == sample.gold,
         )
+
+    def _score(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
+        inputs = self.option_inputs(sample)
+        last_logits, cache = prefill(self.cm, chain, torch.tensor([inputs.context], device=self.cm.device),
+                                     prefix=prefix)
+        return self.grade_scores(chain, sample, finish_scores(self.cm, chain, inputs, last_logits[0], cache))
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from .chain import Chain
 from .executor import forward, prefill
@@ -50,6 +51,34 @@ def option_token_ids(
     return pairs
 
 
+@dataclass
+class OptionInputs:
+    """One question's options as token ids: the ``context`` all inputs share (run once), each option's remaining
+    ``suffix`` of inputs, and the (context, continuation) split of each option."""
+
+    pairs: list[tuple[list[int], list[int]]]
+    context: list[int]
+    suffixes: list[list[int]]
+    n_chars: list[int]
+
+
+def option_inputs(
+    cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool = False, delimiter: str = ""
+) -> OptionInputs:
+    """Tokenise a question's options for scoring: each continuation is ``delimiter + option``; the model reads
+    context + continuation[:-1], and the longest token prefix all inputs share runs once."""
+    pairs = option_token_ids(cm, context, [delimiter + o for o in options], add_special_tokens)
+    if any(not cont for _, cont in pairs):
+        raise ValueError("an answer option encodes to no tokens")
+    inputs = [ctx + cont[:-1] for ctx, cont in pairs]
+    shared = min(len(ctx) for ctx, _ in pairs)
+    while any(x[:shared] != inputs[0][:shared] for x in inputs):
+        shared -= 1
+    if shared < 1:
+        raise ValueError("the options share no context token")
+    return OptionInputs(pairs, inputs[0][:shared], [x[shared:] for x in inputs], [len(o) for o in options])
+
+
 @torch.inference_mode()
 def score_options(
     cm: ColaModel,
@@ -64,37 +93,39 @@ def score_options(
 
     The tokens all options' inputs share (the context) go through the chain once, batch 1 (reusing earlier chains'
     work when a :class:`~cola.reuse.PrefixCache` of them is given); then the options' own tokens run as one
-    right-padded batch on a copy of that cache per option. Each continuation is ``delimiter + option``; as in
-    lm-eval, ``acc_norm`` divides by the option's length without the delimiter.
+    right-padded batch on a copy of that cache per option (:func:`finish_scores`). Each continuation is
+    ``delimiter + option``; as in lm-eval, ``acc_norm`` divides by the option's length without the delimiter.
     """
-    pairs = option_token_ids(cm, context, [delimiter + o for o in options], add_special_tokens)
-    if any(not cont for _, cont in pairs):
-        raise ValueError("an answer option encodes to no tokens")
-    inputs = [ctx + cont[:-1] for ctx, cont in pairs]
-    shared = min(len(ctx) for ctx, _ in pairs)
-    while any(x[:shared] != inputs[0][:shared] for x in inputs):
-        shared -= 1
-    if shared < 1:
-        raise ValueError("the options share no context token")
-    device = cm.device
-    last_logits, cache = prefill(cm, chain, torch.tensor([inputs[0][:shared]], device=device), prefix=prefix)
-    rows = [last_logits[0]] * len(inputs)  # logits at input position shared-1 .. end, per option
-    suffixes = [x[shared:] for x in inputs]
-    width = max(len(x) for x in suffixes)
+    inputs = option_inputs(cm, context, options, add_special_tokens, delimiter)
+    ids = torch.tensor([inputs.context], device=cm.device)
+    last_logits, cache = prefill(cm, chain, ids, prefix=prefix)
+    return finish_scores(cm, chain, inputs, last_logits[0], cache)
+
+
+@torch.inference_mode()
+def finish_scores(
+    cm: ColaModel, chain: Chain, inputs: OptionInputs, last_logits: torch.Tensor, cache: DynamicCache
+) -> OptionScores:
+    """The options' log-likelihoods once the shared context has run through ``chain``: ``last_logits`` (1, vocab)
+    at its last token and its ``cache``, which the options' own tokens (if any) extend, one copy per option."""
+    device, shared = cm.device, len(inputs.context)
+    rows = [last_logits] * len(inputs.pairs)  # logits at input position shared-1 .. end, per option
+    width = max(len(x) for x in inputs.suffixes)
     if width:
         for layer in cache.layers:
-            layer.batch_repeat_interleave(len(inputs))
+            layer.batch_repeat_interleave(len(inputs.suffixes))
         pad = cm.tokenizer.pad_token_id
-        ids = torch.tensor([x + [pad] * (width - len(x)) for x in suffixes], device=device)
-        mask = torch.tensor([[1] * (shared + len(x)) + [0] * (width - len(x)) for x in suffixes], device=device)
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x in inputs.suffixes], device=device)
+        mask = torch.tensor([[1] * (shared + len(x)) + [0] * (width - len(x)) for x in inputs.suffixes],
+                            device=device)
         logits = forward(cm, chain, ids, mask, cache=cache)
-        rows = [torch.cat([last_logits[0], logits[b, : len(x)]]) for b, x in enumerate(suffixes)]
+        rows = [torch.cat([last_logits, logits[b, : len(x)]]) for b, x in enumerate(inputs.suffixes)]
     sums = []
-    for (ctx, cont), row in zip(pairs, rows):
+    for (ctx, cont), row in zip(inputs.pairs, rows):
         logprobs = torch.log_softmax(row.float(), dim=-1)
         at = torch.arange(len(cont), device=device) + len(ctx) - shared
         sums.append(float(logprobs[at, torch.tensor(cont, device=device)].sum()))
-    return OptionScores(sums, [len(o) for o in options], [len(c) for _, c in pairs])
+    return OptionScores(sums, inputs.n_chars, [len(c) for _, c in inputs.pairs])
 
 
 @torch.inference_mode()

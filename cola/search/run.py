@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from ..batching import RowDecoder, advance, prompt_segment
 from ..chain import Chain
 from ..evaluate import Evaluator, Outcome
 from ..reuse import PrefixCache
+from ..scoring import OptionInputs, finish_scores
 from ..store import RunStore
 from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, SearchResult, mcts, search_steps
@@ -66,40 +68,55 @@ def search_samples(
     """Search up to ``batch`` samples at once and yield each record as its search ends (not in sample order).
 
     Each sample's MCTS runs as in :func:`search_sample`, with its own seeded randomness and prefix cache
-    (``prefix_bytes`` shared out among the ``batch`` searches). In generate mode every search has its current chain
-    in one :class:`~cola.batching.RowDecoder`: the chains decode together, and a search whose chain has finished
-    gets its next chain in at the next step, so the batch stays full. Outcomes equal :func:`search_sample`'s up to the
-    rounding of batched products. Score mode has no decoding to share: the samples are searched one by one."""
+    (``prefix_bytes`` shared out among the ``batch`` searches); a search that ends makes room for the next sample.
+    The searches' current chains run together (:mod:`cola.batching`): in generate mode they decode in one
+    :class:`~cola.batching.RowDecoder`, and a search whose chain has finished gets its next chain in at the next
+    step; in score mode every search's chain prefills its prompt in the same layer calls. Outcomes equal
+    :func:`search_sample`'s up to the rounding of packed matrix products."""
     if reward == "margin" and evaluator.mode != "score":
         raise ValueError("--reward margin needs --mode score (a multiple-choice task)")
-    if evaluator.mode == "score":
-        yield from (search_sample(evaluator, sample, space, config, seed, reward) for sample in samples)
-        return
-    from ..batching import RowDecoder
+    cm, task = evaluator.cm, evaluator.task
+    waiting, active = iter(samples), []
+    decoder = RowDecoder(cm, evaluator.max_new_tokens or task.max_new_tokens)
 
-    task = evaluator.task
-    decoder = RowDecoder(evaluator.cm, evaluator.max_new_tokens or task.max_new_tokens)
-    waiting = iter(samples)
-
-    def submit(search: _Search) -> None:
+    def submit(search: _Search) -> None:  # generate mode: the chain joins the decoder
         decoder.add(search, search.chain, search.ids, search.prefix, lambda text: task.is_done(text, search.sample))
+
+    def decoded() -> list[tuple[_Search, Outcome]]:
+        return [(search, evaluator.grade_text(search.chain, search.sample, search.prompt, generation.text))
+                for search, generation in decoder.step()]
+
+    def scored() -> list[tuple[_Search, Outcome]]:
+        segments = [prompt_segment(cm, search.chain, search.ids, search.prefix) for search in active]
+        logits = advance(cm, segments)
+        return [(search, evaluator.grade_scores(search.chain, search.sample, finish_scores(
+                    cm, search.chain, search.inputs, logits[b : b + 1], segment.row.cache)))
+                for b, (search, segment) in enumerate(zip(active, segments))]
+
+    score = evaluator.mode == "score"
+    evaluate, joined = (scored, lambda search: None) if score else (decoded, submit)
 
     def start() -> None:
         sample = next(waiting, None)
-        if sample is not None:
-            steps = search_steps(Chain.full(space.depth), space, config, sample_rng(seed, sample.id))
-            submit(_Search(sample, steps, next(steps), PrefixCache(prefix_bytes // batch), time.perf_counter(),
-                           evaluator.prompt_ids(sample), evaluator.prompt(sample)))
+        if sample is None:
+            return
+        steps = search_steps(Chain.full(space.depth), space, config, sample_rng(seed, sample.id))
+        inputs = evaluator.option_inputs(sample) if score else None
+        ids = torch.tensor([inputs.context], device=cm.device) if score else evaluator.prompt_ids(sample)
+        search = _Search(sample, steps, next(steps), PrefixCache(prefix_bytes // batch), time.perf_counter(), ids,
+                         evaluator.prompt(sample), inputs)
+        active.append(search)
+        joined(search)
 
     for _ in range(batch):
         start()
-    while decoder.active or decoder.finished:
-        for search, generation in decoder.step():
-            outcome = evaluator.grade_text(search.chain, search.sample, search.prompt, generation.text)
+    while active:
+        for search, outcome in evaluate():
             try:
                 search.chain = search.steps.send(_evaluation(search.chain, outcome, reward))
-                submit(search)
+                joined(search)
             except StopIteration as stop:
+                active.remove(search)
                 yield make_record(search.sample, stop.value, time.perf_counter() - search.start)
                 start()
 
@@ -113,8 +130,9 @@ class _Search:
     chain: Chain
     prefix: PrefixCache
     start: float
-    ids: torch.Tensor  # the prompt's token ids
+    ids: torch.Tensor  # the prompt's token ids (score mode: the options' shared context)
     prompt: str
+    inputs: OptionInputs | None  # score mode: the options as token ids
 
 
 def _evaluation(chain: Chain, outcome: Outcome, reward: str) -> Evaluation:
