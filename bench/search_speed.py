@@ -5,13 +5,16 @@
 
 Sections (all by default, or pick with --sections):
   compare  On the same samples and the same candidate chains (those a real MCTS run of CoLa visits), runs
-           (a) the published method's cost: per candidate a fresh full prefill and greedy generation of 50 new
-               tokens, no sharing, with one fix only: a cache slot per chain position;
+           (a) the published method: per candidate the model's layer list patched to the chain and transformers'
+               own greedy `generate` (a full prefill, 50 new tokens, EOS ends it), no sharing, with one fix only:
+               each chain position is its own module copy (shared weights) with its own `layer_idx`, so it owns
+               its cache slot;
            (b) CoLa's search path: prefix reuse across candidates, early stop once the answer is complete, and
-               --batch samples searched at once, their candidates decoding together;
+               --batch samples searched at once (default: all), their chains run in shared, packed layer calls;
            asserts that every candidate gets the same answer from both, prints candidates/s and `ratio: X`.
   mcts     Median wall time of one MCTS per sample (score and generate mode) next to the time of as many
-           independent full forwards of the same prompt.
+           independent full forwards of the same prompt; then the samples searched at once, per sample, next to
+           the forwards of all their prompts packed together.
   growth   Search time per sample and per simulation for 50/100/200/400 simulations, and the mean number of
            layers computed per candidate against the mean chain length.
 The `compare` section prints its ratio last, so the script's last line is `ratio: X`.
@@ -20,15 +23,16 @@ The `compare` section prints its ratio last, so the script's last line is `ratio
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 
 from cola import Chain, load_model
+from cola.batching import advance, prompt_segment
 from cola.evaluate import Evaluator
 from cola.executor import forward
-from cola.generation import generate
 from cola.reuse import PrefixCache
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_sample, search_samples
@@ -37,12 +41,44 @@ from cola.tasks import get_task, load_samples
 PUBLISHED_NEW_TOKENS = 50
 
 
+def patched_model(model: torch.nn.Module, chain: Chain) -> torch.nn.Module:
+    """The published way of running a chain: the model with its decoder's layer list replaced by the chain's layers,
+    plus the one fix: each position is a shallow copy of its layer (the weights are shared) whose attention has the
+    position as ``layer_idx``, so a repeated layer writes its own cache slot. Nothing of ``model`` is modified."""
+
+    def shallow(module: torch.nn.Module) -> torch.nn.Module:
+        clone = copy.copy(module)
+        clone._modules = dict(module._modules)  # copy.copy would share the submodule dict
+        return clone
+
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(chain)
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [model.config.layer_types[i] for i in chain]
+    positions = []
+    for position, index in enumerate(chain):
+        layer = shallow(model.model.layers[index])
+        layer._modules["self_attn"] = attention = shallow(layer.self_attn)
+        attention.layer_idx = position
+        positions.append(layer)
+    patched, decoder = shallow(model), shallow(model.model)
+    decoder._modules["layers"] = torch.nn.ModuleList(positions)
+    decoder.config = patched.config = config
+    patched._modules["model"] = decoder
+    return patched
+
+
+@torch.inference_mode()
 def published_answer(evaluator: Evaluator, chain: Chain, sample) -> str | None:
-    """The published way: prefill from scratch, greedy 50 new tokens (EOS still ends it), then extract."""
+    """The published way: patch the layer list, prefill from scratch and greedily `generate` 50 new tokens (EOS
+    still ends it) with transformers, then extract the answer."""
     cm = evaluator.cm
     ids, mask = cm.encode([evaluator.task.prompt(sample)], evaluator.chat)
-    out = generate(cm, chain, ids, mask, max_new_tokens=PUBLISHED_NEW_TOKENS)[0]
-    return evaluator.task.extract(out.text, sample)
+    out = patched_model(cm.model, chain).generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=PUBLISHED_NEW_TOKENS, do_sample=False,
+        pad_token_id=cm.tokenizer.pad_token_id)
+    text = cm.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return evaluator.task.extract(text, sample)
 
 
 def run_mcts(evaluator, sample, sims, seed=0):
@@ -89,11 +125,12 @@ def section_mcts(cm, samples, sims):
     print("(ARC-Challenge, chat-formatted prompt; score mode ranks the option labels as the reply)")
     for mode in ("score", "generate"):
         evaluator = Evaluator(cm, get_task("arc_challenge"), mode=mode, score_style="chat")
-        searches, forwards = [], []
+        searches, forwards, prompts = [], [], []
         for sample in samples:
             _, seconds, _ = run_mcts(evaluator, sample, sims)
             searches.append(seconds)
             ids = cm.tokenizer(evaluator.prompt(sample), return_tensors="pt", add_special_tokens=False).input_ids
+            prompts.append(ids)
             t0 = time.perf_counter()
             for _ in range(sims):
                 forward(cm, Chain.full(cm.depth), ids, logits_to_keep=1)
@@ -101,13 +138,18 @@ def section_mcts(cm, samples, sims):
         s, f = statistics.median(searches), statistics.median(forwards)
         print(f"{mode:8s}: median search {s:7.2f} s, median {sims} full forwards of the {ids.shape[1]}-token "
               f"prompt {f:7.2f} s, forwards/search {f / s:.2f}x")
-        if mode == "generate" and len(samples) > 1:
+        if len(samples) > 1:  # the searches together, against the forwards of all prompts packed together
             t0 = time.perf_counter()
             list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0,
                                 batch=len(samples)))
             s = (time.perf_counter() - t0) / len(samples)
-            print(f"{mode:8s}: the {len(samples)} samples searched at once, {s:7.2f} s a sample, forwards/search "
-                  f"{f / s:.2f}x")
+            t0 = time.perf_counter()
+            for _ in range(sims):
+                advance(cm, [prompt_segment(cm, Chain.full(cm.depth), ids, None) for ids in prompts])
+            packed = (time.perf_counter() - t0) / len(samples)
+            print(f"{mode:8s}: the {len(samples)} samples searched at once, {s:7.2f} s a sample; forwards/search "
+                  f"{f / s:.2f}x, or {packed / s:.2f}x against the {len(samples)} prompts' forwards packed together "
+                  f"({packed:.2f} s a prompt)")
 
 
 def section_growth(cm, task, samples, budgets):
@@ -138,7 +180,8 @@ def main() -> None:
     parser.add_argument("--mcts-samples", type=int, default=3, help="samples for the `mcts` and `growth` sections")
     parser.add_argument("--budgets", default="50,100,200,400")
     parser.add_argument("--sections", default="mcts,growth,compare")
-    parser.add_argument("--batch", type=int, default=8, help="samples CoLa searches at once in `compare` (default 8)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="samples CoLa searches at once in `compare` (default 0: all of them)")
     args = parser.parse_args()
     torch.manual_seed(0)
     cm = load_model(args.model)
@@ -152,7 +195,7 @@ def main() -> None:
     if "growth" in sections:
         section_growth(cm, task, samples[: args.mcts_samples], [int(b) for b in args.budgets.split(",")])
     if "compare" in sections:
-        ratio = section_compare(cm, task, samples, args.sims, args.every, args.batch)
+        ratio = section_compare(cm, task, samples, args.sims, args.every, args.batch or len(samples))
         print(f"ratio: {ratio:.2f}")
 
 
