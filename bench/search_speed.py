@@ -89,14 +89,15 @@ def run_mcts(evaluator, sample, sims, seed=0):
     return record, time.perf_counter() - t0, prefix
 
 
-def section_compare(cm, task, samples, sims, every, batch):
+def section_compare(cm, task, samples, sims, every, batch, prefix_gib):
     # the same budget as the published method, so that both must give the same answer; CoLa stops early instead
     evaluator = Evaluator(cm, task, mode="generate", max_new_tokens=PUBLISHED_NEW_TOKENS)
     print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each, "
-          f"CoLa searching {batch} sample(s) at once ==")
+          f"CoLa searching {batch} sample(s) at once, {prefix_gib:g} GiB of prefix caches ==")
     t0 = time.perf_counter()
     if batch > 1:
-        records = list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0, batch=batch))
+        records = list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0, batch=batch,
+                                      prefix_bytes=int(prefix_gib * (1 << 30))))
     else:
         records = [run_mcts(evaluator, sample, sims)[0] for sample in samples]
     cola_time = time.perf_counter() - t0
@@ -182,6 +183,8 @@ def main() -> None:
     parser.add_argument("--sections", default="mcts,growth,compare")
     parser.add_argument("--batch", type=int, default=0,
                         help="samples CoLa searches at once in `compare` (default 0: all of them)")
+    parser.add_argument("--prefix-gib", type=float, default=8.0,
+                        help="prefix-cache memory of the searches in flight in `compare` (default 8; cola search: 4)")
     args = parser.parse_args()
     torch.manual_seed(0)
     cm = load_model(args.model)
@@ -195,7 +198,8 @@ def main() -> None:
     if "growth" in sections:
         section_growth(cm, task, samples[: args.mcts_samples], [int(b) for b in args.budgets.split(",")])
     if "compare" in sections:
-        ratio = section_compare(cm, task, samples, args.sims, args.every, args.batch or len(samples))
+        ratio = section_compare(cm, task, samples, args.sims, args.every, args.batch or len(samples),
+                                args.prefix_gib)
         print(f"ratio: {ratio:.2f}")
 
 

@@ -118,7 +118,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         batch=args.batch,
     ))
     records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet,
-                         batch=args.batch)
+                         batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
     n = len(records)
     original = sum(r["full"]["correct"] for r in records)
     cola = sum(r["best"]["correct"] for r in records)
@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1,
                    help="search this many samples at once; their chains run together in the same layer calls, "
                         "faster, with answers equal up to floating-point rounding (default 1: one at a time)")
+    p.add_argument("--prefix-gib", type=float, default=4.0,
+                   help="memory for the prefix caches (hidden states and KV entries of chain prefixes already run) of "
+                        "the searches in flight, shared among them; least recently used entries are dropped beyond it "
+                        "(default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
 

@@ -175,17 +175,20 @@ def run_search(
     reward: str = "correct",
     progress: bool = True,
     batch: int = 1,
+    prefix_bytes: int = 4 << 30,
 ) -> list[dict]:
     """Search every sample not yet in the store, appending each record as it finishes; returns all records.
-    ``batch > 1`` searches that many samples at once (:func:`search_samples`)."""
+    ``batch > 1`` searches that many samples at once (:func:`search_samples`); ``prefix_bytes`` bounds the memory
+    of the prefix caches of the searches in flight."""
     done = store.finished_ids()
     todo = [s for s in samples if s.id not in done]
     with tqdm(desc="samples", unit="sample", disable=not progress, initial=len(samples) - len(todo),
               total=len(samples)) as bar:
         if batch > 1:
-            records = search_samples(evaluator, todo, space, config, seed, reward, batch)
+            records = search_samples(evaluator, todo, space, config, seed, reward, batch, prefix_bytes)
         else:
-            records = (search_sample(evaluator, sample, space, config, seed, reward, progress) for sample in todo)
+            records = (search_sample(evaluator, sample, space, config, seed, reward, progress,
+                                     PrefixCache(prefix_bytes)) for sample in todo)
         for record in records:
             store.append(record)
             bar.update(1)
