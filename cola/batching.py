@@ -104,11 +104,9 @@ class PackedCache:
         return key_states, value_states
 
 
-def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, packed=None, **kwargs):
-    """Attention of packed rows: each row's queries against its own keys and values (causal for a prompt, all of
-    them for one decoded token). Without ``packed`` it is transformers' SDPA attention."""
-    if packed is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, *, packed, **kwargs):
+    """Attention of packed rows (transformers' SDPA attention per row): each row's queries against its own keys and
+    values from ``packed`` (causal for a prompt, all of them for one decoded token)."""
     outputs = [
         sdpa_attention_forward(module, query[:, :, a:b], k, v, None, dropout, scaling, **kwargs)[0]
         for (a, b), (k, v) in zip(packed.spans, packed.keys_values)
@@ -199,25 +197,13 @@ def prompt_segment(cm: ColaModel, chain: Chain, input_ids: torch.Tensor, prefix:
     """A new row's prefill of ``input_ids`` (1, length) through ``chain``: with a prefix cache of this prompt, the
     longest cached chain prefix fills the first slots and only the rest is left to run (and cached in turn), as
     :func:`cola.executor.prefill` does."""
-    cache = new_cache(cm, chain)
-    row = Row(chain, cache, 0)
+    row = Row(chain, new_cache(cm, chain), 0)
     if prefix is None:
         return Segment(row, cm.decoder.embed_tokens(input_ids))
-    if input_ids.shape[0] != 1:
-        raise ValueError("a prefix cache holds one unpadded prompt")
-    if not prefix.matches(input_ids):
-        raise ValueError("this prefix cache belongs to another prompt")
-    path = prefix.lookup(chain.layers)
-    for p, node in enumerate(path):
-        cache.update(node.key, node.value, p)
-    hidden = path[-1].hidden if path else cm.decoder.embed_tokens(input_ids)
-    parent = [path[-1] if path else None]
-
-    def record(p: int, h: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
-        if p == 0 or parent[0] is not None:  # a node needs its whole path cached
-            parent[0] = prefix.add(parent[0], chain[p], h, key, value)
-
-    return Segment(row, hidden, start=len(path), record=record)
+    start, hidden, record = prefix.resume(chain.layers, input_ids, row.cache)
+    if hidden is None:
+        hidden = cm.decoder.embed_tokens(input_ids)
+    return Segment(row, hidden, start=start, record=record)
 
 
 @dataclass

@@ -194,21 +194,11 @@ def prefill(
     cache = new_cache(cm, chain)
     if prefix is None:
         return forward(cm, chain, input_ids, attention_mask, cache=cache, logits_to_keep=1), cache
-    if input_ids.shape[0] != 1 or (attention_mask is not None and not bool(attention_mask.all())):
+    if attention_mask is not None and not bool(attention_mask.all()):
         raise ValueError("a prefix cache holds one unpadded prompt")
-    if not prefix.matches(input_ids):
-        raise ValueError("this prefix cache belongs to another prompt")
-    path = prefix.lookup(chain.layers)
-    for p, node in enumerate(path):
-        cache.update(node.key, node.value, p)
-    hidden = path[-1].hidden if path else cm.decoder.embed_tokens(input_ids)
+    start, hidden, record = prefix.resume(chain.layers, input_ids, cache)
+    if hidden is None:
+        hidden = cm.decoder.embed_tokens(input_ids)
     position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-    parent = [path[-1] if path else None]
-
-    def record(p: int, h: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
-        if p == 0 or parent[0] is not None:  # a node needs its whole path cached
-            parent[0] = prefix.add(parent[0], chain[p], h, key, value)
-
-    hidden = run_layers(cm, chain, hidden, None, position_ids, cache, start=len(path), record=record,
-                        fresh_prompt=True)
+    hidden = run_layers(cm, chain, hidden, None, position_ids, cache, start=start, record=record, fresh_prompt=True)
     return lm_head(cm, hidden[:, -1:]), cache

@@ -10,6 +10,7 @@ the positions after the longest prefix the trie holds. Memory is bounded: least 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -67,6 +68,27 @@ class PrefixCache:
         self.layers_requested += len(layers)
         self.layers_computed += len(layers) - len(path)
         return path
+
+    def resume(self, layers: tuple[int, ...], input_ids: torch.Tensor, cache) -> tuple[
+        int, torch.Tensor | None, Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+    ]:
+        """Start running prompt ``input_ids`` (1, length) through the chain ``layers``: fill ``cache``'s first slots
+        from the longest cached prefix; returns how many positions that is, the hidden states after them (None when
+        nothing is cached), and ``record(p, hidden, key, value)``, which caches each position computed next."""
+        if input_ids.shape[0] != 1:
+            raise ValueError("a prefix cache holds one unpadded prompt")
+        if not self.matches(input_ids):
+            raise ValueError("this prefix cache belongs to another prompt")
+        path = self.lookup(layers)
+        for p, node in enumerate(path):
+            cache.update(node.key, node.value, p)
+        parent = [path[-1] if path else None]
+
+        def record(p: int, hidden: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+            if p == 0 or parent[0] is not None:  # a node needs its whole path cached
+                parent[0] = self.add(parent[0], layers[p], hidden, key, value)
+
+        return len(path), (path[-1].hidden if path else None), record
 
     def add(self, parent: PrefixNode | None, layer: int, hidden, key, value) -> PrefixNode | None:
         """Cache the next position after ``parent``; returns the node, or None when it does not fit."""
