@@ -77,8 +77,8 @@ class Segment:
         return self._rotaries[layer_type]
 
     def mask(self, cm: ColaModel, layer_type: str):
-        """The mask the executor builds for these tokens: a fresh prompt's (no cache), or a decoding step's (built
-        before any layer of this step writes the row's cache)."""
+        """The mask the executor builds for these tokens: a fresh prompt's (no cache), or a decoding step's, which
+        the mask helpers size from the row's cache, so :func:`advance` builds it before any layer of the step runs."""
         if layer_type not in self._masks:
             config = chain_config(cm, chain_layer_types(cm, self.row.chain))
             self._masks[layer_type] = MASK_FUNCTIONS[layer_type](
@@ -135,6 +135,9 @@ def _packed_attention(cm: ColaModel) -> Iterator[None]:
 def advance(cm: ColaModel, segments: list[Segment]) -> torch.Tensor:
     """Run every segment through the rest of its row's chain; returns the last token's logits (segments, vocab) and
     advances every row's length by its segment's tokens."""
+    for seg in segments:
+        for layer_type in dict.fromkeys(chain_layer_types(cm, seg.row.chain)):
+            seg.mask(cm, layer_type)
     while True:
         waiting = [(seg.row.chain[seg.position], seg) for seg in segments if not seg.done]
         if not waiting:

@@ -58,6 +58,26 @@ def test_rows_together_match_rows_alone(tiny):
     assert all(len(r.cache.layers) == len(r.chain) for r in together)
 
 
+def test_rows_together_with_a_mask_built_every_step():
+    """With eager attention every decoding step has a real mask, sized from the row's cache: it must be built
+    before a packed call writes the row's first slot, or a later single-row layer (a repeat) sees a wrong size."""
+    cm = tiny_model("llama")
+    cm.model.set_attn_implementation("eager")
+    chains, prompts = [Chain.parse("0-5"), Chain.parse("0-2,1,2,3-5")], _prompts([6, 9], seed=5)
+    rows, alone, logits = [], [], []
+    for chain, ids in zip(chains, prompts):
+        lg, cache = prefill(cm, chain, ids)
+        rows.append(Row(chain, cache, ids.shape[1]))
+        alone.append(Row(chain, prefill(cm, chain, ids)[1], ids.shape[1]))
+        logits.append(lg[0, -1])
+    tokens = torch.stack(logits).argmax(-1)
+    for _ in range(3):
+        batched = decode_step(cm, rows, tokens)
+        single = torch.cat([decode_step(cm, [row], tokens[b : b + 1]) for b, row in enumerate(alone)])
+        assert (batched - single).abs().max().item() <= 1e-4
+        tokens = single.argmax(-1)
+
+
 def test_packed_prefills_match_prefill_alone(tiny):
     """Prompts of different lengths through different chains, packed into shared layer calls, some reusing a prefix
     cache that earlier chains filled: logits, every cache slot and the prefix caches' new entries match."""
