@@ -9,11 +9,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .chain import Chain
-from .executor import prefill
 from .generation import generate
 from .models import ColaModel
 from .reuse import PrefixCache
-from .scoring import OptionInputs, OptionScores, finish_scores, option_inputs
+from .scoring import OptionInputs, OptionScores, option_inputs, score_inputs
 from .tasks import Sample, Task
 
 MODES = ("generate", "score")
@@ -108,32 +107,31 @@ class Evaluator:
         answer = self.task.extract(text, sample)
         return Outcome(sample.id, str(chain), prompt, text, answer, sample.gold, bool(self.task.grade(answer, sample)))
 
-    def option_inputs(self, sample: Sample) -> OptionInputs:
-        """Score mode: the sample's options as token ids, the shared context first."""
-        context = self.prompt(sample)
+    def option_inputs(self, sample: Sample, prompt: str) -> OptionInputs:
+        """Score mode: the sample's options as token ids after its ``prompt`` (:meth:`prompt`), the shared context
+        first."""
         if self.score_style == "lmeval":  # lm-eval's target delimiter " "; it adds BOS for Gemma only
             options, delimiter = [text for _, text in sample.choices], " "
             special = self.cm.config.model_type.startswith("gemma")
         else:  # the chat prompt ends where the assistant's reply begins
             options, delimiter, special = list(sample.labels), "", False
-        return option_inputs(self.cm, context, options, special, delimiter)
+        return option_inputs(self.cm, prompt, options, special, delimiter)
 
-    def grade_scores(self, chain: Chain, sample: Sample, scores: OptionScores) -> Outcome:
-        """The outcome of the options' log-likelihoods through ``chain``."""
+    def grade_scores(self, chain: Chain, sample: Sample, prompt: str, scores: OptionScores) -> Outcome:
+        """The outcome of the options' log-likelihoods after ``prompt`` through ``chain``."""
         gold = sample.gold_index
         others = [lp for i, lp in enumerate(scores.logprobs) if i != gold]
         answer, answer_norm = sample.labels[scores.best], sample.labels[scores.best_norm]
         return Outcome(
-            sample.id, str(chain), self.prompt(sample), scores.logprobs, answer, sample.gold, answer == sample.gold,
+            sample.id, str(chain), prompt, scores.logprobs, answer, sample.gold, answer == sample.gold,
             margin=scores.logprobs[gold] - max(others), answer_norm=answer_norm,
             correct_norm=answer_norm == sample.gold,
         )
 
     def _score(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
-        inputs = self.option_inputs(sample)
-        last_logits, cache = prefill(self.cm, chain, torch.tensor([inputs.context], device=self.cm.device),
-                                     prefix=prefix)
-        return self.grade_scores(chain, sample, finish_scores(self.cm, chain, inputs, last_logits[0], cache))
+        prompt = self.prompt(sample)
+        scores = score_inputs(self.cm, chain, self.option_inputs(sample, prompt), prefix)
+        return self.grade_scores(chain, sample, prompt, scores)
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:

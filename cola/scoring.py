@@ -96,9 +96,13 @@ def score_options(
     right-padded batch on a copy of that cache per option (:func:`finish_scores`). Each continuation is
     ``delimiter + option``; as in lm-eval, ``acc_norm`` divides by the option's length without the delimiter.
     """
-    inputs = option_inputs(cm, context, options, add_special_tokens, delimiter)
-    ids = torch.tensor([inputs.context], device=cm.device)
-    last_logits, cache = prefill(cm, chain, ids, prefix=prefix)
+    return score_inputs(cm, chain, option_inputs(cm, context, options, add_special_tokens, delimiter), prefix)
+
+
+@torch.inference_mode()
+def score_inputs(cm: ColaModel, chain: Chain, inputs: OptionInputs, prefix: PrefixCache | None = None) -> OptionScores:
+    """:func:`score_options` of already tokenised options: the shared context's prefill, then :func:`finish_scores`."""
+    last_logits, cache = prefill(cm, chain, torch.tensor([inputs.context], device=cm.device), prefix=prefix)
     return finish_scores(cm, chain, inputs, last_logits[0], cache)
 
 

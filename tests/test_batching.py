@@ -36,24 +36,32 @@ def test_one_request_is_exactly_generate(tiny):
         assert (got.tokens, got.stop_reason) == (expected.tokens, expected.stop_reason), str(chain)
 
 
-def test_rows_together_match_rows_alone(tiny):
-    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=1)
+def _decode_together_and_alone(cm, chains, prompts, steps):
+    """Decode ``steps`` tokens through each chain with all rows together and with each row alone, feeding both the
+    same tokens so only the batching differs; asserts the logits agree at every step and returns the rows run
+    together."""
 
     def rows():
         out, logits = [], []
         for chain, ids in zip(chains, prompts):
-            lg, cache = prefill(tiny, chain, ids)
+            lg, cache = prefill(cm, chain, ids)
             out.append(Row(chain, cache, ids.shape[1]))
             logits.append(lg[0, -1])
         return out, torch.stack(logits).argmax(-1)
 
     together, tokens = rows()
     alone, _ = rows()
-    for _ in range(6):  # feed the same tokens to both, so only the batching differs
-        batched = decode_step(tiny, together, tokens)
-        single = torch.cat([decode_step(tiny, [row], tokens[b : b + 1]) for b, row in enumerate(alone)])
+    for _ in range(steps):
+        batched = decode_step(cm, together, tokens)
+        single = torch.cat([decode_step(cm, [row], tokens[b : b + 1]) for b, row in enumerate(alone)])
         assert (batched - single).abs().max().item() <= 1e-4
         tokens = single.argmax(-1)
+    return together
+
+
+def test_rows_together_match_rows_alone(tiny):
+    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=1)
+    together = _decode_together_and_alone(tiny, chains, prompts, steps=6)
     assert [r.length for r in together] == [p.shape[1] + 6 for p in prompts]
     assert all(len(r.cache.layers) == len(r.chain) for r in together)
 
@@ -63,19 +71,7 @@ def test_rows_together_with_a_mask_built_every_step():
     before a packed call writes the row's first slot, or a later single-row layer (a repeat) sees a wrong size."""
     cm = tiny_model("llama")
     cm.model.set_attn_implementation("eager")
-    chains, prompts = [Chain.parse("0-5"), Chain.parse("0-2,1,2,3-5")], _prompts([6, 9], seed=5)
-    rows, alone, logits = [], [], []
-    for chain, ids in zip(chains, prompts):
-        lg, cache = prefill(cm, chain, ids)
-        rows.append(Row(chain, cache, ids.shape[1]))
-        alone.append(Row(chain, prefill(cm, chain, ids)[1], ids.shape[1]))
-        logits.append(lg[0, -1])
-    tokens = torch.stack(logits).argmax(-1)
-    for _ in range(3):
-        batched = decode_step(cm, rows, tokens)
-        single = torch.cat([decode_step(cm, [row], tokens[b : b + 1]) for b, row in enumerate(alone)])
-        assert (batched - single).abs().max().item() <= 1e-4
-        tokens = single.argmax(-1)
+    _decode_together_and_alone(cm, [Chain.parse("0-5"), Chain.parse("0-2,1,2,3-5")], _prompts([6, 9], seed=5), steps=3)
 
 
 def test_packed_prefills_match_prefill_alone(tiny):

@@ -89,7 +89,7 @@ def search_samples(
     def scored() -> list[tuple[_Search, Outcome]]:
         segments = [prompt_segment(cm, search.chain, search.ids, search.prefix) for search in active]
         logits = advance(cm, segments)
-        return [(search, evaluator.grade_scores(search.chain, search.sample, finish_scores(
+        return [(search, evaluator.grade_scores(search.chain, search.sample, search.prompt, finish_scores(
                     cm, search.chain, search.inputs, logits[b : b + 1], segment.row.cache)))
                 for b, (search, segment) in enumerate(zip(active, segments))]
 
@@ -101,10 +101,11 @@ def search_samples(
         if sample is None:
             return
         steps = search_steps(Chain.full(space.depth), space, config, sample_rng(seed, sample.id))
-        inputs = evaluator.option_inputs(sample) if score else None
+        prompt = evaluator.prompt(sample)
+        inputs = evaluator.option_inputs(sample, prompt) if score else None
         ids = torch.tensor([inputs.context], device=cm.device) if score else evaluator.prompt_ids(sample)
         search = _Search(sample, steps, next(steps), PrefixCache(prefix_bytes // batch), time.perf_counter(), ids,
-                         evaluator.prompt(sample), inputs)
+                         prompt, inputs)
         active.append(search)
         joined(search)
 
