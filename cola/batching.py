@@ -117,10 +117,15 @@ def packed_attention(module, query, key, value, attention_mask, dropout=0.0, sca
 AttentionInterface.register(PACKED, packed_attention)
 
 
+def _attention_configs(cm: ColaModel) -> list:
+    """The configs the model's attention modules read their implementation from (usually one)."""
+    return list({id(layer.self_attn.config): layer.self_attn.config for layer in cm.layers}.values())
+
+
 @contextmanager
-def _packed_attention(cm: ColaModel) -> Iterator[None]:
-    """Route the model's attention through :func:`packed_attention` for the duration of one layer call."""
-    configs = {id(layer.self_attn.config): layer.self_attn.config for layer in cm.layers}.values()
+def _packed_attention(configs: list) -> Iterator[None]:
+    """Route the attention of the modules reading ``configs`` through :func:`packed_attention` for one layer
+    call."""
     saved = [config._attn_implementation_internal for config in configs]
     for config in configs:
         config._attn_implementation_internal = PACKED
@@ -138,17 +143,18 @@ def advance(cm: ColaModel, segments: list[Segment]) -> torch.Tensor:
     for seg in segments:
         for layer_type in dict.fromkeys(chain_layer_types(cm, seg.row.chain)):
             seg.mask(cm, layer_type)
+    configs, types = _attention_configs(cm), cm.layer_types
     while True:
         waiting = [(seg.row.chain[seg.position], seg) for seg in segments if not seg.done]
         if not waiting:
             break
         layer = min(index for index, _ in waiting)
         group = [seg for index, seg in waiting if index == layer]
-        if len(group) > 1 and cm.layer_types[layer] == "full_attention":
-            _run_packed(cm, layer, group)
+        if len(group) > 1 and types[layer] == "full_attention":
+            _run_packed(cm, layer, group, configs)
         else:  # one row, or sliding windows (which differ per row): the executor's own path, row by row
             for seg in group:
-                _run_one(cm, layer, seg)
+                _run_one(cm, layer, types[layer], seg)
         for seg in group:
             seg.position += 1
     for seg in segments:
@@ -156,9 +162,8 @@ def advance(cm: ColaModel, segments: list[Segment]) -> torch.Tensor:
     return lm_head(cm, torch.cat([seg.hidden[:, -1:] for seg in segments]))[:, -1]
 
 
-def _run_one(cm: ColaModel, layer: int, seg: Segment) -> None:
+def _run_one(cm: ColaModel, layer: int, layer_type: str, seg: Segment) -> None:
     """One row through one layer, exactly as :func:`cola.executor.run_layers` runs it."""
-    layer_type = cm.layer_types[layer]
     slot = SlotCache(seg.row.cache, seg.position)
     seg.hidden = cm.layers[layer](
         seg.hidden, attention_mask=seg.mask(cm, layer_type), position_embeddings=seg.rotary(cm, layer_type),
@@ -167,7 +172,7 @@ def _run_one(cm: ColaModel, layer: int, seg: Segment) -> None:
         seg.record(seg.position, seg.hidden, *slot.written)
 
 
-def _run_packed(cm: ColaModel, layer: int, group: list[Segment]) -> None:
+def _run_packed(cm: ColaModel, layer: int, group: list[Segment], configs: list) -> None:
     """Several rows (full attention) through one layer in one call, packed end to end."""
     bounds = [0]
     for seg in group:
@@ -175,7 +180,7 @@ def _run_packed(cm: ColaModel, layer: int, group: list[Segment]) -> None:
     spans = list(zip(bounds[:-1], bounds[1:]))
     angles = [seg.rotary(cm, "full_attention") for seg in group]
     cache = PackedCache([seg.row for seg in group], [seg.position for seg in group], spans)
-    with _packed_attention(cm):
+    with _packed_attention(configs):
         hidden = cm.layers[layer](
             torch.cat([seg.hidden for seg in group], dim=1), attention_mask=None,
             position_embeddings=(torch.cat([c for c, _ in angles], dim=1), torch.cat([s for _, s in angles], dim=1)),

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from .chain import Chain
@@ -64,9 +65,41 @@ def chain_layer_types(cm: ColaModel, chain: Chain) -> tuple[str, ...]:
     return tuple(types[i] for i in chain)
 
 
+class AppendLayer(DynamicLayer):
+    """A full-attention cache slot that appends in place. transformers' ``DynamicLayer`` concatenates to append, so
+    each decoded token copies the slot's whole cache, at every chain position (a decoding step's largest cost after
+    the weights when many rows run together). Here keys and values live in a buffer with room to grow (doubled
+    when full) and ``keys``/``values`` are views of its filled part: the same values, so the same results."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length, new = self.get_seq_length(), key_states.shape[-2]
+        owned = self.buffers is not None and self.keys.data_ptr() == self.buffers[0].data_ptr()
+        if not owned or length + new > self.buffers[0].shape[-2]:  # no room, or keys replaced (e.g. repeated)
+            size = (*key_states.shape[:-2], max(2 * (length + new), 64))
+            self.buffers = (key_states.new_empty(*size, key_states.shape[-1]),
+                            value_states.new_empty(*size, value_states.shape[-1]))
+            if length:
+                self.buffers[0][..., :length, :] = self.keys
+                self.buffers[1][..., :length, :] = self.values
+        keys, values = self.buffers
+        keys[..., length : length + new, :] = key_states
+        values[..., length : length + new, :] = value_states
+        self.keys, self.values = keys[..., : length + new, :], values[..., : length + new, :]
+        return self.keys, self.values
+
+
 def new_cache(cm: ColaModel, chain: Chain) -> DynamicCache:
-    """An empty KV cache with one slot per chain position (sliding slots where the layer is a sliding one)."""
-    return DynamicCache(config=chain_config(cm, chain_layer_types(cm, chain)))
+    """An empty KV cache with one slot per chain position (sliding slots where the layer is a sliding one; full ones
+    append in place, :class:`AppendLayer`)."""
+    cache = DynamicCache(config=chain_config(cm, chain_layer_types(cm, chain)))
+    cache.layers = [AppendLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
 
 
 def positions_from_mask(attention_mask: torch.Tensor, query_length: int) -> torch.Tensor:

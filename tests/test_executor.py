@@ -3,9 +3,11 @@ model physically rebuilt in chain order, cached decoding is recomputation, paddi
 
 import pytest
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from cola import Chain
-from cola.executor import forward, new_cache
+from cola.executor import AppendLayer, chain_config, chain_layer_types, forward, new_cache
 from cola.generation import generate
 from conftest import EOS, FAMILIES, PAD, random_chains, reference_model, tiny_model
 
@@ -108,3 +110,34 @@ def test_repeated_layer_owns_its_cache_slot():
     ours = forward(tiny, chain, ids[:, 5:6], cache=cache)
     assert (ours - step_ref).abs().max().item() <= 1e-4
     assert (step_bug - step_ref).abs().max().item() > 1e-2  # the trap is real, so the test above can fail
+
+
+def test_in_place_cache_equals_concatenation(tiny):
+    """The executor's cache slots append in place (:class:`AppendLayer`); transformers' own concatenate. Decoding
+    past the buffer's first size (it grows), after a crop (writes resume there) and after repeating the batch (a
+    tensor the slot does not own) gives bitwise the logits of transformers' cache."""
+    chain = Chain.parse("0-2,2,2,3-5")
+    ids = _ids(5, batch=1, length=60)
+    types = chain_layer_types(tiny, chain)
+    croppable = set(types) == {"full_attention"}
+
+    def decode(cache):
+        out = [forward(tiny, chain, ids, cache=cache, logits_to_keep=1)]
+        for t in range(12):  # 60 prompt tokens + 12: past the first buffer of 64
+            out.append(forward(tiny, chain, out[-1][:, -1].argmax(-1, keepdim=True), cache=cache, logits_to_keep=1))
+        if croppable:  # transformers' sliding slots cannot crop once their window is full
+            cache.crop(-5)
+        out.append(forward(tiny, chain, ids[:, :3], cache=cache, logits_to_keep=1))
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(2)
+        out.append(forward(tiny, chain, ids[:, :2].repeat(2, 1), cache=cache, logits_to_keep=1).sum(0, keepdim=True))
+        return torch.cat(out, dim=1), cache
+
+    got, ours = decode(new_cache(tiny, chain))
+    expected, theirs = decode(DynamicCache(config=chain_config(tiny, types)))
+    assert torch.equal(got, expected)
+    full = [p for p, kind in enumerate(types) if kind == "full_attention"]  # none in Mistral: all slide
+    assert all(type(ours.layers[p]) is AppendLayer and type(theirs.layers[p]) is DynamicLayer for p in full)
+    assert all(type(ours.layers[p]) is type(theirs.layers[p]) for p in range(len(chain)) if p not in full)
+    length = 60 + 12 - 5 * croppable + 3 + 2
+    assert all(ours.layers[p].get_seq_length() == theirs.layers[p].get_seq_length() == length for p in full)
