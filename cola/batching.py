@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AttentionInterface, DynamicCache
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from .chain import Chain
 from .executor import MASK_FUNCTIONS, SlotCache, chain_config, chain_layer_types, lm_head, new_cache, rotary_embeddings
@@ -105,10 +104,11 @@ class PackedCache:
 
 
 def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, *, packed, **kwargs):
-    """Attention of packed rows (transformers' SDPA attention per row): each row's queries against its own keys and
-    values from ``packed`` (causal for a prompt, all of them for one decoded token)."""
+    """Attention of packed rows: each row's queries against its own keys and values from ``packed``, with SDPA as
+    transformers' SDPA attention calls it (grouped heads, causal for a prompt, all keys for one decoded token)."""
     outputs = [
-        sdpa_attention_forward(module, query[:, :, a:b], k, v, None, dropout, scaling, **kwargs)[0]
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, a:b], k, v, is_causal=b - a > 1, scale=scaling, enable_gqa=True).transpose(1, 2)
         for (a, b), (k, v) in zip(packed.spans, packed.keys_values)
     ]
     return torch.cat(outputs, dim=1), None
