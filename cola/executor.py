@@ -68,8 +68,8 @@ def chain_layer_types(cm: ColaModel, chain: Chain) -> tuple[str, ...]:
 class AppendLayer(DynamicLayer):
     """A full-attention cache slot that appends in place. transformers' ``DynamicLayer`` concatenates to append, so
     each decoded token copies the slot's whole cache, at every chain position (a decoding step's largest cost after
-    the weights when many rows run together). Here keys and values live in a buffer with room to grow (doubled
-    when full) and ``keys``/``values`` are views of its filled part: the same values, so the same results."""
+    the weights when many rows run together). Here keys and values live in a buffer that doubles when an append
+    finds it full, and ``keys``/``values`` are views of its filled part: the same values, so the same results."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,8 +80,10 @@ class AppendLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         length, new = self.get_seq_length(), key_states.shape[-2]
         owned = self.buffers is not None and self.keys.data_ptr() == self.buffers[0].data_ptr()
-        if not owned or length + new > self.buffers[0].shape[-2]:  # no room, or keys replaced (e.g. repeated)
-            size = (*key_states.shape[:-2], max(2 * (length + new), 64))
+        if not owned or length + new > self.buffers[0].shape[-2]:
+            # a first write, or one after the keys were replaced (a repeated batch), takes an exact copy as
+            # concatenation would (a prompt's slots are often never appended to); a full buffer doubles
+            size = (*key_states.shape[:-2], (length + new) * (2 if owned else 1))
             self.buffers = (key_states.new_empty(*size, key_states.shape[-1]),
                             value_states.new_empty(*size, value_states.shape[-1]))
             if length:

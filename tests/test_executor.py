@@ -114,7 +114,7 @@ def test_repeated_layer_owns_its_cache_slot():
 
 def test_in_place_cache_equals_concatenation(tiny):
     """The executor's cache slots append in place (:class:`AppendLayer`); transformers' own concatenate. Decoding
-    past the buffer's first size (it grows), after a crop (writes resume there) and after repeating the batch (a
+    as the buffer grows, after a crop (writes resume there) and after repeating the batch (a
     tensor the slot does not own) gives bitwise the logits of transformers' cache."""
     chain = Chain.parse("0-2,2,2,3-5")
     ids = _ids(5, batch=1, length=60)
@@ -123,7 +123,7 @@ def test_in_place_cache_equals_concatenation(tiny):
 
     def decode(cache):
         out = [forward(tiny, chain, ids, cache=cache, logits_to_keep=1)]
-        for t in range(12):  # 60 prompt tokens + 12: past the first buffer of 64
+        for t in range(12):  # the first token after the prompt finds the buffer full: it doubles
             out.append(forward(tiny, chain, out[-1][:, -1].argmax(-1, keepdim=True), cache=cache, logits_to_keep=1))
         if croppable:  # transformers' sliding slots cannot crop once their window is full
             cache.crop(-5)
