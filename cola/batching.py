@@ -106,6 +106,8 @@ class PackedCache:
 def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, *, packed, **kwargs):
     """Attention of packed rows: each row's queries against its own keys and values from ``packed``, with SDPA as
     transformers' SDPA attention calls it (grouped heads, causal for a prompt, all keys for one decoded token)."""
+    if kwargs.get("softcap") is not None:  # as transformers' SDPA attention, rather than silently without it
+        raise ValueError("packed rows run SDPA attention, which has no attention-logit soft-capping")
     outputs = [
         torch.nn.functional.scaled_dot_product_attention(
             query[:, :, a:b], k, v, is_causal=b - a > 1, scale=scaling, enable_gqa=True).transpose(1, 2)
