@@ -30,12 +30,11 @@ import time
 import torch
 
 from cola import Chain, load_model
-from cola.batching import advance, prompt_segment
 from cola.evaluate import Evaluator
-from cola.executor import forward
+from cola.executor import advance, forward, prompt_segment
 from cola.reuse import PrefixCache
-from cola.search import MCTSConfig, SearchSpace
-from cola.search.run import search_sample, search_samples
+from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
+from cola.search.run import make_record, sample_rng, search_samples
 from cola.tasks import get_task, load_samples
 
 PUBLISHED_NEW_TOKENS = 50
@@ -82,11 +81,18 @@ def published_answer(evaluator: Evaluator, chain: Chain, sample) -> str | None:
 
 
 def run_mcts(evaluator, sample, sims, seed=0):
+    """One sample's search, as `cola search --batch 1` runs it, keeping its prefix cache to read its statistics."""
     prefix = PrefixCache()
     space = SearchSpace(evaluator.cm.depth)
+
+    def evaluate(chain):
+        outcome = evaluator.evaluate_one(chain, sample, prefix)
+        return Evaluation(chain, outcome.answer, outcome.correct, float(outcome.correct))
+
     t0 = time.perf_counter()
-    record = search_sample(evaluator, sample, space, MCTSConfig(sims=sims), seed, prefix=prefix)
-    return record, time.perf_counter() - t0, prefix
+    result = mcts(Chain.full(space.depth), evaluate, space, MCTSConfig(sims=sims), sample_rng(seed, sample.id))
+    seconds = time.perf_counter() - t0
+    return make_record(sample, result, seconds), seconds, prefix
 
 
 def section_compare(cm, task, samples, sims, every, batch, prefix_gib):
@@ -95,11 +101,8 @@ def section_compare(cm, task, samples, sims, every, batch, prefix_gib):
     print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each, "
           f"CoLa searching {batch} sample(s) at once, {prefix_gib:g} GiB of prefix caches ==")
     t0 = time.perf_counter()
-    if batch > 1:
-        records = list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0, batch=batch,
-                                      prefix_bytes=int(prefix_gib * (1 << 30))))
-    else:
-        records = [run_mcts(evaluator, sample, sims)[0] for sample in samples]
+    records = list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0, batch=batch,
+                                  prefix_bytes=int(prefix_gib * (1 << 30))))
     cola_time = time.perf_counter() - t0
     cola_n = sum(len(r["evaluations"]) for r in records)
     by_id = {s.id: s for s in samples}

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from .chain import Chain
-from .generation import generate
+from .generation import RowDecoder
 from .models import ColaModel
 from .reuse import PrefixCache
-from .scoring import OptionInputs, OptionScores, option_inputs, score_inputs
+from .scoring import OptionInputs, OptionScores, option_inputs, score_many
 from .tasks import Sample, Task
 
 MODES = ("generate", "score")
@@ -56,6 +55,7 @@ class Evaluator:
     max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        self._prepared: dict[Sample, Prepared] = {}
         if self.mode not in self.task.modes:
             raise ValueError(f"task {self.task.name!r} has modes {self.task.modes}, not {self.mode!r}")
         if self.score_style not in SCORE_STYLES:
@@ -67,40 +67,41 @@ class Evaluator:
             return f"Question: {sample.question}\nAnswer:"
         return self.cm.format_prompt(self.task.prompt(sample), self.chat)
 
-    def evaluate(self, chain: Chain, samples: Sequence[Sample]) -> list[Outcome]:
-        """Outcomes of a batch of samples through ``chain`` (one batched generation, or one scoring pass each)."""
-        if self.mode == "score":
-            return [self._score(chain, s) for s in samples]
-        return self._generate(chain, samples)
+    def prepare(self, sample: Sample) -> Prepared:
+        """The sample's prompt and its token ids (score mode: the options, tokenised), made once per sample and
+        kept for the next chains asked on it (a search asks hundreds)."""
+        prepared = self._prepared.get(sample)
+        if prepared is None:
+            if len(self._prepared) >= 4096:
+                self._prepared.clear()
+            prompt = self.prompt(sample)
+            if self.mode == "score":
+                prepared = Prepared(prompt, None, self.option_inputs(sample, prompt))
+            else:
+                prepared = Prepared(prompt, self.cm.tokenize([prompt], self.chat)[0], None)
+            self._prepared[sample] = prepared
+        return prepared
+
+    def requests(self) -> Requests:
+        """An empty set of (chain, sample) requests to run together (:class:`Requests`)."""
+        return Requests(self)
+
+    def evaluate(self, chain: Chain, samples: Sequence[Sample],
+                 prefixes: Sequence[PrefixCache | None] | None = None) -> list[Outcome]:
+        """Outcomes of ``samples`` through ``chain``, all run together. ``prefixes`` (one
+        :class:`~cola.reuse.PrefixCache` per sample, kept across the chains asked on it) let a prompt reuse the
+        work of chains that share a prefix with this one; the outcome is the same with or without them."""
+        requests = self.requests()
+        for b, sample in enumerate(samples):
+            requests.submit(b, chain, sample, prefixes[b] if prefixes is not None else None)
+        outcomes: dict[int, Outcome] = {}
+        while requests:
+            outcomes.update(requests.step())
+        return [outcomes[b] for b in range(len(samples))]
 
     def evaluate_one(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
-        """One sample through ``chain``; ``prefix`` (one :class:`~cola.reuse.PrefixCache` per sample, kept across
-        the chains of a search) lets its prompt reuse the work of chains that share a prefix with this one. The
-        outcome is the same with or without it."""
-        if self.mode == "score":
-            return self._score(chain, sample, prefix)
-        return self._generate(chain, [sample], prefix)[0]
-
-    def prompt_ids(self, sample: Sample) -> torch.Tensor:
-        """The token ids (1, length) of the sample's prompt in generate mode."""
-        return self._encode([self.prompt(sample)])[0]
-
-    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ids and mask of already formatted prompts (a chat template writes its own special tokens)."""
-        templated = self.chat and self.cm.has_chat_template
-        batch = self.cm.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=not templated)
-        return batch["input_ids"].to(self.cm.device), batch["attention_mask"].to(self.cm.device)
-
-    def _generate(self, chain: Chain, samples: Sequence[Sample], prefix: PrefixCache | None = None) -> list[Outcome]:
-        prompts = [self.prompt(s) for s in samples]
-        input_ids, attention_mask = self._encode(prompts)
-        outs = generate(
-            self.cm, chain, input_ids, attention_mask,
-            max_new_tokens=self.max_new_tokens or self.task.max_new_tokens,
-            is_done=lambda b, text: self.task.is_done(text, samples[b]),
-            prefix=prefix,
-        )
-        return [self.grade_text(chain, s, prompt, out.text) for s, prompt, out in zip(samples, prompts, outs)]
+        """One sample through ``chain`` (:meth:`evaluate`)."""
+        return self.evaluate(chain, [sample], [prefix])[0]
 
     def grade_text(self, chain: Chain, sample: Sample, prompt: str, text: str) -> Outcome:
         """The outcome of ``text``, generated through ``chain`` for ``sample``."""
@@ -128,17 +129,67 @@ class Evaluator:
             correct_norm=answer_norm == sample.gold,
         )
 
-    def _score(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
-        prompt = self.prompt(sample)
-        scores = score_inputs(self.cm, chain, self.option_inputs(sample, prompt), prefix)
-        return self.grade_scores(chain, sample, prompt, scores)
+
+@dataclass
+class Prepared:
+    """A sample as the model reads it: the prompt, and its token ids (1, length) in generate mode or its options
+    tokenised in score mode."""
+
+    prompt: str
+    ids: torch.Tensor | None
+    inputs: OptionInputs | None
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+@dataclass
+class _Pending:
+    key: object
+    chain: Chain
+    sample: Sample
+    prefix: PrefixCache | None
+
+
+class Requests:
+    """(chain, sample) requests of one :class:`Evaluator`, run together: the one way CoLa asks chains on samples.
+
+    :meth:`submit` adds a request at any time; :meth:`step` runs one step of all of them and returns those that
+    finished, graded. In generate mode the requests decode together with continuous batching
+    (:class:`~cola.generation.RowDecoder`: a request submitted between steps prefills in the same layer calls as the
+    others' decoding tokens); in score mode a step prefills every submitted request's context together and scores
+    its options (:func:`~cola.scoring.score_many`). One request alone computes exactly as its chain's layers run in
+    order; several give the same outcomes up to the rounding of packed matrix products."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.queued: list[_Pending] = []  # score mode
+        self.decoder = None if evaluator.mode == "score" else RowDecoder(
+            evaluator.cm, evaluator.max_new_tokens or evaluator.task.max_new_tokens)
+        self.in_decoder: dict[int, _Pending] = {}
+
+    def __len__(self) -> int:
+        """Requests submitted and not yet returned by :meth:`step`."""
+        return len(self.queued) + len(self.in_decoder)
+
+    def submit(self, key: object, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> None:
+        """Ask ``sample`` through ``chain`` at the next step; ``key`` names the outcome. ``prefix`` is the sample's
+        :class:`~cola.reuse.PrefixCache`, if any."""
+        pending = _Pending(key, chain, sample, prefix)
+        if self.decoder is None:
+            self.queued.append(pending)
+            return
+        task = self.evaluator.task
+        self.in_decoder[id(pending)] = pending
+        self.decoder.add(id(pending), chain, self.evaluator.prepare(sample).ids, prefix,
+                         lambda text: task.is_done(text, sample))
+
+    def step(self) -> list[tuple[object, Outcome]]:
+        """Run one step; returns (key, outcome) of the requests that finished in it."""
+        ev = self.evaluator
+        if self.decoder is not None:
+            finished = [(self.in_decoder.pop(handle), generation) for handle, generation in self.decoder.step()]
+            return [(p.key, ev.grade_text(p.chain, p.sample, ev.prepare(p.sample).prompt, generation.text))
+                    for p, generation in finished]
+        queued, self.queued = self.queued, []
+        prepared = [ev.prepare(p.sample) for p in queued]
+        scores = score_many(ev.cm, [(p.chain, prep.inputs, p.prefix) for p, prep in zip(queued, prepared)])
+        return [(p.key, ev.grade_scores(p.chain, p.sample, prep.prompt, s))
+                for p, prep, s in zip(queued, prepared, scores)]

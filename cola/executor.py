@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -125,50 +126,110 @@ def rotary_embeddings(cm: ColaModel, hidden: torch.Tensor, position_ids: torch.T
     return rotary(hidden, position_ids)
 
 
-def run_layers(
-    cm: ColaModel,
-    chain: Chain,
-    hidden: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    position_ids: torch.Tensor,
-    cache: DynamicCache | None,
-    start: int = 0,
-    record: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
-    fresh_prompt: bool = False,
-) -> torch.Tensor:
-    """Apply chain positions ``start ..`` to ``hidden`` (batch, query, dim); the core loop of the executor.
+@dataclass
+class Row:
+    """One sequence (or a left-padded batch of them) run through its own chain: its cache (one slot per chain
+    position) and the number of tokens in it, the position of the next token."""
 
-    ``attention_mask`` is the 2D padding mask over cached + new tokens (None when nothing is padded). Position ``p``
-    of the chain uses cache slot ``p``. ``record(p, hidden, key, value)``, when given (with a cache), receives each
-    position's output and the keys and values it wrote. ``fresh_prompt`` says the tokens are a whole prompt with
-    nothing before them, even if slots before ``start`` were already filled from a prefix cache: masks are then
-    built as for a first prefill (the mask helpers read past lengths from the cache's first slot).
-    """
-    types = chain_layer_types(cm, chain)
-    config = chain_config(cm, types)
-    masks, rotaries = {}, {}
-    for layer_type in dict.fromkeys(types[start:]):
-        if layer_type not in MASK_FUNCTIONS:
-            raise NotImplementedError(f"attention type {layer_type!r} is not supported by the chain executor")
-        masks[layer_type] = MASK_FUNCTIONS[layer_type](
-            config=config, inputs_embeds=hidden, attention_mask=attention_mask,
-            cache=None if fresh_prompt else cache, position_ids=position_ids,
-        )
-        rotaries[layer_type] = rotary_embeddings(cm, hidden, position_ids, layer_type)
-    for p in range(start, len(chain)):
-        layer_type = types[p]
-        slot = SlotCache(cache, p) if cache is not None else None
-        hidden = cm.layers[chain[p]](
-            hidden,
-            attention_mask=masks[layer_type],
-            position_embeddings=rotaries[layer_type],
-            position_ids=position_ids,
-            cache=slot,
-            use_cache=cache is not None,
-        )
-        if record is not None and slot is not None:
-            record(p, hidden, *slot.written)
-    return hidden
+    chain: Chain
+    cache: DynamicCache
+    length: int = 0
+
+
+@dataclass(eq=False)
+class Segment:
+    """The tokens a row runs in one call of :func:`run_segments`: a prompt's prefill (from chain position ``start``,
+    the slots before it filled from a prefix cache) or its next token(s) after the cached ones.
+
+    ``attention_mask`` is the 2D padding mask over cached + new tokens of a left-padded batch (None: nothing padded)
+    and ``position_ids`` then follow the unpadded tokens; by default positions continue from ``row.length``.
+    ``record(p, hidden, key, value)`` receives each position's output and the keys and values it wrote (a prefix
+    cache filling in). A segment whose row is empty is a fresh prompt: its masks are built as for a first prefill,
+    even if slots before ``start`` were filled (the mask helpers would read past lengths from the first slot)."""
+
+    row: Row
+    hidden: torch.Tensor  # (batch, tokens, dim)
+    start: int = 0
+    record: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+    position: int = field(init=False)  # the next chain position to run
+    prefill: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.position = self.start
+        self.prefill = self.row.length == 0
+        if self.position_ids is None:
+            past, tokens = self.row.length, self.hidden.shape[1]
+            self.position_ids = torch.arange(past, past + tokens, device=self.hidden.device).unsqueeze(0)
+        self._masks: dict[str, torch.Tensor | None] = {}
+        self._rotaries: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.position >= len(self.row.chain)
+
+    @property
+    def packable(self) -> bool:
+        """One unpadded sequence: it may share a packed layer call with other rows (:mod:`cola.packing`)."""
+        return self.hidden.shape[0] == 1 and self.attention_mask is None
+
+    def rotary(self, cm: ColaModel, layer_type: str):
+        """The rotary (cos, sin) of these tokens for layers of ``layer_type``."""
+        if layer_type not in self._rotaries:
+            self._rotaries[layer_type] = rotary_embeddings(cm, self.hidden, self.position_ids, layer_type)
+        return self._rotaries[layer_type]
+
+    def mask(self, cm: ColaModel, layer_type: str):
+        """The attention mask of these tokens for layers of ``layer_type``: a fresh prompt's (no cache), or one
+        sized from the row's cache, so :func:`run_segments` builds every mask before any layer writes a slot."""
+        if layer_type not in self._masks:
+            if layer_type not in MASK_FUNCTIONS:
+                raise NotImplementedError(f"attention type {layer_type!r} is not supported by the chain executor")
+            config = chain_config(cm, chain_layer_types(cm, self.row.chain))
+            self._masks[layer_type] = MASK_FUNCTIONS[layer_type](
+                config=config, inputs_embeds=self.hidden, attention_mask=self.attention_mask,
+                cache=None if self.prefill else self.row.cache, position_ids=self.position_ids)
+        return self._masks[layer_type]
+
+
+def run_segments(cm: ColaModel, segments: list[Segment]) -> None:
+    """Run every segment through the rest of its row's chain, in place (``segment.hidden`` ends as the last
+    position's output); the one layer loop of CoLa. Chain position ``p`` of a row uses its cache slot ``p``.
+
+    A step is scheduled by layer: among the segments' next chain positions, the lowest layer index runs next, for
+    every segment whose next layer it is. Unpadded rows of a full-attention layer run together in one call, packed
+    end to end (:func:`cola.packing.run_packed`); any other runs alone. One segment alone is thus the plain loop
+    over its chain positions, and several get the same results up to the rounding of packed matrix products."""
+    from .packing import attention_configs, run_packed
+
+    for seg in segments:
+        for layer_type in dict.fromkeys(chain_layer_types(cm, seg.row.chain)[seg.start :]):
+            seg.mask(cm, layer_type)
+    configs, types = attention_configs(cm) if len(segments) > 1 else [], cm.layer_types
+    while True:
+        waiting = [(seg.row.chain[seg.position], seg) for seg in segments if not seg.done]
+        if not waiting:
+            return
+        layer = min(index for index, _ in waiting)
+        group = [seg for index, seg in waiting if index == layer]
+        packed = [seg for seg in group if seg.packable] if types[layer] == "full_attention" else []
+        if len(packed) > 1:
+            run_packed(cm, layer, packed, configs)
+        for seg in group:
+            if len(packed) <= 1 or seg not in packed:
+                _run_one(cm, layer, types[layer], seg)
+            seg.position += 1
+
+
+def _run_one(cm: ColaModel, layer: int, layer_type: str, seg: Segment) -> None:
+    """One segment through one decoder layer, writing its row's slot of the current chain position."""
+    slot = SlotCache(seg.row.cache, seg.position)
+    seg.hidden = cm.layers[layer](
+        seg.hidden, attention_mask=seg.mask(cm, layer_type), position_embeddings=seg.rotary(cm, layer_type),
+        position_ids=seg.position_ids, cache=slot, use_cache=True)
+    if seg.record is not None:
+        seg.record(seg.position, seg.hidden, *slot.written)
 
 
 def lm_head(cm: ColaModel, hidden: torch.Tensor) -> torch.Tensor:
@@ -193,47 +254,59 @@ def forward(
     """Logits (batch, tokens, vocab) of ``input_ids`` run through ``chain``.
 
     ``attention_mask`` covers cached and new tokens (left padding); positions follow the unpadded tokens. With a
-    ``cache`` (from :func:`new_cache`) the new keys and values are appended, one slot per chain position.
-    ``logits_to_keep=k`` computes logits for the last ``k`` tokens only.
+    ``cache`` (from :func:`new_cache`) the new keys and values are appended, one slot per chain position; without
+    one, a fresh cache is used and dropped. ``logits_to_keep=k`` computes logits for the last ``k`` tokens only.
     """
-    query_length = input_ids.shape[1]
-    if position_ids is None:
-        if attention_mask is not None:
-            position_ids = positions_from_mask(attention_mask, query_length)
-        else:
-            past = cache.get_seq_length() if cache is not None else 0
-            position_ids = torch.arange(past, past + query_length, device=input_ids.device).unsqueeze(0)
+    cache = cache if cache is not None else new_cache(cm, chain)
+    past = cache.get_seq_length()
+    if position_ids is None and attention_mask is not None:
+        position_ids = positions_from_mask(attention_mask, input_ids.shape[1])
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # nothing padded: lets SDPA take its causal fast path, as HF generate does
-    hidden = cm.decoder.embed_tokens(input_ids)
-    hidden = run_layers(cm, chain, hidden, attention_mask, position_ids, cache)
-    if logits_to_keep:
-        hidden = hidden[:, -logits_to_keep:]
+    seg = Segment(Row(chain, cache, past), cm.decoder.embed_tokens(input_ids), attention_mask=attention_mask,
+                  position_ids=position_ids)
+    run_segments(cm, [seg])
+    hidden = seg.hidden[:, -logits_to_keep:] if logits_to_keep else seg.hidden
     return lm_head(cm, hidden)
+
+
+def prompt_segment(cm: ColaModel, chain: Chain, input_ids: torch.Tensor, prefix: PrefixCache | None = None) -> Segment:
+    """A new row's prefill of ``input_ids`` (1, length) through ``chain``: with a prefix cache of this prompt, the
+    longest cached chain prefix fills the first slots and only the rest is left to run (and cached in turn). The
+    computation of every position is the same as without it, so the results are too."""
+    row = Row(chain, new_cache(cm, chain))
+    if prefix is None:
+        return Segment(row, cm.decoder.embed_tokens(input_ids))
+    start, hidden, record = prefix.resume(chain.layers, input_ids, row.cache)
+    if hidden is None:
+        hidden = cm.decoder.embed_tokens(input_ids)
+    return Segment(row, hidden, start=start, record=record)
+
+
+@torch.inference_mode()
+def advance(cm: ColaModel, segments: list[Segment]) -> torch.Tensor:
+    """Run every segment through the rest of its row's chain (:func:`run_segments`); returns the last token's logits
+    (segments, vocab) and advances every row's length by its segment's tokens."""
+    run_segments(cm, segments)
+    for seg in segments:
+        seg.row.length += seg.hidden.shape[1]
+    return lm_head(cm, torch.cat([seg.hidden[:, -1:] for seg in segments]))[:, -1]
 
 
 @torch.inference_mode()
 def prefill(
-    cm: ColaModel,
-    chain: Chain,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    prefix: PrefixCache | None = None,
+    cm: ColaModel, chain: Chain, input_ids: torch.Tensor, prefix: PrefixCache | None = None
 ) -> tuple[torch.Tensor, DynamicCache]:
-    """Run a prompt through ``chain`` into a new cache; returns the last token's logits (batch, 1, vocab) and the cache.
+    """Run one unpadded prompt ``input_ids`` (1, length) through ``chain`` into a new cache, reusing the work of
+    earlier chains held by ``prefix`` (a :class:`~cola.reuse.PrefixCache` of this prompt); returns the last token's
+    logits (1, 1, vocab) and the cache."""
+    seg = prompt_segment(cm, chain, input_ids, prefix)
+    return advance(cm, [seg])[:, None], seg.row.cache
 
-    With a :class:`~cola.reuse.PrefixCache` of this prompt (one unpadded sequence), the positions of the longest
-    chain prefix already run are taken from it and only the rest is computed (and cached in turn). The computation of
-    every position is the same as without it, so the results are too.
-    """
-    cache = new_cache(cm, chain)
-    if prefix is None:
-        return forward(cm, chain, input_ids, attention_mask, cache=cache, logits_to_keep=1), cache
-    if attention_mask is not None and not bool(attention_mask.all()):
-        raise ValueError("a prefix cache holds one unpadded prompt")
-    start, hidden, record = prefix.resume(chain.layers, input_ids, cache)
-    if hidden is None:
-        hidden = cm.decoder.embed_tokens(input_ids)
-    position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
-    hidden = run_layers(cm, chain, hidden, None, position_ids, cache, start=start, record=record, fresh_prompt=True)
-    return lm_head(cm, hidden[:, -1:]), cache
+
+@torch.inference_mode()
+def decode_step(cm: ColaModel, rows: list[Row], token_ids: torch.Tensor) -> torch.Tensor:
+    """Run one new token per row (``token_ids``: (rows,)) through each row's chain; returns the next-token logits
+    (rows, vocab) and advances every row's cache by one token."""
+    hidden = cm.decoder.embed_tokens(token_ids[:, None])
+    return advance(cm, [Segment(row, hidden[b : b + 1]) for b, row in enumerate(rows)])

@@ -1,4 +1,9 @@
-"""Greedy, batched, KV-cached generation through a chain, with EOS and stop strings."""
+"""Greedy KV-cached generation through chains, with EOS and stop strings: the one decoding loop of CoLa.
+
+:class:`RowDecoder` decodes any number of (chain, prompt) requests together with continuous batching: a request joins
+at any step, its prompt prefills (reusing its prefix cache) in the same layer calls as the other requests' decoding
+tokens, and it leaves as soon as it stops. :func:`generate` is that loop for a batch of prompts through one chain.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .chain import Chain
-from .executor import forward, prefill
+from .executor import Row, Segment, advance, prompt_segment
 from .models import ColaModel
 from .reuse import PrefixCache
 
@@ -31,6 +36,85 @@ def eos_ids(cm: ColaModel) -> set[int]:
     return ids
 
 
+def stop_reason(
+    cm: ColaModel,
+    tokens: list[int],
+    eos: set[int],
+    stop_strings: Sequence[str],
+    is_done: Callable[[str], bool] | None,
+) -> str | None:
+    """Why the generation ``tokens`` ends after its last token, or None while it goes on."""
+    if tokens[-1] in eos:
+        return "eos"
+    if stop_strings or is_done:
+        text = cm.tokenizer.decode(tokens, skip_special_tokens=True)
+        if any(s in text for s in stop_strings):
+            return "stop_string"
+        if is_done is not None and is_done(text):
+            return "done"
+    return None
+
+
+@dataclass
+class _Request:
+    key: object
+    segment: Segment | None  # the prompt, until its prefill has run
+    row: Row
+    tokens: list[int]
+    is_done: Callable[[str], bool] | None
+
+
+class RowDecoder:
+    """Greedy decoding with continuous batching: a request (chain, unpadded prompt) joins at any step; at the next
+    step its prompt is prefilled (reusing its prefix cache) in the same layer calls as the other requests' decoding
+    tokens, and it leaves as soon as it stops (EOS, a stop string, ``is_done(text)``, or ``max_new_tokens``).
+    One request alone runs exactly its chain's layers in order; several give the same tokens up to the rounding of
+    packed matrix products (:mod:`cola.packing`)."""
+
+    def __init__(self, cm: ColaModel, max_new_tokens: int, stop_strings: Sequence[str] = ()) -> None:
+        self.cm, self.max_new_tokens, self.stop_strings = cm, max_new_tokens, stop_strings
+        self.eos = eos_ids(cm)
+        self.active: list[_Request] = []
+        self.finished: list[tuple[object, Generation]] = []
+
+    def add(self, key: object, chain: Chain, input_ids: torch.Tensor, prefix: PrefixCache | None = None,
+            is_done: Callable[[str], bool] | None = None) -> None:
+        """Queue ``input_ids`` (1, length) through ``chain``; ``key`` names the request when it finishes."""
+        segment = prompt_segment(self.cm, chain, input_ids, prefix)
+        self.active.append(_Request(key, segment, segment.row, [], is_done))
+
+    def __len__(self) -> int:
+        """Requests not finished yet."""
+        return len(self.active)
+
+    def step(self) -> list[tuple[object, Generation]]:
+        """Prefill the new requests and decode one token of every other unfinished one; returns the requests
+        finished since the last step."""
+        going, self.active = self.active, []
+        if going:
+            decoding = [r for r in going if r.segment is None]
+            if decoding:
+                tokens = torch.tensor([r.tokens[-1] for r in decoding], device=self.cm.device)
+                hidden = self.cm.decoder.embed_tokens(tokens[:, None])
+                for b, request in enumerate(decoding):
+                    request.segment = Segment(request.row, hidden[b : b + 1])
+            next_ids = advance(self.cm, [r.segment for r in going]).argmax(-1).tolist()
+            for request, token in zip(going, next_ids):
+                request.segment = None
+                self._take(request, token)
+        done, self.finished = self.finished, []
+        return done
+
+    def _take(self, request: _Request, token: int) -> None:
+        request.tokens.append(token)
+        reason = stop_reason(self.cm, request.tokens, self.eos, self.stop_strings, request.is_done)
+        if reason is None and len(request.tokens) < self.max_new_tokens:
+            self.active.append(request)
+        else:
+            text = self.cm.tokenizer.decode(request.tokens, skip_special_tokens=True)
+            self.finished.append((request.key, Generation(request.tokens, text, reason or "length")))
+
+
 @torch.inference_mode()
 def generate(
     cm: ColaModel,
@@ -42,55 +126,22 @@ def generate(
     is_done: Callable[[int, str], bool] | None = None,
     prefix: PrefixCache | None = None,
 ) -> list[Generation]:
-    """Greedy decoding of a left-padded batch through ``chain``, one KV slot per chain position.
+    """Greedy decoding of a (left-padded) batch of prompts through ``chain``, one KV slot per chain position.
 
-    A sample stops at EOS, once its new text contains a stop string, or once ``is_done(b, text)`` is true for its batch index ``b`` (an answer
-    that is complete); the batch stops when every sample has. Finished samples are padded, as HF generate does. ``prefix`` (a
-    :class:`~cola.reuse.PrefixCache` of this one prompt) lets the prompt's prefill reuse earlier chains' work.
+    Each prompt runs unpadded as its own row (:class:`RowDecoder`), and stops at EOS, once its new text contains a
+    stop string, or once ``is_done(b, text)`` is true for its batch index ``b`` (an answer that is complete).
+    ``prefix`` (a :class:`~cola.reuse.PrefixCache` of a single prompt) lets its prefill reuse earlier chains' work.
     """
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    batch_size = input_ids.shape[0]
-    eos = eos_ids(cm)
-    pad_id = cm.tokenizer.pad_token_id
-    tokens: list[list[int]] = [[] for _ in range(batch_size)]
-    reasons: list[str | None] = [None] * batch_size
-    logits, cache = prefill(cm, chain, input_ids, attention_mask, prefix)
-    for step in range(max_new_tokens):
-        next_ids = logits[:, -1].argmax(-1)
-        for b in range(batch_size):
-            if reasons[b] is not None:
-                next_ids[b] = pad_id
-                continue
-            tokens[b].append(int(next_ids[b]))
-            reasons[b] = stop_reason(cm, tokens[b], eos, stop_strings, is_done, b)
-        if step == max_new_tokens - 1 or all(r is not None for r in reasons):
-            break
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(batch_size, 1)], dim=1)
-        logits = forward(cm, chain, next_ids[:, None], attention_mask, cache=cache, logits_to_keep=1)
-    return [
-        Generation(t, cm.tokenizer.decode(t, skip_special_tokens=True), r or "length") for t, r in zip(tokens, reasons)
-    ]
-
-
-def stop_reason(
-    cm: ColaModel,
-    tokens: list[int],
-    eos: set[int],
-    stop_strings: Sequence[str],
-    is_done: Callable[[int, str], bool] | None,
-    b: int,
-) -> str | None:
-    """Why the generation ``tokens`` of batch row ``b`` ends after its last token, or None while it goes on."""
-    if tokens[-1] in eos:
-        return "eos"
-    if stop_strings or is_done:
-        text = cm.tokenizer.decode(tokens, skip_special_tokens=True)
-        if any(s in text for s in stop_strings):
-            return "stop_string"
-        if is_done is not None and is_done(b, text):
-            return "done"
-    return None
+    if prefix is not None and input_ids.shape[0] != 1:
+        raise ValueError("a prefix cache holds one unpadded prompt")
+    decoder = RowDecoder(cm, max_new_tokens, stop_strings)
+    for b in range(input_ids.shape[0]):
+        ids = input_ids[b : b + 1] if attention_mask is None else input_ids[b : b + 1, attention_mask[b].bool()]
+        decoder.add(b, chain, ids, prefix, None if is_done is None else lambda text, b=b: is_done(b, text))
+    results: dict[int, Generation] = {}
+    while decoder:
+        results.update(decoder.step())
+    return [results[b] for b in range(input_ids.shape[0])]
 
 
 def generate_text(

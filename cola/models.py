@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ class ColaModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     name: str
+    weights: Path | str | None = None  # where the weights came from: a GGUF file, a folder or a hub id
     chain_configs: dict = field(default_factory=dict, repr=False)  # memo for cola.executor.chain_config
 
     @property
@@ -90,12 +92,14 @@ class ColaModel:
         return prompt
 
     def encode(self, prompts: list[str], chat: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded ``input_ids`` and ``attention_mask`` of prompts formatted by :meth:`format_prompt`.
+        """Left-padded ``input_ids`` and ``attention_mask`` of prompts formatted by :meth:`format_prompt`."""
+        return self.tokenize([self.format_prompt(p, chat) for p in prompts], chat)
 
-        A chat template already writes the special tokens (BOS), so the tokenizer adds them only to plain prompts.
-        """
+    def tokenize(self, texts: list[str], chat: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ``input_ids`` and ``attention_mask`` of texts already formatted by :meth:`format_prompt`
+        with ``chat``: a chat template writes the special tokens (BOS) itself, so the tokenizer adds them only to
+        plain prompts."""
         templated = chat and self.has_chat_template
-        texts = [self.format_prompt(p, chat) for p in prompts]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
@@ -169,6 +173,89 @@ def convert_gguf(gguf: Path) -> Path:
     return target
 
 
+def weights_source(spec: str, source: str) -> Path | str:
+    """Where the weights of ``spec`` (loaded from ``source``) live: the GGUF file of an alias or a ``.gguf`` path (its
+    de-quantized copy is derived), else the folder or hub id."""
+    if spec in ALIASES:
+        return alias_gguf_path(spec)
+    if spec.endswith(".gguf"):
+        return Path(spec).expanduser()
+    return Path(source).expanduser() if Path(source).expanduser().exists() else source
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
+
+
+def _weight_files(weights: Path | str) -> list[Path]:
+    """The files holding the weights: the file itself, a folder's weight files, or a hub id's cached snapshot."""
+    if isinstance(weights, str):
+        try:
+            from huggingface_hub import snapshot_download
+
+            weights = Path(snapshot_download(weights, local_files_only=True))
+        except Exception:  # not in the local hub cache (it was just loaded, so this is rare)
+            return []
+    if weights.is_file():
+        return [weights]
+    return sorted(p for p in weights.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+
+
+def _file_sha256(path: Path, memo: dict) -> str:
+    """SHA-256 of a file's content, memoised by path, size and modification time."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key not in memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        memo[key] = digest.hexdigest()
+    return memo[key]
+
+
+def weights_hash(cm: ColaModel) -> str:
+    """A content hash of the loaded weights, ``sha256:<hex>``: of the weight files (GGUF or safetensors; cached in
+    ``$COLA_CACHE/weight-hashes.json`` by path, size and time, so a model is read once), or, for a model with no
+    files (built in memory), of its parameters."""
+    files = _weight_files(cm.weights) if cm.weights is not None else []
+    digest = hashlib.sha256()
+    if files:
+        memo_path = cache_root() / "weight-hashes.json"
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}
+        for path in files:
+            digest.update(f"{path.name}:{_file_sha256(path, memo)}\n".encode())
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+            os.replace(tmp, memo_path)
+        except OSError:  # a read-only cache only costs the next load a re-hash
+            pass
+    else:
+        for name, tensor in sorted(cm.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def environment(cm: ColaModel) -> dict:
+    """The software and device a result was computed with: CoLa, Python, torch, transformers, the device."""
+    import platform
+
+    import transformers
+
+    from . import __version__
+
+    device = str(cm.device)
+    if cm.device.type == "cuda":
+        device += f" ({torch.cuda.get_device_name(cm.device)})"
+    return {"cola": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": device}
+
+
 def resolve(spec: str) -> str:
     """Turn an alias or ``.gguf`` path into a loadable folder; pass hub ids and folders through."""
     if spec in ALIASES:
@@ -197,6 +284,8 @@ def load_model(
     """
     device = torch.device(device) if device is not None else default_device()
     if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         dtype = getattr(torch, dtype)
     dtype = dtype or default_dtype(device)
     source = resolve(spec)
@@ -214,4 +303,4 @@ def load_model(
     tokenizer.padding_side = "left"
     if not hasattr(model, "model") or not hasattr(model.model, "layers"):
         raise ModelLoadError(f"{spec!r} is not a decoder-only model with a `model.layers` stack")
-    return ColaModel(model=model, tokenizer=tokenizer, name=spec)
+    return ColaModel(model=model, tokenizer=tokenizer, name=spec, weights=weights_source(spec, source))

@@ -10,7 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from .chain import Chain
-from .executor import forward, prefill
+from .executor import advance, forward, prompt_segment
 from .models import ColaModel
 from .reuse import PrefixCache
 
@@ -96,14 +96,22 @@ def score_options(
     right-padded batch on a copy of that cache per option (:func:`finish_scores`). Each continuation is
     ``delimiter + option``; as in lm-eval, ``acc_norm`` divides by the option's length without the delimiter.
     """
-    return score_inputs(cm, chain, option_inputs(cm, context, options, add_special_tokens, delimiter), prefix)
+    inputs = option_inputs(cm, context, options, add_special_tokens, delimiter)
+    return score_many(cm, [(chain, inputs, prefix)])[0]
 
 
 @torch.inference_mode()
-def score_inputs(cm: ColaModel, chain: Chain, inputs: OptionInputs, prefix: PrefixCache | None = None) -> OptionScores:
-    """:func:`score_options` of already tokenised options: the shared context's prefill, then :func:`finish_scores`."""
-    last_logits, cache = prefill(cm, chain, torch.tensor([inputs.context], device=cm.device), prefix=prefix)
-    return finish_scores(cm, chain, inputs, last_logits[0], cache)
+def score_many(
+    cm: ColaModel, requests: Sequence[tuple[Chain, OptionInputs, PrefixCache | None]]
+) -> list[OptionScores]:
+    """Option scores of many (chain, tokenised options, prefix cache) requests: every request's shared context
+    prefills in the same layer calls (packed, :func:`cola.executor.advance`), then each finishes its options
+    (:func:`finish_scores`). One request alone runs its chain's layers in order, exactly."""
+    segments = [prompt_segment(cm, chain, torch.tensor([inputs.context], device=cm.device), prefix)
+                for chain, inputs, prefix in requests]
+    logits = advance(cm, segments)
+    return [finish_scores(cm, chain, inputs, logits[b : b + 1], seg.row.cache)
+            for b, ((chain, inputs, _), seg) in enumerate(zip(requests, segments))]
 
 
 @torch.inference_mode()

@@ -6,7 +6,7 @@ import json
 from cola.cli import main
 from cola.evaluate import Evaluator
 from cola.search import MCTSConfig, SearchSpace
-from cola.search.run import search_sample, search_samples
+from cola.search.run import search_samples
 from cola.store import read_config, read_records
 from cola.tasks import get_task, load_samples
 
@@ -36,7 +36,7 @@ def test_score_mode_searches_together_equal_one_by_one(smol, data_dir):
     evaluator = Evaluator(smol, get_task("arc_easy"), mode="score")
     samples = load_samples(get_task("arc_easy"), data_dir, n=3, seed=2)
     space, config = SearchSpace(smol.depth), MCTSConfig(sims=10)
-    alone = {s.id: search_sample(evaluator, s, space, config, seed=5, reward="margin") for s in samples}
+    alone = {r["id"]: r for r in search_samples(evaluator, samples, space, config, seed=5, reward="margin")}
     together = list(search_samples(evaluator, samples, space, config, seed=5, reward="margin", batch=3))
     assert sorted(r["id"] for r in together) == sorted(alone)
     for record in together:

@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from cola import Chain
-from cola.batching import Row, RowDecoder, advance, decode_step, generate_chains, prompt_segment
 from cola.evaluate import Evaluator
-from cola.executor import prefill
-from cola.generation import generate
+from cola.executor import Row, advance, decode_step, forward, prefill, prompt_segment
+from cola.generation import RowDecoder, generate
 from cola.reuse import PrefixCache
 from cola.search import MCTSConfig, SearchSpace
-from cola.search.run import search_sample, search_samples
+from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples
 from conftest import FAMILIES, tiny_model
 
@@ -29,11 +28,15 @@ def tiny(request):
     return tiny_model(request.param)
 
 
-def test_one_request_is_exactly_generate(tiny):
+def test_one_request_is_exactly_recomputed_greedy_decoding(tiny):
+    """The one decoding loop, one row: each token is the argmax of a fresh forward of prompt + tokens so far (no
+    cache at all), bitwise."""
     for chain, ids in zip(map(Chain.parse, CHAINS), _prompts([5, 9, 7, 12, 6, 10])):
-        expected = generate(tiny, chain, ids, max_new_tokens=10)[0]
-        got = generate_chains(tiny, [(chain, ids, None)], max_new_tokens=10)[0]
-        assert (got.tokens, got.stop_reason) == (expected.tokens, expected.stop_reason), str(chain)
+        got = generate(tiny, chain, ids, max_new_tokens=10)[0]
+        tokens = ids[0].tolist()
+        for token in got.tokens:
+            assert int(forward(tiny, chain, torch.tensor([tokens]))[0, -1].argmax()) == token, str(chain)
+            tokens.append(token)
 
 
 def _decode_together_and_alone(cm, chains, prompts, steps):
@@ -123,7 +126,7 @@ def test_requests_joining_while_others_decode(tiny):
     assert [(got[b].tokens, got[b].stop_reason) for b in range(6)] == [(e.tokens, e.stop_reason) for e in expected]
 
 
-def test_generate_chains_matches_generate_per_chain(tiny):
+def test_decoder_matches_generate_per_chain(tiny):
     chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([8, 3, 11, 5, 9, 4], seed=2)
 
     def done(b, text):  # rows 1 and 4 end early, so the batch shrinks while the others go on
@@ -131,8 +134,12 @@ def test_generate_chains_matches_generate_per_chain(tiny):
 
     expected = [generate(tiny, c, p, max_new_tokens=12, is_done=lambda _, text, b=b: done(b, text))[0]
                 for b, (c, p) in enumerate(zip(chains, prompts))]
-    got = generate_chains(tiny, [(c, p, None) for c, p in zip(chains, prompts)], max_new_tokens=12, is_done=done)
-    assert [(g.tokens, g.stop_reason) for g in got] == [(e.tokens, e.stop_reason) for e in expected]
+    decoder, got = RowDecoder(tiny, max_new_tokens=12), {}
+    for b, (c, p) in enumerate(zip(chains, prompts)):
+        decoder.add(b, c, p, is_done=lambda text, b=b: done(b, text))
+    while decoder:
+        got.update(decoder.step())
+    assert [(got[b].tokens, got[b].stop_reason) for b in range(6)] == [(e.tokens, e.stop_reason) for e in expected]
     assert {got[1].stop_reason, got[4].stop_reason} == {"done"} and len(got[1].tokens) < 12
 
 
@@ -141,7 +148,7 @@ def test_searching_samples_together_equals_one_by_one():
     evaluator = Evaluator(cm, get_task("synthetic"), mode="generate")
     samples = load_samples(get_task("synthetic"), None, n=5, seed=1)
     space, config = SearchSpace(cm.depth), MCTSConfig(sims=25)
-    alone = {s.id: search_sample(evaluator, s, space, config, seed=4) for s in samples}
+    alone = {r["id"]: r for r in search_samples(evaluator, samples, space, config, seed=4)}
     together = list(search_samples(evaluator, samples, space, config, seed=4, batch=3))
     assert sorted(r["id"] for r in together) == sorted(alone)
     for record in together:
