@@ -48,6 +48,14 @@ MC = [  # (output, labels, gold, verdict)
     ("3. the moon", "1234", "4", False),
     ("E", "ABCDE", "E", True),
     ("Among the options", "ABCD", "A", False),  # the A of 'Among' is no label
+    ("A plant needs light to grow.", "ABCD", "A", False),  # the article opening a sentence is no label
+    ("A plant needs light, so the answer is B.", "ABCD", "B", True),
+    ("It grows. A plant needs light.", "ABCD", "A", False),
+    ("A. A plant needs light", "ABCD", "A", True),
+    ("A) a plant", "ABCD", "A", True),
+    ("A", "ABCD", "A", True),
+    ("A B", "ABCD", "A", True),
+    ("The answer is A plant", "ABCD", "A", True),  # not opening a sentence: the label
 ]
 
 
@@ -86,11 +94,14 @@ def test_early_stop_never_changes_the_answer():
         if math_done(text[:cut]):
             assert extract_math(text[:cut]) == extract_math(text) == "\\frac{3}{4}"
     labels = list("ABCD")
-    for text in ["As I see it, C is right", "B) because", "A"]:
+    for text in ["As I see it, C is right", "B) because", "A", "A plant needs light. B", "A  B", "A. A plant",
+                 "Sure. A\nplant"]:
         for cut in range(len(text) + 1):
             if label_done(text[:cut], labels):
                 assert extract_label(text[:cut], labels) == extract_label(text, labels)
     assert not label_done("A", labels)  # could still become 'Answer'
+    assert not label_done("A ", labels)  # could still become the article of 'A plant'
+    assert label_done("A plant needs light. B ", labels) and extract_label("A plant needs light. B ", labels) == "B"
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, Sample, Task, decoy, draw, parse_rows, read_jsonl
+from .base import DataError, Sample, Task, decoy, draw, parse_rows, read_jsonl, row_id
 from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
 
 TASKS: dict[str, Task] = {}
@@ -43,7 +43,12 @@ def _hub_rows(task: Task) -> list[tuple[str, dict]]:
             f"task {task.name!r}: no --data-dir given and the hub copy ({task.hub[0]}) could not be loaded ({err}). "
             f"Pass --data-dir DIR with {task.local_file} under it (e.g. --data-dir ../shared/data)."
         ) from None
-    return [(f"{task.hub[0]}[{i}]", task.from_hub(dict(row))) for i, row in enumerate(rows)]
+    return [(f"{task.hub[0]}[{i}]", row_id(row, f"{task.hub[2]}-{i}"), task.from_hub(dict(row)))
+            for i, row in enumerate(rows)]
+
+
+def _file_rows(path: Path) -> list[tuple[str, str, dict]]:
+    return [(f"{path}:{lineno}", row_id(row, f"line-{lineno}"), row) for lineno, row in read_jsonl(path)]
 
 
 def load_samples(
@@ -66,23 +71,28 @@ def load_samples(
         path = Path(data_file)
         if not path.is_file():
             raise FileNotFoundError(f"data file not found: {path}")
-        rows = [(f"{path}:{lineno}", row) for lineno, row in read_jsonl(path)]
+        rows, source = _file_rows(path), str(path)
     elif task.generator is not None:
-        return parse_rows(task, [(f"{task.name}[{i}]", r) for i, r in enumerate(task.generator(n or task.default_n, seed))])
+        generated = task.generator(n or task.default_n, seed)
+        rows, source = [(f"{task.name}[{i}]", row_id(r, f"{task.name}-{i}"), r) for i, r in enumerate(generated)], task.name
     elif data_dir is not None and task.local_file is not None:
         path = Path(data_dir) / task.local_file
         if not path.is_file():
             raise FileNotFoundError(f"task {task.name!r} expects {task.local_file} under --data-dir; not found: {path}")
-        rows = [(f"{path}:{lineno}", row) for lineno, row in read_jsonl(path)]
+        rows, source = _file_rows(path), str(path)
     elif task.hub is not None:
-        rows = _hub_rows(task)
+        rows, source = _hub_rows(task), f"{task.hub[0]} ({task.hub[2]} split)"
     else:
         raise DataError(f"task {task.name!r} reads a user file: pass --data-file FILE.jsonl")
     samples = parse_rows(task, rows, skip_bad_rows)
+    if not samples:
+        raise DataError(f"task {task.name!r}: no samples in {source}" + (" (every row was skipped as bad)" if rows else ""))
+    if data_file is None and task.generator is not None:  # made to size already, in its seeded order
+        return samples
     if level is not None:
         samples = [s for s in samples if s.meta.get("level") == level]
         if not samples:
-            raise DataError(f"task {task.name!r} has no samples of level {level}")
+            raise DataError(f"task {task.name!r} has no samples of level {level} in {source}")
     return draw(samples, n, seed)
 
 

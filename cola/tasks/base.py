@@ -46,7 +46,7 @@ class Task:
     name: str
     kind: str
     description: str
-    parse_row: Callable[[dict], Sample]
+    parse_row: Callable[[dict, str], Sample]  # (row, sample id) -> sample
     prompt: Callable[[Sample], str]
     extract: Callable[[str, Sample], str | None]
     is_done: Callable[[str, Sample], bool]
@@ -74,18 +74,34 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
                     raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
 
 
-def parse_rows(task: Task, rows: Iterable[tuple[str, dict]], skip_bad_rows: bool = False) -> list[Sample]:
-    """Turn (where, row) pairs into samples. A bad row raises one :class:`DataError` naming where it is, or, with
-    ``skip_bad_rows``, is skipped and counted in a single warning."""
-    samples, bad = [], []
-    for where, row in rows:
+def row_id(row: dict, fallback: str) -> str:
+    """A row's sample id: its own ``id`` field, else ``fallback`` (its line number or row index, unique per load)."""
+    value = row.get("id")
+    return fallback if value is None or str(value).strip() == "" else str(value)
+
+
+def parse_rows(task: Task, rows: Iterable[tuple[str, str, dict]], skip_bad_rows: bool = False) -> list[Sample]:
+    """Turn (where, sample id, row) triples into samples. A bad row raises one :class:`DataError` naming where it
+    is, or, with ``skip_bad_rows``, is skipped and counted in a single warning. Sample ids must be unique: results
+    are stored and looked up by id, so a repeated id is a :class:`DataError` naming the first repeats and where they
+    are, whatever ``skip_bad_rows`` says."""
+    samples, bad, seen, repeats = [], [], {}, {}
+    for where, sample_id, row in rows:
+        if sample_id in seen:
+            repeats.setdefault(sample_id, [seen[sample_id]]).append(where)
+            continue
+        seen[sample_id] = where
         try:
-            samples.append(task.parse_row(row))
+            samples.append(task.parse_row(row, sample_id))
         except (KeyError, ValueError, TypeError) as err:
             message = f"{where}: {err.args[0] if isinstance(err, (ValueError, TypeError)) else f'missing field {err}'}"
             if not skip_bad_rows:
                 raise DataError(message) from None
             bad.append(message)
+    if repeats:
+        first = "; ".join(f"{i!r} at {', '.join(places)}" for i, places in list(repeats.items())[:3])
+        raise DataError(f"{task.name}: {len(repeats)} sample id(s) occur more than once ({first}). Results are kept by "
+                        "id, so each row needs its own: fix the \"id\" fields, or drop them to use line numbers")
     if bad:
         warnings.warn(f"{task.name}: skipped {len(bad)} bad row(s), first: {bad[0]}", stacklevel=2)
     return samples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 
 NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?")
 ANSWER_CUE = re.compile(r"answer\s*(?:is|:)\s*", re.IGNORECASE)
@@ -60,16 +61,41 @@ def label_pattern(labels: list[str]) -> re.Pattern:
     return re.compile(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])")
 
 
+SENTENCE_END = re.compile(r"(?:^|[.!?])\s*$")
+ARTICLE_FOLLOWS = re.compile(r"\s+[a-z]")
+
+
+def _label_matches(text: str, labels: list[str]) -> Iterator[tuple[re.Match, bool | None]]:
+    """Each standalone label in the text with its verdict: True (a label), False (the article "A" opening a sentence,
+    as in "A plant needs light"), or None (an "A" opening a sentence followed so far only by spaces: undecided)."""
+    for m in label_pattern(labels).finditer(text):
+        if m.group(1) != "A" or not SENTENCE_END.search(text[: m.start()]):
+            yield m, True
+        elif ARTICLE_FOLLOWS.match(text, m.end()):
+            yield m, False
+        else:
+            rest = text[m.end() :]
+            yield m, None if rest.strip() == "" and rest else True
+
+
 def extract_label(text: str, labels: list[str]) -> str | None:
-    """The first standalone choice label in the text."""
-    m = label_pattern(labels).search(text)
-    return m.group(1) if m else None
+    """The first standalone choice label in the text; the article "A" opening a sentence is no label."""
+    for m, is_label in _label_matches(text, labels):
+        if is_label is not False:
+            return m.group(1)
+    return None
 
 
 def label_done(text: str, labels: list[str]) -> bool:
-    """True once the first label is followed by a character, so it cannot become part of a word."""
-    m = label_pattern(labels).search(text)
-    return m is not None and m.end() < len(text)
+    """True once no continuation can change :func:`extract_label`: the first label is followed by a character, so
+    it cannot become part of a word, and an "A" opening a sentence by the start of the next word, so it cannot
+    become an article."""
+    for m, is_label in _label_matches(text, labels):
+        if is_label is None:
+            return False
+        if is_label:
+            return m.end() < len(text)
+    return False
 
 
 def first_boxed(text: str) -> str | None:

@@ -6,9 +6,9 @@ from .grading import extract_number, number_done, numbers_equal
 INSTRUCTION = "Give only the final answer as a number, with no explanation."
 
 
-def parse_row(row: dict) -> Sample:
+def parse_row(row: dict, sample_id: str) -> Sample:
     question, answer = require(row, "question", "answer")
-    return Sample(id=str(row.get("id", question[:40])), question=question, gold=str(answer))
+    return Sample(id=sample_id, question=question, gold=str(answer))
 
 
 def from_hub(row: dict) -> dict:

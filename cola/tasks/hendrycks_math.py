@@ -9,13 +9,13 @@ from .grading import extract_math, first_boxed, math_done, math_equal
 INSTRUCTION = "Give only the final answer in \\boxed{}, with no explanation."
 
 
-def parse_row(row: dict) -> Sample:
+def parse_row(row: dict, sample_id: str) -> Sample:
     problem, answer = require(row, "problem", "answer")
     level = row.get("level")
     if level is not None and int(level) not in range(1, 6):
         raise ValueError(f"level {level!r} is not 1-5")
     meta = {"level": int(level) if level is not None else None, "subject": row.get("subject")}
-    return Sample(id=str(row.get("id", problem[:40])), question=problem, gold=str(answer), meta=meta)
+    return Sample(id=sample_id, question=problem, gold=str(answer), meta=meta)
 
 
 def from_hub(row: dict) -> dict:

@@ -9,7 +9,7 @@ from .base import Sample, Task, require
 from .grading import extract_label, label_done
 
 
-def parse_row(row: dict) -> Sample:
+def parse_row(row: dict, sample_id: str) -> Sample:
     question, choices, answer = require(row, "question", "choices", "answerKey")
     if isinstance(question, dict):  # CommonsenseQA's original nesting
         question = question.get("stem", "")
@@ -24,7 +24,7 @@ def parse_row(row: dict) -> Sample:
     gold = str(answer).strip()
     if gold not in labels:
         raise ValueError(f"answerKey {gold!r} is not one of the choice labels {labels}")
-    return Sample(id=str(row.get("id", question[:40])), question=question, gold=gold, choices=pairs)
+    return Sample(id=sample_id, question=question, gold=gold, choices=pairs)
 
 
 def prompt(sample: Sample) -> str:

@@ -7,9 +7,9 @@ from .base import Sample, Task, require
 from .grading import extract_number, number_done, numbers_equal
 
 
-def parse_row(row: dict) -> Sample:
+def parse_row(row: dict, sample_id: str) -> Sample:
     question, answer = require(row, "question", "answer")
-    return Sample(id=str(row.get("id", question[:40])), question=question, gold=str(answer))
+    return Sample(id=sample_id, question=question, gold=str(answer))
 
 
 def _numeric(sample: Sample) -> bool:
