@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .chain import Chain
-from .evaluate import wilson_interval
+from .stats import wilson_interval
 from .store import read_config, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
@@ -79,7 +79,8 @@ def accuracy_table(runs: list[Run]) -> pd.DataFrame:
                          **proportion(sum(r["full"]["correct"] for r in run.records), len(run.records))})
         rows.append({**base, "variant": ACTION_NAMES[run.actions],
                      **proportion(sum(r["best"]["correct"] for r in run.records), len(run.records))})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["group", "model", "task", "sims", "variant", "k", "n", "share", "ci_low",
+                                       "ci_high"])
 
 
 def findings(run: Run) -> dict:
@@ -172,7 +173,8 @@ def chance_control(runs: list[Run]) -> pd.DataFrame:
                     "decoy_wrong": f_decoy["wrong"], "decoy_fixed": f_decoy["wrong_fixed"],
                     "decoy_share": f_decoy["share_fixed"], "gap": f_real["share_fixed"] - f_decoy["share_fixed"],
                 })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["group", "task", "variant", "real_wrong", "real_fixed", "real_share",
+                                       "decoy_wrong", "decoy_fixed", "decoy_share", "gap"])
 
 
 def config_differences(runs: list[Run]) -> dict[str, set]:

@@ -12,10 +12,29 @@ from .chain import as_chain
 from .models import DEFAULT_MODEL, ModelLoadError, load_model
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, .gguf file, folder or hub id (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
-    parser.add_argument("--dtype", default=None, help="torch dtype, e.g. float32, bfloat16 (default: bf16 on cuda, fp32 on cpu)")
+    parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights and activations (default: bfloat16 on cuda, float32 on cpu)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -52,7 +71,7 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-style", default="lmeval", choices=SCORE_STYLES, help="context format in score mode")
     parser.add_argument("--no-chat", dest="chat", action="store_false", help="do not use the chat template")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted) instead of failing")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: the task's)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation budget (default: the task's)")
 
 
 def _evaluator_and_samples(args: argparse.Namespace):
@@ -69,7 +88,7 @@ def _evaluator_and_samples(args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .evaluate import wilson_interval
+    from .stats import wilson_interval
 
     evaluator, samples = _evaluator_and_samples(args)
     chain = as_chain(args.chain, evaluator.cm.depth)
@@ -113,7 +132,6 @@ def cmd_search(args: argparse.Namespace) -> int:
                        f"-n{len(samples)}-s{args.seed}")
     store = RunStore(out, run_config(
         evaluator, space, config, seed=args.seed, reward=args.reward, n=len(samples), level=args.level,
-        dtype=str(evaluator.cm.dtype).removeprefix("torch."),
         data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples], control=args.control,
         batch=args.batch,
     ))
@@ -121,14 +139,19 @@ def cmd_search(args: argparse.Namespace) -> int:
                          batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
     n = len(records)
     original = sum(r["full"]["correct"] for r in records)
-    cola = sum(r["best"]["correct"] for r in records)
-    mean_len = sum(r["best"]["length"] for r in records) / max(n, 1)
+    oracle = sum(r["best"]["correct"] for r in records)
+    mean_len = sum(r["best"]["length"] for r in records) / n
     print(f"run: {out} ({n} samples, {args.sims} simulations each, actions {args.actions})")
     if args.control == "decoy":
         print("control: decoy golds; the accuracies below count answers equal to the decoy")
     print(f"original accuracy: {original / n:.4f} ({original}/{n})")
-    print(f"CoLa accuracy:     {cola / n:.4f} ({cola}/{n})")
+    print(f"oracle accuracy (best of up to {args.sims + 1} chains, chosen with the gold answer): "
+          f"{oracle / n:.4f} ({oracle}/{n})")
     print(f"mean best-chain length: {mean_len:.2f} layers (model depth {evaluator.cm.depth})")
+    if args.control == "none":
+        print("chance control: the oracle counts any chain that happens to answer right; run the same command with "
+              "--control decoy to see how often the search reaches a wrong answer set as gold (`cola report` compares "
+              "both)")
     return 0
 
 
@@ -157,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chain", default="full", help="chain notation, e.g. 0-13,13,14-29 (default: full)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object with chain, tokens and text")
     p.set_defaults(func=cmd_generate)
 
@@ -165,34 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_task_args(p)
     p.add_argument("--chain", default="full", help="chain notation (default: full)")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per generation batch (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="samples per generation batch (default 8)")
     p.add_argument("--out", default=None, help="write one JSON line per sample to this file")
     p.set_defaults(func=cmd_eval)
 
     from .search import ACTION_SETS
-    from .search.run import REWARDS
+    from .search.run import CONTROLS, REWARDS
 
     p = sub.add_parser("search", help="per-sample MCTS over chains of layers, stored and resumable")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--sims", type=int, default=200, help="chains evaluated per sample (default 200)")
+    p.add_argument("--sims", type=positive_int, default=200, help="chains evaluated per sample (default 200)")
     p.add_argument("--actions", default="all", choices=ACTION_SETS, help="all (CoLa), skip only, repeat only")
     p.add_argument("--lambda", dest="lam", type=float, default=5.0, help="length penalty on len(chain)/depth (default 5)")
     p.add_argument("--c", type=float, default=None, help="UCB exploration constant (default sqrt 2)")
     p.add_argument("--epsilon", type=float, default=0.1, help="chance of a random unexplored child (default 0.1)")
     p.add_argument("--widening", type=float, default=0.5, help="progressive widening exponent (default 0.5)")
-    p.add_argument("--max-k", type=int, default=4, help="largest block an action skips or repeats (default 4)")
-    p.add_argument("--max-r", type=int, default=4, help="most extra repeats of a block (default 4)")
+    p.add_argument("--max-k", type=positive_int, default=4, help="largest block an action skips or repeats (default 4)")
+    p.add_argument("--max-r", type=positive_int, default=4, help="most extra repeats of a block (default 4)")
     p.add_argument("--min-len", type=int, default=None, help="shortest chain (default depth/2)")
     p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth)")
     p.add_argument("--reward", default="correct", choices=REWARDS, help="correct (0/1), or margin (score mode)")
-    p.add_argument("--control", default="none", choices=["none", "decoy"],
+    p.add_argument("--control", default="none", choices=CONTROLS,
                    help="decoy: replace each gold by a deterministic wrong answer (chance control)")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS[-decoy]-nN-sSEED)")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--batch", type=positive_int, default=1,
                    help="search this many samples at once; their chains run together in the same layer calls, "
                         "faster, with answers equal up to floating-point rounding (default 1: one at a time)")
-    p.add_argument("--prefix-gib", type=float, default=4.0,
+    p.add_argument("--prefix-gib", type=positive_float, default=4.0,
                    help="memory for the prefix caches (hidden states and KV entries of chain prefixes already run) of "
                         "the searches in flight, shared among them; least recently used entries are dropped beyond it "
                         "(default 4)")
@@ -216,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cola`` console script."""
     args = build_parser().parse_args(argv)
+    import warnings
+
     import transformers
+
+    warnings.showwarning = lambda message, *_, **__: print(f"cola: warning: {message}", file=sys.stderr)
 
     transformers.utils.logging.set_verbosity_error()  # weight-loading bars and notices drown the command's output
     transformers.utils.logging.disable_progress_bar()

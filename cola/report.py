@@ -128,8 +128,12 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
 
     real = [r for r in runs if r.control == "none"]
     found = pd.DataFrame([analysis.findings(r) for r in real])
-    found.to_csv(out / "findings.csv", index=False)
     md += ["", "## The two findings", ""]
+    if real:
+        found.to_csv(out / "findings.csv", index=False)
+    else:  # every table below but the search behaviour needs one; their CSVs are not written
+        md.append("No run without a control is among these runs: the findings, depth and layer-usage tables need one, "
+                  "so they and their CSV files are left out.")
     for _, f in found.iterrows():
         md.append(f"- {f['task']} [{f['variant']}, group {f['group']}]: of {f['right']} samples the original model got "
                   f"right, {f['right_with_shorter']} ({_pct(f['share_shorter'])}) have a correct shorter chain "
@@ -137,9 +141,10 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
                   f"correct chain (study: >60%).")
 
     depth = pd.DataFrame([analysis.depth_summary(r) for r in real])
-    depth.to_csv(out / "depth.csv", index=False)
     usage = pd.DataFrame([analysis.usage_summary(r) for r in real])
-    usage.to_csv(out / "layer_usage_summary.csv", index=False)
+    if real:
+        depth.to_csv(out / "depth.csv", index=False)
+        usage.to_csv(out / "layer_usage_summary.csv", index=False)
     search = pd.DataFrame([analysis.search_summary(r) for r in runs])
     search.to_csv(out / "search.csv", index=False)
     md += ["", "## Depth", "", "| task | variant | correct best chains | mean length | mean layers saved | "

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
 UNCOMPARED = ("version", "batch")  # recorded, but a resume under another version or batch size may go on
+WARNED = ("environment",)  # software and device: a resume under others goes on, with a warning listing them
+PROVENANCE = ("weights", "environment")  # runs made before these were recorded can be resumed, with a warning
 
 
 class ConfigMismatch(ValueError):
@@ -30,15 +33,30 @@ class RunStore:
         path = self.folder / CONFIG
         if path.exists():
             stored = json.loads(path.read_text())
-            diff = sorted(k for k in set(stored) | set(config) if k not in UNCOMPARED and stored.get(k) != config.get(k))
-            if diff:
-                changes = ", ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in diff)
-                raise ConfigMismatch(f"{self.folder} holds a run with another config ({changes}); use another --out")
+            self._check(stored, config)
         else:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, path)
         self._drop_torn_tail()
+
+    def _check(self, stored: dict, config: dict) -> None:
+        """Refuse to resume a run of another config; warn where only the software or device differ."""
+        unverified = [k for k in PROVENANCE if k not in stored and k in config]
+        diff = sorted(k for k in set(stored) | set(config)
+                      if k not in UNCOMPARED + WARNED + tuple(unverified) and stored.get(k) != config.get(k))
+        if diff:
+            changes = ", ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in diff)
+            raise ConfigMismatch(f"{self.folder} holds a run with another config ({changes}); use another --out")
+        if unverified:
+            warnings.warn(f"{self.folder} was made before CoLa recorded {' and '.join(unverified)}: resuming it "
+                          "without checking that the weights and environment are the same", stacklevel=3)
+        for key in WARNED:
+            old, new = stored.get(key) or {}, config.get(key) or {}
+            changed = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            if key not in unverified and changed:
+                warnings.warn(f"resuming {self.folder} in another environment ({', '.join(changed)}); its records so "
+                              "far were computed in the first one", stacklevel=3)
 
     @property
     def records_path(self) -> Path:

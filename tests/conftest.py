@@ -121,3 +121,13 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR}")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """A tiny random-weight Llama saved as a model folder, for commands run in a subprocess."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    cm = tiny_model("llama")
+    cm.model.save_pretrained(folder)
+    cm.tokenizer.save_pretrained(folder)
+    return folder

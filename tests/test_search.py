@@ -13,7 +13,6 @@ import pytest
 from cola import Chain
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
 from cola.store import ConfigMismatch, RunStore
-from conftest import tiny_model
 
 
 def planted(chain: Chain) -> Evaluation:
@@ -61,15 +60,6 @@ def test_space_children_are_one_edit_away():
     assert Chain.full(6).skip(1, 2) in children and Chain.full(6).repeat(4, 2, 2) in children
     assert Chain.full(6) not in children
     assert all(3 <= len(c) <= 12 for c in children)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    cm = tiny_model("llama")
-    cm.model.save_pretrained(folder)
-    cm.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _search_cmd(model, out, n=6, sims=40):
