@@ -20,9 +20,9 @@ from .stats import wilson_interval
 from .store import read_config, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
-# config keys that may differ inside a group: the ablation, the chance control, the package version, the batch size
-# (which changes only floating-point rounding)
-VARYING = ("space", "control", "version", "batch")
+# config keys that may differ inside a group: the ablation, the chance control, and what changes no result beyond
+# floating-point rounding (the package version, the batch size, the worker count, the software and device)
+VARYING = ("space", "control", "version", "batch", "workers", "environment")
 
 
 @dataclass

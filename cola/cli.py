@@ -74,14 +74,21 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation budget (default: the task's)")
 
 
-def _evaluator_and_samples(args: argparse.Namespace):
-    from .evaluate import Evaluator
+def _samples(args: argparse.Namespace) -> list:
+    """The task's samples the command asks for: loaded and checked before any model is."""
     from .tasks import get_task, load_samples
 
     task = get_task(args.task)
-    samples = load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows)
+    return load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows)
+
+
+def _evaluator_and_samples(args: argparse.Namespace):
+    from .evaluate import Evaluator
+    from .tasks import get_task
+
+    samples = _samples(args)
     cm = load_model(args.model, device=args.device, dtype=args.dtype)
-    evaluator = Evaluator(cm, task, args.mode, args.chat, args.score_style, args.max_new_tokens)
+    evaluator = Evaluator(cm, get_task(args.task), args.mode, args.chat, args.score_style, args.max_new_tokens)
     return evaluator, samples
 
 
@@ -116,27 +123,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import math
 
-    from .search import MCTSConfig, SearchSpace
-    from .search.run import run_config, run_search
+    from .search import MCTSConfig
+    from .search.run import SearchJob, run_search
     from .store import RunStore
-
     from .tasks import decoy
 
-    evaluator, samples = _evaluator_and_samples(args)
+    samples = _samples(args)
     if args.control == "decoy":
         samples = [decoy(s) for s in samples]
-    space = SearchSpace(evaluator.cm.depth, args.actions, args.max_k, args.max_r, args.min_len, args.max_len)
-    config = MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon, args.widening)
+    job = SearchJob(
+        model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
+        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, actions=args.actions,
+        max_k=args.max_k, max_r=args.max_r, min_len=args.min_len, max_len=args.max_len,
+        mcts=MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon,
+                        args.widening),
+        seed=args.seed, reward=args.reward, control=args.control, level=args.level,
+        data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
     control = "-decoy" if args.control == "decoy" else ""
     out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}-{args.mode}-{args.actions}{control}"
                        f"-n{len(samples)}-s{args.seed}")
-    store = RunStore(out, run_config(
-        evaluator, space, config, seed=args.seed, reward=args.reward, n=len(samples), level=args.level,
-        data=args.data_file or args.data_dir, sample_ids=[s.id for s in samples], control=args.control,
-        batch=args.batch,
-    ))
-    records = run_search(evaluator, samples, store, space, config, args.seed, args.reward, progress=not args.quiet,
-                         batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
+    failures: list[tuple[str, str]] = []
+    if args.workers is not None or args.ray_address is not None:
+        from .distributed import run_search_ray
+
+        records, failures, depth = run_search_ray(job, samples, out, args.workers, args.ray_address,
+                                                  args.gpus_per_worker, progress=not args.quiet)
+    else:
+        evaluator = job.evaluator()
+        store = RunStore(out, job.run_config(evaluator, samples))
+        records, depth = run_search(job, evaluator, samples, store, progress=not args.quiet), evaluator.cm.depth
+    if not records:
+        print(f"run: {out}: no sample finished", file=sys.stderr)
+    else:
+        _search_summary(args, out, records, depth)
+    for sample_id, error in failures:
+        print(f"cola: error: sample {sample_id!r} failed: {error}", file=sys.stderr)
+    if failures:
+        print(f"cola: error: {len(failures)} sample(s) failed and are not recorded; fix them and re-run the same "
+              "command to search them (the others are kept)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _search_summary(args: argparse.Namespace, out: str, records: list[dict], depth: int) -> None:
+    """The run's headline: original and oracle accuracy (said to be an oracle), chain length, the chance control."""
     n = len(records)
     original = sum(r["full"]["correct"] for r in records)
     oracle = sum(r["best"]["correct"] for r in records)
@@ -147,12 +177,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"original accuracy: {original / n:.4f} ({original}/{n})")
     print(f"oracle accuracy (best of up to {args.sims + 1} chains, chosen with the gold answer): "
           f"{oracle / n:.4f} ({oracle}/{n})")
-    print(f"mean best-chain length: {mean_len:.2f} layers (model depth {evaluator.cm.depth})")
+    print(f"mean best-chain length: {mean_len:.2f} layers (model depth {depth})")
     if args.control == "none":
         print("chance control: the oracle counts any chain that happens to answer right; run the same command with "
               "--control decoy to see how often the search reaches a wrong answer set as gold (`cola report` compares "
               "both)")
-    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -219,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory for the prefix caches (hidden states and KV entries of chain prefixes already run) of "
                         "the searches in flight, shared among them; least recently used entries are dropped beyond it "
                         "(default 4)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="search on this many Ray workers (a local cluster unless --ray-address), each loading the "
+                        "model once and taking the next sample when free; needs `pip install -e .[ray]`")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (`auto`: the one Ray finds) instead of starting a local one; "
+                        "--workers defaults to its GPUs / --gpus-per-worker, else 1")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs each Ray worker holds (default: 1 where the cluster has GPUs, else 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
 
@@ -249,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ValueError, ModelLoadError, FileNotFoundError, KeyError) as err:  # chain, data, config: all ValueErrors
+    except (ValueError, ModelLoadError, FileNotFoundError, KeyError, ImportError) as err:  # chain, data, config, Ray
         print(f"cola: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2
 

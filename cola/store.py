@@ -14,7 +14,7 @@ from pathlib import Path
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
-UNCOMPARED = ("version", "batch")  # recorded, but a resume under another version or batch size may go on
+UNCOMPARED = ("version", "batch", "workers")  # recorded; a resume under another version, batch size or worker count may go on
 WARNED = ("environment",)  # software and device: a resume under others goes on, with a warning listing them
 PROVENANCE = ("weights", "environment")  # runs made before these were recorded can be resumed, with a warning
 

@@ -118,21 +118,10 @@ def make_record(sample: Sample, result: SearchResult, wall_time: float) -> dict:
     }
 
 
-def run_search(
-    evaluator: Evaluator,
-    samples: Sequence[Sample],
-    store: RunStore,
-    space: SearchSpace,
-    config: MCTSConfig,
-    seed: int,
-    reward: str = "correct",
-    progress: bool = True,
-    batch: int = 1,
-    prefix_bytes: int = 4 << 30,
-) -> list[dict]:
-    """Search every sample not yet in the store (:func:`search_samples`), appending each record as it finishes;
-    returns the records of ``samples``, in their order. ``batch`` samples are searched at once; ``prefix_bytes``
-    bounds the memory of the prefix caches of the searches in flight."""
+def run_search(job: SearchJob, evaluator: Evaluator, samples: Sequence[Sample], store: RunStore,
+               progress: bool = True) -> list[dict]:
+    """Search every sample not yet in the store (:meth:`SearchJob.search`), appending each record as it finishes;
+    returns the records of ``samples``, in their order."""
     done = store.finished_ids()
     todo = [s for s in samples if s.id not in done]
     with tqdm(desc="samples", unit="sample", disable=not progress, initial=len(samples) - len(todo),
@@ -144,11 +133,68 @@ def run_search(
             if chains[0] % 10 == 0:
                 bar.set_postfix(chains=chains[0], refresh=True)
 
-        for record in search_samples(evaluator, todo, space, config, seed, reward, batch, prefix_bytes, counted):
+        for record in job.search(evaluator, todo, counted):
             store.append(record)
             bar.update(1)
+    return ordered_records(store, samples)
+
+
+def ordered_records(store: RunStore, samples: Sequence[Sample]) -> list[dict]:
+    """The stored records of ``samples``, in their order (ids are unique within a load)."""
     by_id = {r["id"]: r for r in store.records()}
     return [by_id[s.id] for s in samples if s.id in by_id]
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """Everything a search run is besides its samples, as plain values, so that another process (a Ray worker,
+    :mod:`cola.distributed`) can rebuild the model, task, evaluator and search space from it."""
+
+    model: str
+    task: str
+    mode: str = "generate"
+    chat: bool = True
+    score_style: str = "lmeval"
+    max_new_tokens: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    actions: str = "all"
+    max_k: int = 4
+    max_r: int = 4
+    min_len: int | None = None
+    max_len: int | None = None
+    mcts: MCTSConfig = MCTSConfig()
+    seed: int = 0
+    reward: str = "correct"
+    control: str = "none"
+    level: int | None = None
+    data: str | None = None
+    batch: int = 1
+    prefix_bytes: int = 4 << 30
+
+    def evaluator(self) -> Evaluator:
+        """Load the model and ask the task through it."""
+        from ..models import load_model
+        from ..tasks import get_task
+
+        cm = load_model(self.model, device=self.device, dtype=self.dtype)
+        return Evaluator(cm, get_task(self.task), self.mode, self.chat, self.score_style, self.max_new_tokens)
+
+    def space(self, depth: int) -> SearchSpace:
+        """The search space over chains of a model of ``depth`` layers."""
+        return SearchSpace(depth, self.actions, self.max_k, self.max_r, self.min_len, self.max_len)
+
+    def run_config(self, evaluator: Evaluator, samples: Sequence[Sample], **extra) -> dict:
+        """The run's ``config.json`` (:func:`run_config`) for these samples."""
+        return run_config(evaluator, self.space(evaluator.cm.depth), self.mcts, seed=self.seed, reward=self.reward,
+                          n=len(samples), level=self.level, data=self.data, sample_ids=[s.id for s in samples],
+                          control=self.control, batch=self.batch, **extra)
+
+    def search(self, evaluator: Evaluator, samples: Sequence[Sample],
+               on_evaluation: Callable[[], None] | None = None) -> Iterator[dict]:
+        """:func:`search_samples` of ``samples`` with this job's settings."""
+        return search_samples(evaluator, samples, self.space(evaluator.cm.depth), self.mcts, self.seed, self.reward,
+                              self.batch, self.prefix_bytes, on_evaluation)
 
 
 def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **extra) -> dict:

@@ -1,0 +1,150 @@
+"""One search run over many Ray workers: each worker loads the model once and searches the samples it is handed;
+the driver alone writes the run folder.
+
+Samples are dispatched dynamically: a worker that returns its samples' records gets the next ``job.batch`` samples
+(one at ``--batch 1``). The driver appends each record as it arrives (fsync'ed by :class:`~cola.store.RunStore`), so
+a record is written exactly once, and a resume skips the recorded ids whatever the worker count was. A worker whose
+process dies is restarted by Ray (the model is loaded again) and the call in flight is retried; a sample that fails
+for a reason in its data is reported, not recorded, and the run goes on. At ``--batch 1`` every sample is searched
+as :func:`~cola.search.run.search_samples` searches it alone, so the records equal a single process's.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import deque
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from .search.run import SearchJob, ordered_records
+from .store import RunStore
+from .tasks import Sample
+
+WORKER_PREFIX = "cola-search-"  # Ray actor names: cola-search-<run token>-<index>
+
+
+class RayMissing(ImportError):
+    """Ray is needed for --workers / --ray-address and is not installed."""
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayMissing("--workers and --ray-address run the search on Ray, which is not installed: "
+                         "pip install -e .[ray]  (or: pip install 'ray>=2.40')") from None
+    return ray
+
+
+class SearchWorker:
+    """A Ray actor: the model loaded once, searching the samples it is handed with the job's settings."""
+
+    def __init__(self, job: SearchJob) -> None:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        self.job = job
+        self.evaluator = job.evaluator()
+
+    def run_config(self, samples: list[Sample]) -> dict:
+        """The run's config as this worker computes it (weights hash, dtype, environment)."""
+        return self.job.run_config(self.evaluator, samples)
+
+    def depth(self) -> int:
+        return self.evaluator.cm.depth
+
+    def search(self, samples: list[Sample]) -> list[dict]:
+        """The records of ``samples`` (searched together, ``job.batch`` at once)."""
+        return list(self.job.search(self.evaluator, samples))
+
+    def pid(self) -> int:
+        """The worker's process id (to watch or kill it)."""
+        return os.getpid()
+
+
+def _connect(ray, workers: int | None, address: str | None, gpus_per_worker: float | None):
+    """Start a local cluster or join ``address``; returns (workers, gpus per worker, cpus per worker)."""
+    if not ray.is_initialized():
+        if address is not None:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if gpus else 0.0
+    if workers is None:
+        workers = max(1, int(gpus // gpus_per_worker)) if gpus_per_worker else 1
+    cpus = max(1, int(resources.get("CPU", 1) // workers))
+    return workers, gpus_per_worker, cpus
+
+
+def run_search_ray(
+    job: SearchJob,
+    samples: Sequence[Sample],
+    folder: str,
+    workers: int | None = None,
+    address: str | None = None,
+    gpus_per_worker: float | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[tuple[str, str]], int]:
+    """Search every sample not yet recorded in ``folder`` on Ray workers; returns the records of ``samples`` (in
+    their order), the failed samples as (id, error), and the model's depth.
+
+    ``workers`` Ray actors (default: one per GPU of the cluster, else 1) each hold ``gpus_per_worker`` GPUs and an
+    equal share of the CPUs. ``address`` joins an existing cluster (``auto``: the one Ray finds); without it a local
+    cluster is started (or the one this process already started is used)."""
+    ray = _ray()
+    workers, gpus_per_worker, cpus = _connect(ray, workers, address, gpus_per_worker)
+    token = uuid.uuid4().hex[:8]
+    actor = ray.remote(SearchWorker)
+    pool = [actor.options(name=f"{WORKER_PREFIX}{token}-{i}", num_cpus=cpus, num_gpus=gpus_per_worker, max_restarts=3,
+                          max_task_retries=3).remote(job) for i in range(workers)]
+    try:
+        config, depth = ray.get([pool[0].run_config.remote(list(samples)), pool[0].depth.remote()])
+        store = RunStore(folder, {**config, "workers": workers})
+        done = store.finished_ids()
+        todo = [s for s in samples if s.id not in done]
+        chunks = deque(list(todo[i : i + job.batch]) for i in range(0, len(todo), job.batch))
+        failures: list[tuple[str, str]] = []
+        pending: dict = {}
+
+        def hand(worker) -> None:
+            if chunks:
+                chunk = chunks.popleft()
+                pending[worker.search.remote(chunk)] = (worker, chunk)
+
+        with tqdm(desc=f"samples ({workers} workers)", unit="sample", total=len(samples), initial=len(samples) - len(todo),
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for worker in pool:
+                hand(worker)
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                worker, chunk = pending.pop(ref)
+                try:
+                    records = ray.get(ref)
+                except ray.exceptions.RayTaskError as err:  # an error raised by the search: in the data
+                    if len(chunk) > 1:  # searched together: search each alone to find the sample at fault
+                        chunks.extendleft([s] for s in reversed(chunk))
+                    else:
+                        failures.append((chunk[0].id, _cause(err)))
+                        bar.update(1)
+                    hand(worker)
+                    continue
+                for record in records:
+                    store.append(record)
+                    bar.update(1)
+                hand(worker)
+        return ordered_records(store, samples), failures, depth
+    finally:
+        for worker in pool:
+            ray.kill(worker)
+
+
+def _cause(err: Exception) -> str:
+    """The message of the exception a Ray task raised."""
+    cause = getattr(err, "cause", None)
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(err).strip().splitlines()[-1]

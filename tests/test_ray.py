@@ -1,0 +1,152 @@
+"""One search over Ray workers (a local two-worker cluster on CPU, started once for this module): the records equal
+a single process's; a worker killed mid-run, or the driver killed and re-run, still ends with every sample recorded
+exactly once; a sample that fails for a reason in its data is reported and the run goes on."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from cola.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402
+from cola.search import MCTSConfig  # noqa: E402
+from cola.search.run import SearchJob  # noqa: E402
+from cola.store import read_records  # noqa: E402
+from cola.tasks import load_samples  # noqa: E402
+
+
+
+def _env() -> dict:
+    """The environment of a command run beside the cluster, read after it started (Ray sets how to join it)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _cmd(model, out, *extra, n=4, sims=20):
+    return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
+            "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu", *extra]
+
+
+def _lines(folder):
+    lines = []
+    for record in read_records(folder):
+        record.pop("wall_time")
+        lines.append(json.dumps(record, sort_keys=True))
+    return sorted(lines)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_folder, tmp_path_factory):
+    """The same search in one process, without Ray."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    subprocess.run(_cmd(tiny_folder, out, n=6), check=True, env=_env(), capture_output=True)
+    return _lines(out)
+
+
+def _job(model):
+    return SearchJob(model=str(model), task="synthetic", device="cpu", mcts=MCTSConfig(sims=20), seed=3)
+
+
+def test_two_workers_equal_one_process_and_resume_whatever_the_count(cluster, tiny_folder, reference, tmp_path):
+    out = tmp_path / "run"
+    samples = load_samples("synthetic", n=6, seed=3)
+    records, failures, depth = run_search_ray(_job(tiny_folder), samples, str(out), workers=2, progress=False)
+    assert failures == [] and depth == 6 and [r["id"] for r in records] == [s.id for s in samples]
+    assert _lines(out) == reference
+    config = json.loads((out / "config.json").read_text())
+    assert config["workers"] == 2
+    # a resume with one worker skips what is recorded and writes nothing twice
+    lines = (out / "records.jsonl").read_text().splitlines()
+    (out / "records.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    run_search_ray(_job(tiny_folder), samples, str(out), workers=1, progress=False)
+    assert _lines(out) == reference
+
+
+def test_a_killed_worker_loses_nothing(cluster, tiny_folder, reference, tmp_path):
+    out = tmp_path / "run"
+    samples = load_samples("synthetic", n=6, seed=3)
+    result = {}
+    driver = threading.Thread(target=lambda: result.update(
+        out=run_search_ray(_job(tiny_folder), samples, str(out), workers=2, progress=False)))
+    driver.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_records(out)) < 1:
+        time.sleep(0.1)
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(WORKER_PREFIX)]
+    assert len(names) == 2
+    victim = ray.get_actor(names[0], namespace=next(a["namespace"] for a in ray.util.list_named_actors(
+        all_namespaces=True) if a["name"] == names[0]))
+    done_before = len(read_records(out))
+    os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)
+    driver.join(timeout=300)
+    assert not driver.is_alive()
+    assert done_before < 6, "the kill must land mid-run"
+    records, failures, _ = result["out"]
+    assert failures == [] and len(records) == 6
+    assert _lines(out) == reference  # every sample once, each as a single process searches it
+
+
+def test_a_killed_driver_resumes(cluster, tiny_folder, reference, tmp_path):
+    out = tmp_path / "run"
+    cmd = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2", n=6)
+    log = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=log)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(read_records(out)) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(read_records(out)) < 6, "the kill must land mid-run: " + (tmp_path / "driver.log").read_text()[-2000:]
+    subprocess.run(cmd, check=True, env=_env(), capture_output=True)
+    assert _lines(out) == reference
+    other = subprocess.run(_cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2", n=6, sims=10),
+                           env=_env(), capture_output=True, text=True)
+    assert other.returncode == 2 and "another config" in other.stderr
+
+
+def test_a_bad_sample_fails_alone_and_is_listed(cluster, tiny_folder, tmp_path, capsys):
+    from cola.cli import main
+
+    rows = [{"id": f"q{i}", "question": f"t{i} t5", "choices": [{"label": "A", "text": "t7"},
+                                                                  {"label": "B", "text": "t8"}], "answerKey": "A"}
+            for i in range(4)]
+    rows[2]["choices"][1]["text"] = ""  # an option that encodes to no token: only scoring finds out
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    code = main(["search", "--model", str(tiny_folder), "--task", "mc_jsonl", "--data-file", str(data), "--mode",
+                 "score", "--sims", "5", "--out", str(out), "--quiet", "--device", "cpu", "--ray-address", cluster,
+                 "--workers", "2", "--batch", "2", "--n", "0"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "sample 'q2' failed: ValueError: an answer option encodes to no tokens" in err
+    assert sorted(r["id"] for r in read_records(out)) == ["q0", "q1", "q3"]
+
+
+def test_without_ray_the_error_says_how_to_install(monkeypatch, capsys):
+    import builtins
+
+    from cola.cli import main
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert main(["search", "--task", "synthetic", "--n", "2", "--workers", "2"]) == 2
+    assert "pip install -e .[ray]" in capsys.readouterr().err
