@@ -35,12 +35,15 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, .gguf file, folder or hub id (default {DEFAULT_MODEL})")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights and activations (default: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--allow-untested", action="store_true",
+                        help="load a model family CoLa is not tested on (refused otherwise); it must still pass the "
+                             "exactness check against the model's own forward")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generation import generate_text
 
-    cm = load_model(args.model, device=args.device, dtype=args.dtype)
+    cm = load_model(args.model, device=args.device, dtype=args.dtype, allow_untested=args.allow_untested)
     chain = as_chain(args.chain, cm.depth)
     out = generate_text(cm, chain, [args.prompt], chat=args.chat, max_new_tokens=args.max_new_tokens)[0]
     if args.json:
@@ -51,10 +54,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    cm = load_model(args.model, device=args.device, dtype=args.dtype)
+    cm = load_model(args.model, device=args.device, dtype=args.dtype, allow_untested=args.allow_untested)
     print(f"model: {cm.name} ({cm.config.model_type}), depth: {cm.depth}")
     for i, layer_type in enumerate(cm.layer_types):
-        print(f"{i:4d}  {layer_type}")
+        experts = cm.experts(i)
+        print(f"{i:4d}  {layer_type:18s} {f'mixture of {experts} experts' if experts else 'dense'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_chain
+
+    cm = load_model(args.model, device="cpu", dtype=args.dtype, allow_untested=args.allow_untested)
+    chain = as_chain(args.chain, cm.depth)
+    out = export_chain(cm, chain, args.out)
+    print(f"exported {cm.name} chain {chain} ({len(chain)} layers) to {out}")
     return 0
 
 
@@ -87,7 +101,7 @@ def _evaluator_and_samples(args: argparse.Namespace):
     from .tasks import get_task
 
     samples = _samples(args)
-    cm = load_model(args.model, device=args.device, dtype=args.dtype)
+    cm = load_model(args.model, device=args.device, dtype=args.dtype, allow_untested=args.allow_untested)
     evaluator = Evaluator(cm, get_task(args.task), args.mode, args.chat, args.score_style, args.max_new_tokens)
     return evaluator, samples
 
@@ -135,6 +149,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, actions=args.actions,
         max_k=args.max_k, max_r=args.max_r, min_len=args.min_len, max_len=args.max_len,
+        allow_untested=args.allow_untested,
         mcts=MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon,
                         args.widening),
         seed=args.seed, reward=args.reward, control=args.control, level=args.level,
@@ -267,9 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the registered tasks")
     p.set_defaults(func=cmd_tasks)
 
-    p = sub.add_parser("layers", help="print the model's depth and the attention type of each layer")
+    p = sub.add_parser("layers", help="print the model's depth, each layer's attention type and its experts")
     _add_model_args(p)
     p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("export", help="write a chain as a standard Hugging Face model folder (transformers loads it)")
+    _add_model_args(p)
+    p.add_argument("--chain", required=True, help="chain notation, e.g. 0-9,12-29")
+    p.add_argument("--out", required=True, help="a new folder")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -199,7 +199,7 @@ def run_segments(cm: ColaModel, segments: list[Segment]) -> None:
 
     A step is scheduled by layer: among the segments' next chain positions, the lowest layer index runs next, for
     every segment whose next layer it is. Unpadded rows of a full-attention layer run together in one call, packed
-    end to end (:func:`cola.packing.run_packed`); any other runs alone. One segment alone is thus the plain loop
+    end to end (:func:`cola.packing.run_packed`), unless the model soft-caps attention logits; any other runs alone. One segment alone is thus the plain loop
     over its chain positions, and several get the same results up to the rounding of packed matrix products."""
     from .packing import attention_configs, run_packed
 
@@ -207,13 +207,14 @@ def run_segments(cm: ColaModel, segments: list[Segment]) -> None:
         for layer_type in dict.fromkeys(chain_layer_types(cm, seg.row.chain)[seg.start :]):
             seg.mask(cm, layer_type)
     configs, types = attention_configs(cm) if len(segments) > 1 else [], cm.layer_types
+    packs = getattr(cm.config, "attn_logit_softcapping", None) is None  # packed SDPA has no soft-capping (Gemma 2)
     while True:
         waiting = [(seg.row.chain[seg.position], seg) for seg in segments if not seg.done]
         if not waiting:
             return
         layer = min(index for index, _ in waiting)
         group = [seg for index, seg in waiting if index == layer]
-        packed = [seg for seg in group if seg.packable] if types[layer] == "full_attention" else []
+        packed = [seg for seg in group if seg.packable] if packs and types[layer] == "full_attention" else []
         if len(packed) > 1:
             run_packed(cm, layer, packed, configs)
         for seg in group:
@@ -232,9 +233,19 @@ def _run_one(cm: ColaModel, layer: int, layer_type: str, seg: Segment) -> None:
         seg.record(seg.position, seg.hidden, *slot.written)
 
 
+def embed(cm: ColaModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """The decoder's input: token embeddings, times the embedding multiplier where the model has one (Granite)."""
+    hidden = cm.decoder.embed_tokens(input_ids)
+    multiplier = getattr(cm.config, "embedding_multiplier", None)
+    return hidden * multiplier if multiplier is not None else hidden
+
+
 def lm_head(cm: ColaModel, hidden: torch.Tensor) -> torch.Tensor:
-    """Final norm, output projection and (where the model has it) logit soft-capping."""
+    """Final norm, output projection and, where the model has them, logit scaling (Granite) and soft-capping."""
     logits = cm.model.lm_head(cm.decoder.norm(hidden))
+    scaling = getattr(cm.config, "logits_scaling", None)
+    if scaling is not None:
+        logits = logits / scaling
     cap = getattr(cm.config, "final_logit_softcapping", None)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
@@ -263,7 +274,7 @@ def forward(
         position_ids = positions_from_mask(attention_mask, input_ids.shape[1])
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None  # nothing padded: lets SDPA take its causal fast path, as HF generate does
-    seg = Segment(Row(chain, cache, past), cm.decoder.embed_tokens(input_ids), attention_mask=attention_mask,
+    seg = Segment(Row(chain, cache, past), embed(cm, input_ids), attention_mask=attention_mask,
                   position_ids=position_ids)
     run_segments(cm, [seg])
     hidden = seg.hidden[:, -logits_to_keep:] if logits_to_keep else seg.hidden
@@ -276,10 +287,10 @@ def prompt_segment(cm: ColaModel, chain: Chain, input_ids: torch.Tensor, prefix:
     computation of every position is the same as without it, so the results are too."""
     row = Row(chain, new_cache(cm, chain))
     if prefix is None:
-        return Segment(row, cm.decoder.embed_tokens(input_ids))
+        return Segment(row, embed(cm, input_ids))
     start, hidden, record = prefix.resume(chain.layers, input_ids, row.cache)
     if hidden is None:
-        hidden = cm.decoder.embed_tokens(input_ids)
+        hidden = embed(cm, input_ids)
     return Segment(row, hidden, start=start, record=record)
 
 
@@ -308,5 +319,27 @@ def prefill(
 def decode_step(cm: ColaModel, rows: list[Row], token_ids: torch.Tensor) -> torch.Tensor:
     """Run one new token per row (``token_ids``: (rows,)) through each row's chain; returns the next-token logits
     (rows, vocab) and advances every row's cache by one token."""
-    hidden = cm.decoder.embed_tokens(token_ids[:, None])
+    hidden = embed(cm, token_ids[:, None])
     return advance(cm, [Segment(row, hidden[b : b + 1]) for b, row in enumerate(rows)])
+
+
+def check_exact(cm: ColaModel, tokens: int = 16) -> float:
+    """Run the full chain and the model's own forward on a fixed probe of ``tokens`` tokens; returns the largest
+    logit difference, or raises :class:`~cola.models.ModelLoadError` when it exceeds the dtype's rounding (1e-4 of
+    the largest logit in float32, 2e-2 in 16-bit types): the executor would not compute what the model computes
+    (a forward that scales or adds something CoLa does not know of)."""
+    from .models import ModelLoadError
+
+    ids = (torch.arange(tokens, device=cm.device) * 7 + 3).remainder(cm.config.vocab_size)[None]
+    with torch.inference_mode():
+        expected = cm.model(ids).logits.float()
+    got = forward(cm, Chain.full(cm.depth), ids).float()
+    diff = float((got - expected).abs().max())
+    scale = max(1.0, float(expected.abs().max()))
+    tolerance = (1e-4 if cm.dtype == torch.float32 else 2e-2) * scale
+    if not diff <= tolerance:
+        raise ModelLoadError(
+            f"{cm.name!r} ({cm.config.model_type}): the full chain run by CoLa differs from the model's own forward by "
+            f"up to {diff:.3g} in the logits (allowed {tolerance:.3g} in {str(cm.dtype).removeprefix('torch.')}); its "
+            "layers cannot be run as separate modules exactly, so it is refused")
+    return diff

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .chain import Chain
-from .executor import Row, Segment, advance, prompt_segment
+from .executor import Row, Segment, advance, embed, prompt_segment
 from .models import ColaModel
 from .reuse import PrefixCache
 
@@ -95,7 +95,7 @@ class RowDecoder:
             decoding = [r for r in going if r.segment is None]
             if decoding:
                 tokens = torch.tensor([r.tokens[-1] for r in decoding], device=self.cm.device)
-                hidden = self.cm.decoder.embed_tokens(tokens[:, None])
+                hidden = embed(self.cm, tokens[:, None])
                 for b, request in enumerate(decoding):
                     request.segment = Segment(request.row, hidden[b : b + 1])
             next_ids = advance(self.cm, [r.segment for r in going]).argmax(-1).tolist()

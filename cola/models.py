@@ -27,6 +27,14 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
+# model_type of every decoder stack the executor is tested to run exactly (tests/conftest.py FAMILIES): dense, then
+# mixture-of-experts
+TESTED_FAMILIES = (
+    "llama", "mistral", "qwen2", "qwen3", "olmo2", "gemma2", "gemma3_text", "phi3", "granite",
+    "olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "granitemoe",
+)
+
+
 class ModelLoadError(RuntimeError):
     """A model that cannot be found or loaded, with what to do about it."""
 
@@ -71,6 +79,15 @@ class ColaModel:
         sliding = getattr(self.config, "sliding_window", None) is not None
         return ["sliding_attention" if sliding else "full_attention"] * self.depth
 
+    def experts(self, index: int) -> int | None:
+        """The number of experts of layer ``index`` when its feed-forward is a mixture of experts, else None."""
+        moe = moe_block(self.layers[index])
+        if moe is None:
+            return None
+        experts = moe.experts
+        return len(experts) if isinstance(experts, torch.nn.ModuleList) else getattr(
+            experts, "num_experts", getattr(self.config, "num_experts", getattr(self.config, "num_local_experts", None)))
+
     @property
     def device(self) -> torch.device:
         return self.model.device
@@ -102,6 +119,15 @@ class ColaModel:
         templated = chat and self.has_chat_template
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not templated)
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+
+
+def moe_block(layer: torch.nn.Module) -> torch.nn.Module | None:
+    """A decoder layer's mixture-of-experts block (experts and their router are part of the layer), or None."""
+    for name in ("mlp", "block_sparse_moe"):
+        block = getattr(layer, name, None)
+        if block is not None and hasattr(block, "experts"):
+            return block
+    return None
 
 
 def default_device() -> torch.device:
@@ -276,11 +302,14 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     attn_implementation: str | None = None,
+    allow_untested: bool = False,
 ) -> ColaModel:
     """Load a decoder-only causal LM for chain execution.
 
     ``spec`` is an alias (``smollm2-135m``, the default; ``gemma3-270m``), a ``.gguf`` file, a local folder or a hub
-    id. Device defaults to CUDA when present, else CPU; dtype to bf16 on CUDA, float32 on CPU.
+    id. Device defaults to CUDA when present, else CPU; dtype to bf16 on CUDA, float32 on CPU. A family outside
+    :data:`TESTED_FAMILIES` is refused unless ``allow_untested``; every model is then checked: its full chain run by
+    CoLa must give the model's own logits on a short probe (:func:`cola.executor.check_exact`), else it is refused.
     """
     device = torch.device(device) if device is not None else default_device()
     if isinstance(dtype, str):
@@ -303,4 +332,14 @@ def load_model(
     tokenizer.padding_side = "left"
     if not hasattr(model, "model") or not hasattr(model.model, "layers"):
         raise ModelLoadError(f"{spec!r} is not a decoder-only model with a `model.layers` stack")
-    return ColaModel(model=model, tokenizer=tokenizer, name=spec, weights=weights_source(spec, source))
+    family = model.config.model_type
+    if family not in TESTED_FAMILIES and not allow_untested:
+        raise ModelLoadError(
+            f"{spec!r} is a {family!r} model, a family CoLa is not tested to run exactly (tested: "
+            f"{', '.join(TESTED_FAMILIES)}). Pass --allow-untested (allow_untested=True) to try it: the full chain is "
+            "then checked against the model's own forward, and refused on a mismatch")
+    cm = ColaModel(model=model, tokenizer=tokenizer, name=spec, weights=weights_source(spec, source))
+    from .executor import check_exact
+
+    check_exact(cm)
+    return cm

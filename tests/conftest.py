@@ -13,19 +13,35 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
     Gemma3ForCausalLM,
     Gemma3TextConfig,
+    GraniteConfig,
+    GraniteForCausalLM,
+    GraniteMoeConfig,
+    GraniteMoeForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
     Olmo2Config,
     Olmo2ForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
 )
 
 from cola import Chain, ColaModel, load_model
@@ -41,7 +57,12 @@ _COMMON = dict(
     tie_word_embeddings=False,
 )
 
-# family -> (model class, config); Gemma3 mixes sliding (window 5) and global layers, Mistral slides everywhere
+_MOE = dict(num_experts_per_tok=2)
+_GRANITE = dict(embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.1, logits_scaling=4.0)
+
+# family -> (model class, config); Gemma2/3 mix sliding (window 5) and global layers, Mistral slides everywhere; the
+# Qwen MoE stacks mix dense and sparse layers; Gemma2 soft-caps attention logits; Granite scales embeddings, residuals,
+# attention and logits
 FAMILIES = {
     "llama": (LlamaForCausalLM, lambda: LlamaConfig(**_COMMON)),
     "qwen2": (Qwen2ForCausalLM, lambda: Qwen2Config(**_COMMON)),
@@ -55,6 +76,28 @@ FAMILIES = {
             layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
         ),
     ),
+    "gemma2": (
+        Gemma2ForCausalLM,
+        lambda: Gemma2Config(
+            **_COMMON, head_dim=16, sliding_window=5, final_logit_softcapping=30.0, attn_logit_softcapping=20.0,
+            query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"] * 3,
+        ),
+    ),
+    "phi3": (Phi3ForCausalLM, lambda: Phi3Config(**_COMMON)),
+    "granite": (GraniteForCausalLM, lambda: GraniteConfig(**_COMMON, **_GRANITE)),
+    "olmoe": (OlmoeForCausalLM, lambda: OlmoeConfig(**_COMMON, num_experts=4, **_MOE)),
+    "mixtral": (MixtralForCausalLM, lambda: MixtralConfig(**_COMMON, num_local_experts=4, **_MOE)),
+    "qwen2_moe": (
+        Qwen2MoeForCausalLM,
+        lambda: Qwen2MoeConfig(**_COMMON, num_experts=4, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                               mlp_only_layers=[0, 3], **_MOE),
+    ),
+    "qwen3_moe": (
+        Qwen3MoeForCausalLM,
+        lambda: Qwen3MoeConfig(**_COMMON, head_dim=16, num_experts=4, moe_intermediate_size=32, mlp_only_layers=[1],
+                               **_MOE),
+    ),
+    "granitemoe": (GraniteMoeForCausalLM, lambda: GraniteMoeConfig(**_COMMON, num_local_experts=4, **_GRANITE, **_MOE)),
 }
 
 
@@ -76,7 +119,7 @@ def tiny_model(family: str, seed: int = 0) -> ColaModel:
     model = model_cls(make_config()).eval()
     with torch.no_grad():  # the default init (std 0.02) makes every layer nearly the identity; widen it
         for name, param in model.named_parameters():
-            if param.dim() == 2:
+            if param.dim() >= 2:  # matrices, and the stacked matrices of a mixture of experts
                 param.normal_(0.0, 0.15)
     return ColaModel(model=model, tokenizer=tiny_tokenizer(), name=f"tiny-{family}")
 

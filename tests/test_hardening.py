@@ -2,10 +2,7 @@
 run's config, report tables that pandas reads. Each case failed before it was fixed."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import warnings
 
 import pandas as pd
@@ -111,14 +108,14 @@ def test_load_model_refuses_an_unknown_dtype():
         load_model("smollm2-135m", dtype="float7")
 
 
-def test_search_prints_the_oracle_as_an_oracle_and_records_provenance(tiny_folder, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def test_search_prints_the_oracle_as_an_oracle_and_records_provenance(tiny_folder, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(tiny_folder, model)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", "2",
-           "--sims", "5", "--quiet", "--device", "cpu"]
-    printed = subprocess.run(cmd + ["--out", str(out)], check=True, env=env, capture_output=True, text=True).stdout
+    args = ["search", "--model", str(model), "--task", "synthetic", "--n", "2", "--sims", "5", "--quiet", "--device",
+            "cpu"]
+    assert main(args + ["--out", str(out)]) == 0
+    printed = capsys.readouterr().out
     assert "oracle accuracy (best of up to 6 chains, chosen with the gold answer):" in printed
     assert "CoLa accuracy" not in printed and "--control decoy" in printed
     config = json.loads((out / "config.json").read_text())
@@ -129,8 +126,8 @@ def test_search_prints_the_oracle_as_an_oracle_and_records_provenance(tiny_folde
     assert config["environment"]["transformers"] == transformers.__version__
     assert config["environment"]["device"] == "cpu" and config["environment"]["python"]
     assert config["dtype"] == "float32" and config["weights"].startswith("sha256:")
-    decoy = subprocess.run(cmd + ["--out", str(tmp_path / "decoy"), "--control", "decoy"], check=True, env=env,
-                           capture_output=True, text=True).stdout
+    assert main(args + ["--out", str(tmp_path / "decoy"), "--control", "decoy"]) == 0
+    decoy = capsys.readouterr().out
     assert "--control decoy" not in decoy and "decoy golds" in decoy
     # the same folder with one weight changed: another hash, so the run refuses to resume on it
     from safetensors.torch import load_file, save_file
@@ -138,9 +135,8 @@ def test_search_prints_the_oracle_as_an_oracle_and_records_provenance(tiny_folde
     tensors = load_file(model / "model.safetensors")
     tensors[sorted(tensors)[0]][0, 0] += 1.0
     save_file(tensors, model / "model.safetensors", metadata={"format": "pt"})
-    refused = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True)
-    assert refused.returncode == 2
-    assert f"another config (weights: {config['weights']!r} -> 'sha256:" in refused.stderr
+    assert main(args + ["--out", str(out)]) == 2
+    assert f"another config (weights: {config['weights']!r} -> 'sha256:" in capsys.readouterr().err
 
 
 def test_resume_in_another_environment_warns_and_other_dtype_or_weights_refuse(tmp_path):

@@ -37,27 +37,45 @@ metric_list:
 """
 
 
-def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):
-    from lm_eval.tasks import TaskManager
-
-    n = int(os.environ.get("COLA_LMEVAL_N", "50"))
-    sets = {name: load_samples(name, data_dir, n=n, seed=0) for name in ("arc_easy", "arc_challenge")}
+def _write_sets(folder, data_dir, n, names):
+    sets = {name: load_samples(name, data_dir, n=n, seed=0) for name in names}
     for name, samples in sets.items():
-        with open(tmp_path / f"{name}.jsonl", "w") as f:
+        with open(folder / f"{name}.jsonl", "w") as f:
             for s in samples:
                 choices = {"label": s.labels, "text": [t for _, t in s.choices]}
                 f.write(json.dumps({"id": s.id, "question": s.question, "choices": choices, "answerKey": s.gold}) + "\n")
-        (tmp_path / f"cola_{name}.yaml").write_text(TASK_YAML.format(name=f"cola_{name}", path=tmp_path / f"{name}.jsonl"))
+        (folder / f"cola_{name}.yaml").write_text(TASK_YAML.format(name=f"cola_{name}", path=folder / f"{name}.jsonl"))
+    return sets
+
+
+def _agree(cm, chain, sets, pretrained, folder):
+    """lm-eval's HF backend on ``pretrained`` against CoLa's evaluator running ``chain`` of ``cm``, per sample."""
+    from lm_eval.tasks import TaskManager
+
     output = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={resolve(smol.name)},dtype=float32", tasks=[f"cola_{n}" for n in sets],
-        task_manager=TaskManager(include_path=str(tmp_path)), batch_size=8, device="cpu", log_samples=True,
+        model="hf", model_args=f"pretrained={pretrained},dtype=float32", tasks=[f"cola_{n}" for n in sets],
+        task_manager=TaskManager(include_path=str(folder)), batch_size=8, device="cpu", log_samples=True,
     )
     for name, samples in sets.items():
         theirs = {row["doc"]["id"]: row for row in output["samples"][f"cola_{name}"]}
         assert len(theirs) == len(samples)
-        evaluator = Evaluator(smol, get_task(name), mode="score", score_style="lmeval")
-        outcomes = [evaluator.evaluate_one(Chain.full(smol.depth), s) for s in samples]  # as `cola eval` asks them
+        evaluator = Evaluator(cm, get_task(name), mode="score", score_style="lmeval")
+        outcomes = [evaluator.evaluate_one(chain, s) for s in samples]  # one at a time, as `cola eval` asks them
         differ = [(o.id, o.correct, theirs[o.id]["acc"], bool(o.correct_norm), theirs[o.id]["acc_norm"])
                   for o in outcomes
                   if (float(o.correct), float(bool(o.correct_norm))) != (theirs[o.id]["acc"], theirs[o.id]["acc_norm"])]
         assert not differ, f"{name}: {len(differ)} of {len(samples)} samples differ (id, cola acc, lm-eval acc, ...): {differ[:5]}"
+
+
+def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "50")), ("arc_easy", "arc_challenge"))
+    _agree(smol, Chain.full(smol.depth), sets, resolve(smol.name), tmp_path)
+
+
+def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tmp_path):
+    """lm-eval on the folder `cola export` writes scores what `cola eval --chain C --mode score` scores."""
+    from cola.export import export_chain
+
+    chain = Chain.parse("0-9,12-29")
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "50")), ("arc_easy",))
+    _agree(smol, chain, sets, export_chain(smol, chain, tmp_path / "exported"), tmp_path)

@@ -16,8 +16,8 @@ ray = pytest.importorskip("ray")
 
 from cola.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402
 from cola.search import MCTSConfig  # noqa: E402
-from cola.search.run import SearchJob  # noqa: E402
-from cola.store import read_records  # noqa: E402
+from cola.search.run import SearchJob, run_search  # noqa: E402
+from cola.store import RunStore, read_records  # noqa: E402
 from cola.tasks import load_samples  # noqa: E402
 
 
@@ -34,7 +34,10 @@ def cluster():
     ray.shutdown()
 
 
-def _cmd(model, out, *extra, n=4, sims=20):
+N, SIMS = 4, 12
+
+
+def _cmd(model, out, *extra, n=N, sims=SIMS):
     return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
             "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu", *extra]
 
@@ -47,21 +50,28 @@ def _lines(folder):
     return sorted(lines)
 
 
+def _job(model):
+    return SearchJob(model=str(model), task="synthetic", device="cpu", mcts=MCTSConfig(sims=SIMS), seed=3)
+
+
 @pytest.fixture(scope="module")
-def reference(tiny_folder, tmp_path_factory):
-    """The same search in one process, without Ray."""
+def samples():
+    return load_samples("synthetic", n=N, seed=3)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_folder, samples, tmp_path_factory):
+    """The same search in one process, without Ray, as `cola search` runs it."""
     out = tmp_path_factory.mktemp("single") / "run"
-    subprocess.run(_cmd(tiny_folder, out, n=6), check=True, env=_env(), capture_output=True)
+    job = _job(tiny_folder)
+    evaluator = job.evaluator()
+    run_search(job, evaluator, samples, RunStore(out, job.run_config(evaluator, samples)), progress=False)
     return _lines(out)
 
 
-def _job(model):
-    return SearchJob(model=str(model), task="synthetic", device="cpu", mcts=MCTSConfig(sims=20), seed=3)
-
-
-def test_two_workers_equal_one_process_and_resume_whatever_the_count(cluster, tiny_folder, reference, tmp_path):
+def test_two_workers_equal_one_process_and_resume_whatever_the_count(cluster, tiny_folder, samples, reference,
+                                                                    tmp_path):
     out = tmp_path / "run"
-    samples = load_samples("synthetic", n=6, seed=3)
     records, failures, depth = run_search_ray(_job(tiny_folder), samples, str(out), workers=2, progress=False)
     assert failures == [] and depth == 6 and [r["id"] for r in records] == [s.id for s in samples]
     assert _lines(out) == reference
@@ -69,14 +79,13 @@ def test_two_workers_equal_one_process_and_resume_whatever_the_count(cluster, ti
     assert config["workers"] == 2
     # a resume with one worker skips what is recorded and writes nothing twice
     lines = (out / "records.jsonl").read_text().splitlines()
-    (out / "records.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    (out / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")
     run_search_ray(_job(tiny_folder), samples, str(out), workers=1, progress=False)
     assert _lines(out) == reference
 
 
-def test_a_killed_worker_loses_nothing(cluster, tiny_folder, reference, tmp_path):
+def test_a_killed_worker_loses_nothing(cluster, tiny_folder, samples, reference, tmp_path):
     out = tmp_path / "run"
-    samples = load_samples("synthetic", n=6, seed=3)
     result = {}
     driver = threading.Thread(target=lambda: result.update(
         out=run_search_ray(_job(tiny_folder), samples, str(out), workers=2, progress=False)))
@@ -92,28 +101,28 @@ def test_a_killed_worker_loses_nothing(cluster, tiny_folder, reference, tmp_path
     os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)
     driver.join(timeout=300)
     assert not driver.is_alive()
-    assert done_before < 6, "the kill must land mid-run"
+    assert done_before < N, "the kill must land mid-run"
     records, failures, _ = result["out"]
-    assert failures == [] and len(records) == 6
+    assert failures == [] and len(records) == N
     assert _lines(out) == reference  # every sample once, each as a single process searches it
 
 
 def test_a_killed_driver_resumes(cluster, tiny_folder, reference, tmp_path):
     out = tmp_path / "run"
-    cmd = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2", n=6)
+    cmd = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2")
     log = open(tmp_path / "driver.log", "w")
     proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=log)
     deadline = time.time() + 180
-    while time.time() < deadline and len(read_records(out)) < 2 and proc.poll() is None:
+    while time.time() < deadline and len(read_records(out)) < 1 and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 2 <= len(read_records(out)) < 6, "the kill must land mid-run: " + (tmp_path / "driver.log").read_text()[-2000:]
+    assert 1 <= len(read_records(out)) < N, "the kill must land mid-run: " + (tmp_path / "driver.log").read_text()[-2000:]
     subprocess.run(cmd, check=True, env=_env(), capture_output=True)
     assert _lines(out) == reference
-    other = subprocess.run(_cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2", n=6, sims=10),
-                           env=_env(), capture_output=True, text=True)
-    assert other.returncode == 2 and "another config" in other.stderr
+    from cola.cli import main
+
+    assert main(_cmd(tiny_folder, out, "--ray-address", cluster, sims=SIMS + 1)[3:]) == 2  # another config
 
 
 def test_a_bad_sample_fails_alone_and_is_listed(cluster, tiny_folder, tmp_path, capsys):

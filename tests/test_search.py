@@ -62,7 +62,7 @@ def test_space_children_are_one_edit_away():
     assert all(3 <= len(c) <= 12 for c in children)
 
 
-def _search_cmd(model, out, n=6, sims=40):
+def _search_cmd(model, out, n=6, sims=25):
     return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
             "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu"]
 

@@ -158,6 +158,7 @@ class SearchJob:
     max_new_tokens: int | None = None
     device: str | None = None
     dtype: str | None = None
+    allow_untested: bool = False
     actions: str = "all"
     max_k: int = 4
     max_r: int = 4
@@ -177,7 +178,7 @@ class SearchJob:
         from ..models import load_model
         from ..tasks import get_task
 
-        cm = load_model(self.model, device=self.device, dtype=self.dtype)
+        cm = load_model(self.model, device=self.device, dtype=self.dtype, allow_untested=self.allow_untested)
         return Evaluator(cm, get_task(self.task), self.mode, self.chat, self.score_style, self.max_new_tokens)
 
     def space(self, depth: int) -> SearchSpace:

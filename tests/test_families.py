@@ -1,0 +1,149 @@
+"""Every family of the study and its follow-ups, refusals of what cannot run exactly, and chains exported as standard
+checkpoints that plain transformers loads with the chain's logits and tokens."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, CohereConfig, CohereForCausalLM, StableLmConfig, StableLmForCausalLM
+
+from cola import Chain, ModelLoadError, load_model
+from cola.cli import main
+from cola.executor import forward
+from cola.export import export_chain
+from cola.generation import generate
+from cola.models import TESTED_FAMILIES
+from conftest import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
+
+CHAIN = Chain.parse("0-2,2,2,3,5")  # a repeat, a skip: the chain the issue tried
+
+
+def test_every_tested_family_has_a_tiny_model():
+    assert {FAMILIES[f][1]().model_type for f in FAMILIES} == set(TESTED_FAMILIES)
+
+
+def _save(model, folder):
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_an_untested_family_is_refused_unless_allowed(tmp_path):
+    folder = _save(StableLmForCausalLM(StableLmConfig(**_COMMON)), tmp_path / "stablelm")
+    with pytest.raises(ModelLoadError, match="'stablelm' model, a family CoLa is not tested.*--allow-untested"):
+        load_model(str(folder), device="cpu")
+    cm = load_model(str(folder), device="cpu", allow_untested=True)  # exact, so the check lets it through
+    assert cm.config.model_type == "stablelm"
+
+
+def test_a_forward_the_executor_does_not_reproduce_is_refused(tmp_path, capsys):
+    """Cohere multiplies its logits by ``logit_scale`` in its forward; CoLa's head does not, so the self-check must
+    refuse it, naming the difference."""
+    folder = _save(CohereForCausalLM(CohereConfig(**_COMMON, logit_scale=0.5)), tmp_path / "cohere")
+    with pytest.raises(ModelLoadError, match=r"differs from the model's own forward by up to [0-9.]+ in the logits"):
+        load_model(str(folder), device="cpu", allow_untested=True)
+    assert main(["layers", "--model", str(folder), "--device", "cpu"]) == 2
+    assert "'cohere' model" in capsys.readouterr().err
+    assert main(["layers", "--model", str(folder), "--device", "cpu", "--allow-untested"]) == 2
+    assert "differs from the model's own forward" in capsys.readouterr().err
+
+
+def test_a_changed_forward_of_a_tested_family_is_refused(tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    folder = _save(tiny_model("llama").model, tmp_path / "llama")
+    assert load_model(str(folder), device="cpu").config.model_type == "llama"
+    original = LlamaForCausalLM.forward
+
+    def scaled(self, *args, **kwargs):  # what Granite's forward did to CoLa before it knew the multiplier
+        out = original(self, *args, **kwargs)
+        out.logits = out.logits * 1.01
+        return out
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", scaled)
+    with pytest.raises(ModelLoadError, match="differs from the model's own forward"):
+        load_model(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize("family", ["olmoe", "qwen2_moe", "qwen3_moe", "mixtral", "granitemoe", "llama"])
+def test_cola_layers_names_experts(family, tmp_path, capsys):
+    cm = tiny_model(family)
+    folder = _save(cm.model, tmp_path / family)
+    assert main(["layers", "--model", str(folder), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert len(lines) == cm.depth
+    for i, line in enumerate(lines):
+        moe = cm.experts(i) is not None
+        assert ("mixture of 4 experts" in line) == moe and ("dense" in line) == (not moe)
+    if family == "qwen2_moe":
+        assert [cm.experts(i) for i in range(6)] == [None, 4, 4, None, 4, 4]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_exported_chain_loads_with_transformers_and_gives_the_chain(family, tmp_path):
+    cm = tiny_model(family)
+    out = export_chain(cm, CHAIN, tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == len(CHAIN)
+    if getattr(cm.config, "layer_types", None) is not None:
+        assert config["layer_types"] == [cm.layer_types[i] for i in CHAIN]
+    if "mlp_only_layers" in config:
+        assert config["mlp_only_layers"] == [p for p, i in enumerate(CHAIN) if cm.experts(i) is None]
+    assert sorted(p.suffix for p in out.iterdir() if "model" in p.name and p.suffix in (".safetensors", ".bin")) == \
+        [".safetensors"]
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert len(model.model.layers) == len(CHAIN)
+    ids = torch.randint(3, 96, (1, 9), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert (model(ids).logits - forward(cm, CHAIN, ids)).abs().max().item() <= 1e-4
+        tokens = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+    assert tokens[0, 9:].tolist() == generate(cm, CHAIN, ids, max_new_tokens=8)[0].tokens
+
+
+def test_exporting_the_full_chain_round_trips_the_model(tmp_path):
+    cm = tiny_model("qwen2_moe")
+    model = AutoModelForCausalLM.from_pretrained(export_chain(cm, Chain.full(cm.depth), tmp_path / "full"))
+    source = cm.model.state_dict()
+    exported = model.state_dict()
+    assert exported.keys() == source.keys()
+    assert all(torch.equal(exported[k], source[k]) for k in source)
+    written = {k: v for k, v in model.config.to_diff_dict().items() if k not in ("architectures", "dtype")}
+    assert written == {k: v for k, v in cm.config.to_diff_dict().items() if k not in ("architectures", "dtype")}
+
+
+def test_export_refuses_a_folder_in_use(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        export_chain(tiny_model("llama"), CHAIN, tmp_path / "out")
+
+
+PLAIN = """
+import json, sys
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, prompt = sys.argv[1], sys.argv[2]
+tok = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+out = model.generate(ids, max_new_tokens=12, do_sample=False)
+print(json.dumps({"tokens": out[0, ids.shape[1]:].tolist(), "layers": len(model.model.layers),
+                  "cola_imported": any(m == "cola" or m.startswith("cola.") for m in sys.modules)}))
+"""
+
+
+def test_embedded_skip_chain_exported_runs_in_plain_transformers(smol, tmp_path, capsys):
+    chain, prompt = "0-9,12-29", "What is the capital of France? Answer in one word."
+    out = tmp_path / "smol-skip"
+    assert main(["export", "--chain", chain, "--out", str(out)]) == 0
+    assert "0-9,12-29 (28 layers)" in capsys.readouterr().out
+    assert "`0-9,12-29`" in (out / "README.md").read_text() and "smollm2-135m" in (out / "README.md").read_text()
+    assert main(["generate", "--chain", chain, "--prompt", prompt, "--chat", "--json", "--max-new-tokens", "12"]) == 0
+    expected = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tokens"]
+    result = subprocess.run([sys.executable, "-c", PLAIN, str(out), prompt], capture_output=True, text=True,
+                            check=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    plain = json.loads(result.stdout.strip().splitlines()[-1])
+    assert plain == {"tokens": expected, "layers": 28, "cola_imported": False}
