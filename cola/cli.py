@@ -78,6 +78,9 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task name (see `cola tasks`)")
     parser.add_argument("--data-dir", default=None, help="folder in the layout of shared/data (default: the HF hub)")
     parser.add_argument("--data-file", default=None, help="a JSONL file of the task's shape (mc_jsonl, qa_jsonl)")
+    parser.add_argument("--split", default=None, choices=("train", "dev", "test"),
+                        help="split of a benchmark task (default: test; CSQA: dev): fit on train, select on dev, "
+                             "report on test")
     parser.add_argument("--n", type=int, default=None, help="seeded random subset size (default 500; 50 for synthetic; 0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
     parser.add_argument("--level", type=int, default=None, choices=range(1, 6), help="MATH difficulty level")
@@ -93,7 +96,8 @@ def _samples(args: argparse.Namespace) -> list:
     from .tasks import get_task, load_samples
 
     task = get_task(args.task)
-    return load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows)
+    return load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows,
+                        args.split)
 
 
 def _evaluator_and_samples(args: argparse.Namespace):
@@ -140,7 +144,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search import MCTSConfig
     from .search.run import SearchJob, run_search
     from .store import RunStore
-    from .tasks import decoy
+    from .tasks import decoy, get_task
 
     samples = _samples(args)
     if args.control == "decoy":
@@ -153,9 +157,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         mcts=MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon,
                         args.widening),
         seed=args.seed, reward=args.reward, control=args.control, level=args.level,
+        split=None if args.data_file or not get_task(args.task).splits else get_task(args.task).split(args.split),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
     control = "-decoy" if args.control == "decoy" else ""
-    out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}-{args.mode}-{args.actions}{control}"
+    split = f"-{job.split}" if job.split not in (None, get_task(args.task).default_split) else ""
+    out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}{split}-{args.mode}-{args.actions}{control}"
                        f"-n{len(samples)}-s{args.seed}")
     failures: list[tuple[str, str]] = []
     if args.workers is not None or args.ray_address is not None:

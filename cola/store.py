@@ -16,7 +16,7 @@ CONFIG = "config.json"
 RECORDS = "records.jsonl"
 UNCOMPARED = ("version", "batch", "workers")  # recorded; a resume under another version, batch size or worker count may go on
 WARNED = ("environment",)  # software and device: a resume under others goes on, with a warning listing them
-PROVENANCE = ("weights", "environment")  # runs made before these were recorded can be resumed, with a warning
+PROVENANCE = ("weights", "environment", "split")  # runs made before these were recorded resume, with a warning
 
 
 class ConfigMismatch(ValueError):
@@ -50,7 +50,7 @@ class RunStore:
             raise ConfigMismatch(f"{self.folder} holds a run with another config ({changes}); use another --out")
         if unverified:
             warnings.warn(f"{self.folder} was made before CoLa recorded {' and '.join(unverified)}: resuming it "
-                          "without checking that the weights and environment are the same", stacklevel=3)
+                          "without checking that they are the same", stacklevel=3)
         for key in WARNED:
             old, new = stored.get(key) or {}, config.get(key) or {}
             changed = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]

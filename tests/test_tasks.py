@@ -86,3 +86,51 @@ def test_decoy_is_a_deterministic_wrong_answer(data_dir):
             assert task.grade(fake.gold, fake)  # and right for itself
             if sample.choices:
                 assert fake.gold in sample.labels
+
+
+def test_splits_read_their_own_files(data_dir):
+    sizes = {("arc_easy", "train"): 2251, ("arc_easy", "dev"): 570, ("arc_easy", "test"): 2376,
+             ("arc_challenge", "train"): 1119, ("arc_challenge", "dev"): 299, ("csqa", "train"): 9741,
+             ("csqa", "dev"): 1221}
+    ids = {}
+    for (task, split), size in sizes.items():
+        samples = load_samples(task, data_dir, n=0, split=split)
+        assert len(samples) == size
+        ids[task, split] = {s.id for s in samples}
+    assert len(load_samples("csqa", data_dir, n=0)) == 1221  # CSQA's default stays its dev file
+    assert not ids["arc_easy", "train"] & ids["arc_easy", "test"] and not ids["arc_easy", "dev"] & ids["arc_easy", "test"]
+
+
+@pytest.mark.parametrize("task, split, message", [
+    ("csqa", "test", "task 'csqa' has splits dev, train; not 'test'"),
+    ("math", "train", "task 'math' has splits test; not 'train'"),
+    ("synthetic", "dev", "task 'synthetic' has no splits"),
+])
+def test_a_split_the_task_lacks_is_one_clear_error(data_dir, task, split, message):
+    with pytest.raises(DataError, match=message):
+        load_samples(task, data_dir, split=split)
+
+
+def test_cli_split_and_bad_split(smol, data_dir, capsys, tmp_path):
+    assert main(["eval", "--task", "arc_easy", "--split", "train", "--n", "3", "--data-dir", str(data_dir),
+                 "--mode", "score", "--out", str(tmp_path / "e.jsonl")]) == 0
+    train_ids = {json.loads(line)["id"] for line in (tmp_path / "e.jsonl").read_text().splitlines()}
+    assert train_ids <= {s.id for s in load_samples("arc_easy", data_dir, n=0, split="train")}
+    assert main(["eval", "--task", "csqa", "--split", "test", "--data-dir", str(data_dir)]) == 2
+    assert "has splits dev, train" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--task", "arc_easy", "--split", "validation"])
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"question": "q", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}], '
+                    '"answerKey": "A"}\n')
+    assert main(["eval", "--task", "mc_jsonl", "--data-file", str(path), "--split", "dev"]) == 2
+    assert "does not apply to --data-file" in capsys.readouterr().err
+
+
+def test_search_records_the_split(smol, data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--task", "arc_easy", "--split", "dev", "--n", "1", "--sims", "2", "--mode", "score",
+                 "--data-dir", str(data_dir), "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["split"] == "dev"
+    assert set(config["sample_ids"]) <= {s.id for s in load_samples("arc_easy", data_dir, n=0, split="dev")}

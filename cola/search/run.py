@@ -169,6 +169,7 @@ class SearchJob:
     reward: str = "correct"
     control: str = "none"
     level: int | None = None
+    split: str | None = None  # the benchmark split the samples come from (None: a user file or generated)
     data: str | None = None
     batch: int = 1
     prefix_bytes: int = 4 << 30
@@ -188,7 +189,8 @@ class SearchJob:
     def run_config(self, evaluator: Evaluator, samples: Sequence[Sample], **extra) -> dict:
         """The run's ``config.json`` (:func:`run_config`) for these samples."""
         return run_config(evaluator, self.space(evaluator.cm.depth), self.mcts, seed=self.seed, reward=self.reward,
-                          n=len(samples), level=self.level, data=self.data, sample_ids=[s.id for s in samples],
+                          n=len(samples), level=self.level, split=self.split, data=self.data,
+                          sample_ids=[s.id for s in samples],
                           control=self.control, batch=self.batch, **extra)
 
     def search(self, evaluator: Evaluator, samples: Sequence[Sample],

@@ -32,18 +32,18 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
 
 
-def _hub_rows(task: Task) -> list[tuple[str, dict]]:
+def _hub_rows(task: Task, split: str) -> list[tuple[str, str, dict]]:
     try:
         import datasets
 
-        dataset, config, split = task.hub
-        rows = datasets.load_dataset(dataset, config, split=split)
+        dataset, config, hub_splits = task.hub
+        rows = datasets.load_dataset(dataset, config, split=hub_splits[split])
     except Exception as err:  # offline, hub error, missing package: all end the same way for the user
         raise DataError(
             f"task {task.name!r}: no --data-dir given and the hub copy ({task.hub[0]}) could not be loaded ({err}). "
-            f"Pass --data-dir DIR with {task.local_file} under it (e.g. --data-dir ../shared/data)."
+            f"Pass --data-dir DIR with {task.local_files.get(split, 'the split file')} under it (e.g. --data-dir ../shared/data)."
         ) from None
-    return [(f"{task.hub[0]}[{i}]", row_id(row, f"{task.hub[2]}-{i}"), task.from_hub(dict(row)))
+    return [(f"{task.hub[0]}[{i}]", row_id(row, f"{split}-{i}"), task.from_hub(dict(row)))
             for i, row in enumerate(rows)]
 
 
@@ -59,14 +59,20 @@ def load_samples(
     seed: int = 0,
     level: int | None = None,
     skip_bad_rows: bool = False,
+    split: str | None = None,
 ) -> list[Sample]:
     """The seeded subset of ``n`` samples of a task (default: the task's ``default_n``; 0 or negative: all).
 
-    Rows come from ``data_file`` (any JSONL of the task's shape), else ``data_dir / task.local_file``, else the task's
-    own generator, else the HF hub. ``level`` keeps MATH problems of one difficulty level.
+    Rows come from ``data_file`` (any JSONL of the task's shape), else the task's own generator, else the ``split``
+    (default: the task's, test or CSQA's dev) from ``data_dir`` or, without it, the HF hub. ``level`` keeps MATH
+    problems of one difficulty level.
     """
     task = get_task(task) if isinstance(task, str) else task
     n = task.default_n if n is None else (None if n <= 0 else n)
+    if split is not None and data_file is not None:
+        raise DataError("--split picks a file under --data-dir (or a hub split); it does not apply to --data-file")
+    if split is not None:
+        task.split(split)  # a task without splits, or an unknown split: one clear error
     if data_file is not None:
         path = Path(data_file)
         if not path.is_file():
@@ -75,15 +81,19 @@ def load_samples(
     elif task.generator is not None:
         generated = task.generator(n or task.default_n, seed)
         rows, source = [(f"{task.name}[{i}]", row_id(r, f"{task.name}-{i}"), r) for i, r in enumerate(generated)], task.name
-    elif data_dir is not None and task.local_file is not None:
-        path = Path(data_dir) / task.local_file
-        if not path.is_file():
-            raise FileNotFoundError(f"task {task.name!r} expects {task.local_file} under --data-dir; not found: {path}")
-        rows, source = _file_rows(path), str(path)
-    elif task.hub is not None:
-        rows, source = _hub_rows(task), f"{task.hub[0]} ({task.hub[2]} split)"
-    else:
+    elif not task.splits:
         raise DataError(f"task {task.name!r} reads a user file: pass --data-file FILE.jsonl")
+    elif data_dir is not None:
+        split = task.split(split)
+        if split not in task.local_files:
+            raise DataError(f"task {task.name!r} has no local file for its {split!r} split; it is read from the hub")
+        path = Path(data_dir) / task.local_files[split]
+        if not path.is_file():
+            raise FileNotFoundError(f"task {task.name!r} expects {task.local_files[split]} under --data-dir; not found: {path}")
+        rows, source = _file_rows(path), str(path)
+    else:
+        split = task.split(split)
+        rows, source = _hub_rows(task, split), f"{task.hub[0]} ({task.hub[2][split]} split)"
     samples = parse_rows(task, rows, skip_bad_rows)
     if not samples:
         raise DataError(f"task {task.name!r}: no samples in {source}" + (" (every row was skipped as bad)" if rows else ""))

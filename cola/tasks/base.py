@@ -52,8 +52,9 @@ class Task:
     is_done: Callable[[str, Sample], bool]
     grade: Callable[[str | None, Sample], bool]
     max_new_tokens: int
-    local_file: str | None = None  # path under --data-dir
-    hub: tuple[str, str | None, str] | None = None  # (dataset, config, split) for datasets.load_dataset
+    local_files: dict[str, str] = field(default_factory=dict)  # split -> path under --data-dir
+    hub: tuple[str, str | None, dict[str, str]] | None = None  # (dataset, config, split -> hub split) for the hub
+    default_split: str = "test"
     from_hub: Callable[[dict], dict] = lambda row: row
     generator: Callable[[int, int], list[dict]] | None = None  # (n, seed) -> rows, for tasks made by the package
     default_n: int = 500
@@ -61,6 +62,19 @@ class Task:
     @property
     def modes(self) -> tuple[str, ...]:
         return ("generate", "score") if self.kind == "mc" else ("generate",)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this task reads (from --data-dir or the hub); empty for user files and generated tasks."""
+        return tuple(dict.fromkeys([*self.local_files, *(self.hub[2] if self.hub else ())]))
+
+    def split(self, name: str | None) -> str:
+        """``name`` checked against :attr:`splits` (None: the task's default split)."""
+        name = name or self.default_split
+        if name not in self.splits:
+            have = f"splits {', '.join(self.splits)}" if self.splits else "no splits (its rows come from --data-file or are generated)"
+            raise DataError(f"task {self.name!r} has {have}; not {name!r}")
+        return name
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:

@@ -30,7 +30,7 @@ TASK = Task(
     is_done=lambda text, s: number_done(text),
     grade=lambda pred, s: numbers_equal(pred, s.gold),
     max_new_tokens=16,
-    local_file="gsm8k/test.jsonl",
-    hub=("openai/gsm8k", "main", "test"),
+    local_files={"test": "gsm8k/test.jsonl", "train": "gsm8k/train.jsonl"},
+    hub=("openai/gsm8k", "main", {"test": "test", "train": "train"}),
     from_hub=from_hub,
 )

@@ -39,7 +39,7 @@ TASK = Task(
     is_done=lambda text, s: math_done(text),
     grade=lambda pred, s: math_equal(pred, s.gold),
     max_new_tokens=48,
-    local_file="math/test_full.jsonl",
-    hub=("EleutherAI/hendrycks_math", "all", "test"),
+    local_files={"test": "math/test_full.jsonl"},
+    hub=("EleutherAI/hendrycks_math", "all", {"test": "test"}),
     from_hub=from_hub,
 )

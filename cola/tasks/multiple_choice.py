@@ -33,7 +33,8 @@ def prompt(sample: Sample) -> str:
     return f"{sample.question}\n\n{options}\n\nAnswer with the {what} of the correct option only."
 
 
-def mc_task(name: str, description: str, local_file: str | None, hub: tuple | None) -> Task:
+def mc_task(name: str, description: str, local_files: dict[str, str] | None = None, hub: tuple | None = None,
+            default_split: str = "test") -> Task:
     """A multiple-choice task over rows of the shape above."""
     return Task(
         name=name,
@@ -45,14 +46,22 @@ def mc_task(name: str, description: str, local_file: str | None, hub: tuple | No
         is_done=lambda text, s: label_done(text, s.labels),
         grade=lambda pred, s: pred == s.gold,
         max_new_tokens=8,
-        local_file=local_file,
+        local_files=local_files or {},
         hub=hub,
+        default_split=default_split,
     )
 
 
-ARC_EASY = mc_task("arc_easy", "ARC-Easy test", "arc/easy_test.jsonl", ("allenai/ai2_arc", "ARC-Easy", "test"))
-ARC_CHALLENGE = mc_task(
-    "arc_challenge", "ARC-Challenge test", "arc/challenge_test.jsonl", ("allenai/ai2_arc", "ARC-Challenge", "test")
-)
-CSQA = mc_task("csqa", "CommonsenseQA validation", "commonsense/csqa_dev.jsonl", ("tau/commonsense_qa", None, "validation"))
-MC_JSONL = mc_task("mc_jsonl", "any multiple-choice JSONL file (--data-file)", None, None)
+def arc(level: str) -> Task:
+    """ARC-Easy or ARC-Challenge: test, dev and train splits."""
+    files = {split: f"arc/{level.lower()}_{split}.jsonl" for split in ("test", "dev", "train")}
+    hub = ("allenai/ai2_arc", f"ARC-{level}", {"test": "test", "dev": "validation", "train": "train"})
+    return mc_task(f"arc_{level.lower()}", f"ARC-{level} (test; --split dev, train)", files, hub)
+
+
+ARC_EASY = arc("Easy")
+ARC_CHALLENGE = arc("Challenge")
+CSQA = mc_task("csqa", "CommonsenseQA (its dev set; --split train; the test set has no labels)",
+               {"dev": "commonsense/csqa_dev.jsonl", "train": "commonsense/csqa_train.jsonl"},
+               ("tau/commonsense_qa", None, {"dev": "validation", "train": "train"}), default_split="dev")
+MC_JSONL = mc_task("mc_jsonl", "any multiple-choice JSONL file (--data-file)")

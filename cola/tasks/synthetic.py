@@ -52,7 +52,7 @@ SYNTHETIC = Task(
 )
 
 SYNTHETIC_MC = replace(
-    multiple_choice.mc_task("synthetic_mc", "seeded small arithmetic, four options (no data files needed)", None, None),
+    multiple_choice.mc_task("synthetic_mc", "seeded small arithmetic, four options (no data files needed)"),
     generator=arithmetic_rows,
     default_n=50,
 )
