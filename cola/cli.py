@@ -205,6 +205,39 @@ def _search_summary(args: argparse.Namespace, out: str, records: list[dict], dep
               "both)")
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .prune import block_influence, pruned_chains
+    from .tasks import get_task
+
+    evaluator, samples = _evaluator_and_samples(args)
+    cm = evaluator.cm
+
+    def prompts():
+        for sample in tqdm(samples, desc="calibration prompts", unit="prompt", disable=args.quiet):
+            prepared = evaluator.prepare(sample)
+            yield prepared.ids if prepared.ids is not None else torch.tensor([prepared.inputs.context], device=cm.device)
+
+    influence = block_influence(cm, prompts())
+    chains = pruned_chains(influence, cm.depth // 4)
+    split = args.data_file if args.data_file else (args.split or get_task(args.task).default_split)
+    print(f"block influence of {cm.name} ({cm.depth} layers) on {len(samples)} {args.task} prompts ({split}, "
+          f"{args.mode} mode), least influential first:")
+    for rank, layer in enumerate(sorted(range(cm.depth), key=lambda i: (influence[i], -i)), 1):
+        print(f"{rank:4d}. layer {layer:3d}  BI {influence[layer]:.5f}")
+    print("chains without the m least influential layers:")
+    for m, chain in chains.items():
+        print(f"  m={m:<3d} {len(chain):3d} layers  {chain}")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump({"model": cm.name, "task": args.task, "split": split, "mode": args.mode, "n": len(samples),
+                       "seed": args.seed, "block_influence": influence,
+                       "chains": {str(m): str(c) for m, c in chains.items()}}, f, indent=2)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -279,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs each Ray worker holds (default: 1 where the cluster has GPUs, else 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("prune", help="block influence of every layer on calibration prompts, and the pruned chains")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--out", default=None, help="write the influences and chains to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("report", help="the study's tables, findings and figures from search runs")
     p.add_argument("runs", nargs="+", help="run folders of cola search")

@@ -1,0 +1,45 @@
+"""Static depth by block influence (ShortGPT): how much each layer changes the hidden states it is given.
+
+BI(layer) = 1 - mean over tokens of cos(hidden in, hidden out), measured on calibration prompts (a train split) run
+through the model's own chain. Layers of least influence are the first to drop: the chain that drops the ``m`` least
+influential layers is one label-free chain for a whole task, to be evaluated on test like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from .chain import Chain
+from .executor import Row, Segment, embed, new_cache, run_segments
+from .models import ColaModel
+
+
+@torch.inference_mode()
+def block_influence(cm: ColaModel, prompts: Iterable[torch.Tensor]) -> list[float]:
+    """BI of every layer (in layer order) over the tokens of ``prompts``, each (1, length) token ids."""
+    chain = Chain.full(cm.depth)
+    sums = torch.zeros(cm.depth, dtype=torch.float64)
+    tokens = 0
+    for ids in prompts:
+        outputs: dict[int, torch.Tensor] = {}
+        seg = Segment(Row(chain, new_cache(cm, chain)), embed(cm, ids),
+                      record=lambda p, hidden, key, value: outputs.__setitem__(p, hidden))
+        before = seg.hidden
+        run_segments(cm, [seg])
+        for p in range(cm.depth):
+            cosine = torch.nn.functional.cosine_similarity(before[0].double(), outputs[p][0].double(), dim=-1)
+            sums[p] += cosine.sum()
+            before = outputs[p]
+        tokens += ids.shape[1]
+    if not tokens:
+        raise ValueError("block influence needs at least one calibration prompt")
+    return (1 - sums / tokens).tolist()
+
+
+def pruned_chains(influence: list[float], most: int) -> dict[int, Chain]:
+    """For m = 1 .. ``most``: the model's order without its m least influential layers (ties: the later layer
+    first)."""
+    order = sorted(range(len(influence)), key=lambda i: (influence[i], -i))
+    return {m: Chain(tuple(i for i in range(len(influence)) if i not in set(order[:m]))) for m in range(1, most + 1)}
