@@ -163,6 +163,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     split = f"-{job.split}" if job.split not in (None, get_task(args.task).default_split) else ""
     out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}{split}-{args.mode}-{args.actions}{control}"
                        f"-n{len(samples)}-s{args.seed}")
+    if args.static:
+        return _static_search(args, job, samples)
     failures: list[tuple[str, str]] = []
     if args.workers is not None or args.ray_address is not None:
         from .distributed import run_search_ray
@@ -183,6 +185,35 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"cola: error: {len(failures)} sample(s) failed and are not recorded; fix them and re-run the same "
               "command to search them (the others are kept)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _static_search(args: argparse.Namespace, job, samples: list) -> int:
+    """`cola search --static`: one chain for all ``samples`` (a dev subset), reward its accuracy on them."""
+    from .reuse import PrefixCache
+    from .search.static import best_static, static_search
+    from .store import RunStore
+
+    if args.workers is not None or args.ray_address is not None:
+        raise ValueError("--static searches one chain over all samples in one process; it does not take --workers")
+    if args.control != "none":
+        raise ValueError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
+    evaluator = job.evaluator()
+    store = RunStore(args.out, job.run_config(evaluator, samples, static=True))
+    prefixes = [PrefixCache(job.prefix_bytes // len(samples)) for _ in samples]
+
+    def verdicts(chain):
+        return [o.correct for o in evaluator.evaluate(chain, samples, prefixes)]
+
+    records = static_search(verdicts, len(samples), job.space(evaluator.cm.depth), job.mcts, job.seed, store,
+                            progress=not args.quiet)
+    full, best = records[0], best_static(records)
+    print(f"run: {args.out} (one chain for {len(samples)} samples, {len(records)} chain evaluations)")
+    print(f"full depth:        accuracy {full['accuracy']:.4f} ({full['k']}/{full['n']}), {full['length']} layers")
+    print(f"best static chain: accuracy {best['accuracy']:.4f} ({best['k']}/{best['n']}), {best['length']} layers: "
+          f"{best['chain']}")
+    print(f"selected on these samples; report it on held-out ones: cola eval --task {args.task} --split test "
+          f"--chain {best['chain']} --mode {args.mode}")
     return 0
 
 
@@ -302,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory for the prefix caches (hidden states and KV entries of chain prefixes already run) of "
                         "the searches in flight, shared among them; least recently used entries are dropped beyond it "
                         "(default 4)")
+    p.add_argument("--static", action="store_true",
+                   help="one chain for all the samples (use a dev split), the reward its accuracy on them; every chain "
+                        "evaluated is recorded, and a re-run resumes")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="search on this many Ray workers (a local cluster unless --ray-address), each loading the "
                         "model once and taking the next sample when free; needs `pip install -e .[ray]`")

@@ -98,6 +98,10 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [Run.load(f) for f in folders]
+    static = [str(r.folder) for r in runs if r.config.get("static")]
+    if static:
+        raise ValueError(f"{', '.join(static)}: a --static run (one chain for a task) is not a per-sample search; "
+                         "cola report does not read it (its records hold each chain's accuracy)")
     runs = [r for r in runs if r.records]
     if not runs:
         raise ValueError("no finished records in the given run folders")
