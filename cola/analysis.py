@@ -177,6 +177,52 @@ def chance_control(runs: list[Run]) -> pd.DataFrame:
                                        "decoy_wrong", "decoy_fixed", "decoy_share", "gap"])
 
 
+SHORTER_COLUMNS = ["group", "task", "variant", "right", "real_shorter", "real_share", "decoy_samples",
+                   "decoy_shorter", "decoy_share", "gap", "real_chains", "real_keep_rate", "decoy_chains",
+                   "decoy_hit_rate"]
+
+
+def shorter_control(runs: list[Run]) -> pd.DataFrame:
+    """The chance control of the first finding, for every real run with a decoy twin in its group.
+
+    Among the samples the full model gets right: the share with a correct chain shorter than the depth (real run)
+    beside the share of the same samples whose decoy search found a shorter chain giving the decoy; and per chain,
+    of the shorter chains tried on those samples, the share that keep the full model's answer (real run) and the
+    share that give the decoy (decoy run)."""
+    rows = []
+    for real in runs:
+        if real.control != "none":
+            continue
+        for twin in runs:
+            if twin.control != "decoy" or twin.group != real.group or twin.actions != real.actions:
+                continue
+            right = {r["id"]: r for r in real.records if r["full"]["correct"]}
+            decoy = [r for r in twin.records if r["id"] in right]
+            depth = real.depth
+
+            def shorter(records: list[dict]) -> int:
+                return sum(1 for r in records if r["shortest_correct"] and r["shortest_correct"]["length"] < depth)
+
+            def tried(records: list[dict]) -> list[tuple[dict, dict]]:
+                return [(r, e) for r in records for e in r["evaluations"][1:] if e["length"] < depth]
+
+            real_tried, decoy_tried = tried(list(right.values())), tried(decoy)
+            real_share = shorter(list(right.values())) / len(right) if right else math.nan
+            decoy_share = shorter(decoy) / len(decoy) if decoy else math.nan
+            rows.append({
+                "group": real.group, "task": real.label, "variant": ACTION_NAMES[real.actions],
+                "right": len(right), "real_shorter": shorter(list(right.values())), "real_share": real_share,
+                "decoy_samples": len(decoy), "decoy_shorter": shorter(decoy), "decoy_share": decoy_share,
+                "gap": real_share - decoy_share, "real_chains": len(real_tried),
+                "real_keep_rate": (sum(e["answer"] == r["full"]["answer"] for r, e in real_tried) / len(real_tried)
+                                   if real_tried else math.nan),
+                "decoy_chains": len(decoy_tried),
+                "decoy_hit_rate": (sum(e["correct"] for _, e in decoy_tried) / len(decoy_tried)
+                                   if decoy_tried else math.nan),
+            })
+    return pd.DataFrame(rows, columns=SHORTER_COLUMNS)
+
+
 def config_differences(runs: list[Run]) -> dict[str, set]:
     """Config keys (outside the ablation and control) whose values differ between runs."""
     keys = set().union(*(r.config for r in runs)) - set(VARYING) - {"sample_ids"}

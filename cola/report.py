@@ -196,6 +196,21 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
                        "often as the gold: its wrong → right fixes there are no more than chance gives.")
         path = out / "chance_control.png"
         figures.append((path.name, figure_control(control, path)))
+    shorter = analysis.shorter_control(runs)
+    shorter.to_csv(out / "shorter_control.csv", index=False)
+    if not shorter.empty:
+        md += ["", "The first finding against the same control: of the samples the full model gets right, the share "
+               "with a correct shorter chain, beside the share of the same samples whose decoy search reached the "
+               "decoy with a shorter chain; and per shorter chain tried on them, the share that keep the full "
+               "model's answer, beside the share that give the decoy.", "",
+               "| task | variant | real: right → correct shorter chain | decoy: right → shorter chain giving the decoy "
+               "| gap | shorter chains keeping the answer | shorter chains giving the decoy |",
+               "|---|---|---|---|---|---|---|"]
+        for _, c in shorter.iterrows():
+            md.append(f"| {c['task']} | {c['variant']} | {c['real_shorter']}/{c['right']} ({_pct(c['real_share'])}) "
+                      f"| {c['decoy_shorter']}/{c['decoy_samples']} ({_pct(c['decoy_share'])}) | {_pct(c['gap'])} "
+                      f"| {_pct(c['real_keep_rate'])} of {c['real_chains']} | {_pct(c['decoy_hit_rate'])} of "
+                      f"{c['decoy_chains']} |")
 
     md += ["", "## Figures", ""]
     for name, caption in figures:

@@ -132,3 +132,23 @@ def test_mixed_configs_are_flagged(report, tmp_path):
     assert "**These runs differ in model.**" in text and "no number averages across groups" in text
     table = pd.read_csv(out / "accuracy.csv")
     assert table["group"].nunique() == 2 and len(table[table["variant"] == "original"]) == 2
+
+
+def test_shorter_chain_control_matches_records(report):
+    table = pd.read_csv(report / "shorter_control.csv")
+    assert len(table) == 1
+    row = table.iloc[0]
+    real, decoy = records("cola"), records("decoy")
+    right = {r["id"]: r for r in real if r["full"]["correct"]}
+    depth = 30
+    assert row["right"] == len(right)
+    assert row["real_shorter"] == sum(1 for r in right.values() if r["shortest_correct"] and
+                                      r["shortest_correct"]["length"] < depth)
+    same = [r for r in decoy if r["id"] in right]
+    assert row["decoy_samples"] == len(same)
+    assert row["decoy_shorter"] == sum(1 for r in same if r["shortest_correct"] and r["shortest_correct"]["length"] < depth)
+    kept = [e["answer"] == r["full"]["answer"] for r in right.values() for e in r["evaluations"][1:] if e["length"] < depth]
+    hit = [e["answer"] == r["gold"] for r in same for e in r["evaluations"][1:] if e["length"] < depth]
+    assert row["real_chains"] == len(kept) and math.isclose(row["real_keep_rate"], sum(kept) / len(kept))
+    assert row["decoy_chains"] == len(hit) and math.isclose(row["decoy_hit_rate"], sum(hit) / len(hit))
+    assert "shorter chains giving the decoy" in (report / "report.md").read_text()
