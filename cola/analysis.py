@@ -223,6 +223,26 @@ def shorter_control(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SHORTER_COLUMNS)
 
 
+def pass_at_k(run: Run, k: int) -> dict:
+    """Samples with a correct answer among their first ``k`` evaluations (the full chain's, or the greedy answer, is
+    the first), counted as the run's control counts correct (a decoy run: the decoy)."""
+    budget = run.config["mcts"]["sims"] + 1
+    if not 1 <= k <= budget:
+        raise ValueError(f"pass@{k} of {run.folder}: k must be between 1 and the run's {budget} evaluations per sample")
+    passed = sum(any(e["correct"] for e in r["evaluations"][:k]) for r in run.records)
+    return {"group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions], "control": run.control,
+            "at": k, **proportion(passed, len(run.records))}
+
+
+def oracle_controls(runs: list[Run], ks: tuple[int, ...] = (1, 5, 20, 200)) -> pd.DataFrame:
+    """pass@k (column ``at``; ``k`` counts the samples passed) of every run for each ``k`` within its budget and
+    its last evaluation: the per-sample search, its decoy and sampling controls side by side."""
+    rows = [pass_at_k(run, k) for run in runs
+            for k in sorted({*(k for k in ks if k <= run.config["mcts"]["sims"] + 1), run.config["mcts"]["sims"] + 1})]
+    return pd.DataFrame(rows, columns=["group", "task", "variant", "control", "at", "k", "n", "share", "ci_low",
+                                       "ci_high"])
+
+
 def config_differences(runs: list[Run]) -> dict[str, set]:
     """Config keys (outside the ablation and control) whose values differ between runs."""
     keys = set().union(*(r.config for r in runs)) - set(VARYING) - {"sample_ids"}

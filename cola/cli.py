@@ -159,12 +159,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         seed=args.seed, reward=args.reward, control=args.control, level=args.level,
         split=None if args.data_file or not get_task(args.task).splits else get_task(args.task).split(args.split),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
-    control = "-decoy" if args.control == "decoy" else ""
+    control = f"-{args.control}" if args.control != "none" else "-static" if args.static else ""
     split = f"-{job.split}" if job.split not in (None, get_task(args.task).default_split) else ""
     out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}{split}-{args.mode}-{args.actions}{control}"
                        f"-n{len(samples)}-s{args.seed}")
     if args.static:
-        return _static_search(args, job, samples)
+        return _static_search(args, job, samples, out)
     failures: list[tuple[str, str]] = []
     if args.workers is not None or args.ray_address is not None:
         from .distributed import run_search_ray
@@ -188,7 +188,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _static_search(args: argparse.Namespace, job, samples: list) -> int:
+def _static_search(args: argparse.Namespace, job, samples: list, out: str) -> int:
     """`cola search --static`: one chain for all ``samples`` (a dev subset), reward its accuracy on them."""
     from .reuse import PrefixCache
     from .search.static import best_static, static_search
@@ -199,7 +199,7 @@ def _static_search(args: argparse.Namespace, job, samples: list) -> int:
     if args.control != "none":
         raise ValueError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
     evaluator = job.evaluator()
-    store = RunStore(args.out, job.run_config(evaluator, samples, static=True))
+    store = RunStore(out, job.run_config(evaluator, samples, static=True))
     prefixes = [PrefixCache(job.prefix_bytes // len(samples)) for _ in samples]
 
     def verdicts(chain):
@@ -208,7 +208,7 @@ def _static_search(args: argparse.Namespace, job, samples: list) -> int:
     records = static_search(verdicts, len(samples), job.space(evaluator.cm.depth), job.mcts, job.seed, store,
                             progress=not args.quiet)
     full, best = records[0], best_static(records)
-    print(f"run: {args.out} (one chain for {len(samples)} samples, {len(records)} chain evaluations)")
+    print(f"run: {out} (one chain for {len(samples)} samples, {len(records)} chain evaluations)")
     print(f"full depth:        accuracy {full['accuracy']:.4f} ({full['k']}/{full['n']}), {full['length']} layers")
     print(f"best static chain: accuracy {best['accuracy']:.4f} ({best['k']}/{best['n']}), {best['length']} layers: "
           f"{best['chain']}")
@@ -226,8 +226,11 @@ def _search_summary(args: argparse.Namespace, out: str, records: list[dict], dep
     print(f"run: {out} ({n} samples, {args.sims} simulations each, actions {args.actions})")
     if args.control == "decoy":
         print("control: decoy golds; the accuracies below count answers equal to the decoy")
+    if args.control == "sample":
+        print(f"control: no search; the full model tried {args.sims} times per sample (best of N sampling)")
     print(f"original accuracy: {original / n:.4f} ({original}/{n})")
-    print(f"oracle accuracy (best of up to {args.sims + 1} chains, chosen with the gold answer): "
+    tries = "answers of the full model" if args.control == "sample" else "chains"
+    print(f"oracle accuracy (best of up to {args.sims + 1} {tries}, chosen with the gold answer): "
           f"{oracle / n:.4f} ({oracle}/{n})")
     print(f"mean best-chain length: {mean_len:.2f} layers (model depth {depth})")
     if args.control == "none":
@@ -324,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth)")
     p.add_argument("--reward", default="correct", choices=REWARDS, help="correct (0/1), or margin (score mode)")
     p.add_argument("--control", default="none", choices=CONTROLS,
-                   help="decoy: replace each gold by a deterministic wrong answer (chance control)")
+                   help="decoy: replace each gold by a deterministic wrong answer (chance control); sample: no search, "
+                        "the full model tried --sims times per sample (generate: sampled at temperature 1; score: "
+                        "options drawn from its option distribution)")
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS[-decoy]-nN-sSEED)")
     p.add_argument("--batch", type=positive_int, default=1,
                    help="search this many samples at once; their chains run together in the same layer calls, "

@@ -104,7 +104,10 @@ def run_search_ray(
     pool = [actor.options(name=f"{WORKER_PREFIX}{token}-{i}", num_cpus=cpus, num_gpus=gpus_per_worker, max_restarts=3,
                           max_task_retries=3).remote(job) for i in range(workers)]
     try:
-        config, depth = ray.get([pool[0].run_config.remote(list(samples)), pool[0].depth.remote()])
+        try:
+            config, depth = ray.get([pool[0].run_config.remote(list(samples)), pool[0].depth.remote()])
+        except ray.exceptions.RayActorError as err:  # the worker could not load the model (or died at once)
+            raise ValueError(f"a Ray worker could not start: {_cause(err)}") from None
         store = RunStore(folder, {**config, "workers": workers})
         done = store.finished_ids()
         todo = [s for s in samples if s.id not in done]
@@ -145,6 +148,10 @@ def run_search_ray(
 
 
 def _cause(err: Exception) -> str:
-    """The message of the exception a Ray task raised."""
+    """The message of the exception a Ray task (or an actor's constructor) raised."""
     cause = getattr(err, "cause", None)
+    while getattr(cause, "cause", None) is not None:  # an actor's death wraps its constructor's error
+        cause = cause.cause
+    if cause is not None and not isinstance(cause, Exception):  # a death context, not an exception
+        return str(err).strip().splitlines()[-1]
     return f"{type(cause).__name__}: {cause}" if cause is not None else str(err).strip().splitlines()[-1]

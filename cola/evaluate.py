@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .chain import Chain
-from .generation import RowDecoder
+from .generation import RowDecoder, Sampler
 from .models import ColaModel
 from .reuse import PrefixCache
 from .scoring import OptionInputs, OptionScores, option_inputs, score_many
@@ -169,17 +169,21 @@ class Requests:
         """Requests submitted and not yet returned by :meth:`step`."""
         return len(self.queued) + len(self.in_decoder)
 
-    def submit(self, key: object, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> None:
+    def submit(self, key: object, chain: Chain, sample: Sample, prefix: PrefixCache | None = None,
+               sampler: Sampler | None = None) -> None:
         """Ask ``sample`` through ``chain`` at the next step; ``key`` names the outcome. ``prefix`` is the sample's
-        :class:`~cola.reuse.PrefixCache`, if any."""
+        :class:`~cola.reuse.PrefixCache`, if any; a ``sampler`` (generate mode) draws the answer's tokens instead of
+        choosing them greedily."""
         pending = _Pending(key, chain, sample, prefix)
         if self.decoder is None:
+            if sampler is not None:
+                raise ValueError("score mode ranks the options; there are no tokens to sample")
             self.queued.append(pending)
             return
         task = self.evaluator.task
         self.in_decoder[id(pending)] = pending
         self.decoder.add(id(pending), chain, self.evaluator.prepare(sample).ids, prefix,
-                         lambda text: task.is_done(text, sample))
+                         lambda text: task.is_done(text, sample), sampler)
 
     def step(self) -> list[tuple[object, Outcome]]:
         """Run one step; returns (key, outcome) of the requests that finished in it."""

@@ -62,6 +62,23 @@ class _Request:
     row: Row
     tokens: list[int]
     is_done: Callable[[str], bool] | None
+    sampler: Sampler | None = None
+
+
+@dataclass
+class Sampler:
+    """Draw each next token from softmax(logits / temperature) with its own seeded generator, instead of greedily."""
+
+    seed: int
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def draw(self, logits: torch.Tensor) -> int:
+        """One token id from the distribution of ``logits`` (vocab,)."""
+        probs = torch.softmax(logits.float().cpu() / self.temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
 class RowDecoder:
@@ -78,10 +95,11 @@ class RowDecoder:
         self.finished: list[tuple[object, Generation]] = []
 
     def add(self, key: object, chain: Chain, input_ids: torch.Tensor, prefix: PrefixCache | None = None,
-            is_done: Callable[[str], bool] | None = None) -> None:
-        """Queue ``input_ids`` (1, length) through ``chain``; ``key`` names the request when it finishes."""
+            is_done: Callable[[str], bool] | None = None, sampler: Sampler | None = None) -> None:
+        """Queue ``input_ids`` (1, length) through ``chain``; ``key`` names the request when it finishes. With a
+        ``sampler`` its tokens are drawn, else chosen greedily."""
         segment = prompt_segment(self.cm, chain, input_ids, prefix)
-        self.active.append(_Request(key, segment, segment.row, [], is_done))
+        self.active.append(_Request(key, segment, segment.row, [], is_done, sampler))
 
     def __len__(self) -> int:
         """Requests not finished yet."""
@@ -98,10 +116,11 @@ class RowDecoder:
                 hidden = embed(self.cm, tokens[:, None])
                 for b, request in enumerate(decoding):
                     request.segment = Segment(request.row, hidden[b : b + 1])
-            next_ids = advance(self.cm, [r.segment for r in going]).argmax(-1).tolist()
-            for request, token in zip(going, next_ids):
+            logits = advance(self.cm, [r.segment for r in going])
+            greedy = logits.argmax(-1).tolist()
+            for b, request in enumerate(going):
                 request.segment = None
-                self._take(request, token)
+                self._take(request, greedy[b] if request.sampler is None else request.sampler.draw(logits[b]))
         done, self.finished = self.finished, []
         return done
 

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import analysis  # noqa: E402
-from .analysis import Run  # noqa: E402
+from .analysis import ACTION_NAMES, Run  # noqa: E402
 
 
 def _pct(x: float) -> str:
@@ -91,6 +91,25 @@ def figure_control(table: pd.DataFrame, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return "Share of originally-wrong samples for which the search found a chain giving the gold (real) or the decoy."
+
+
+def figure_pass_at_k(runs: list[Run], path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for run in runs:
+        budget = run.config["mcts"]["sims"] + 1
+        ks = list(range(1, budget + 1))
+        shares = [analysis.pass_at_k(run, k)["share"] for k in ks]
+        ax.plot(ks, shares, label=f"{run.label} {ACTION_NAMES[run.actions]} [{run.control}]")
+    ax.set_xscale("log")
+    ax.set_xlabel("k (evaluations per sample, the full chain first)")
+    ax.set_ylabel("pass@k")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return ("pass@k: share of samples with a right answer among their first k evaluations, per run and control "
+            "(the decoy run counts the decoy as right).")
 
 
 def build_report(folders: list[str | Path], out: str | Path) -> Path:
@@ -211,6 +230,19 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
                       f"| {c['decoy_shorter']}/{c['decoy_samples']} ({_pct(c['decoy_share'])}) | {_pct(c['gap'])} "
                       f"| {_pct(c['real_keep_rate'])} of {c['real_chains']} | {_pct(c['decoy_hit_rate'])} of "
                       f"{c['decoy_chains']} |")
+
+    oracle = analysis.oracle_controls(runs)
+    oracle.to_csv(out / "oracle_controls.csv", index=False)
+    md += ["", "## Oracle controls", "", "pass@k: the share of samples with a right answer among their first k "
+           "evaluations (k = 1 is the full model). The search, the decoy search (right = the decoy) and best-of-N "
+           "sampling of the full model (`--control sample`) at the same k: only what the search reaches beyond its "
+           "controls is more than tries.", "",
+           "| task | variant | control | k | pass@k |", "|---|---|---|---|---|"]
+    for _, o in oracle.iterrows():
+        md.append(f"| {o['task']} | {o['variant']} | {o['control']} | {o['at']} | {o['k']}/{o['n']} "
+                  f"({_pct(o['share'])}) |")
+    path = out / "pass_at_k.png"
+    figures.append((path.name, figure_pass_at_k(runs, path)))
 
     md += ["", "## Figures", ""]
     for name, caption in figures:

@@ -159,3 +159,14 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     assert main(["search", "--task", "synthetic", "--n", "2", "--workers", "2"]) == 2
     assert "pip install -e .[ray]" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_load_the_model_is_one_clear_error(cluster, tmp_path, capsys):
+    from cola.cli import main
+
+    missing = tmp_path / "no-such-model"
+    missing.mkdir()
+    code = main(["search", "--model", str(missing), "--task", "synthetic", "--n", "2", "--sims", "2", "--quiet",
+                 "--device", "cpu", "--ray-address", cluster, "--workers", "1", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "a Ray worker could not start" in capsys.readouterr().err

@@ -152,3 +152,26 @@ def test_shorter_chain_control_matches_records(report):
     assert row["real_chains"] == len(kept) and math.isclose(row["real_keep_rate"], sum(kept) / len(kept))
     assert row["decoy_chains"] == len(hit) and math.isclose(row["decoy_hit_rate"], sum(hit) / len(hit))
     assert "shorter chains giving the decoy" in (report / "report.md").read_text()
+
+
+def test_oracle_controls_pass_at_k_by_hand(report):
+    table = pd.read_csv(report / "oracle_controls.csv")
+    budget = json.loads((RUNS["cola"] / "config.json").read_text())["mcts"]["sims"] + 1
+    for name, control in (("cola", "none"), ("decoy", "decoy")):
+        rows = table[(table["control"] == control) & (table["variant"] == "CoLa")]
+        assert sorted(rows["at"]) == sorted({1, 5, budget} & set(range(1, budget + 1)))
+        for _, row in rows.iterrows():
+            expected = sum(any(e["correct"] for e in r["evaluations"][: row["at"]]) for r in records(name))
+            assert row["k"] == expected and row["n"] == len(records(name))
+    first = table[(table["control"] == "none") & (table["variant"] == "CoLa") & (table["at"] == 1)].iloc[0]
+    assert first["k"] == sum(r["full"]["correct"] for r in records("cola"))  # pass@1 is the full model
+    assert matplotlib.image.imread(report / "pass_at_k.png").shape[0] > 100
+    assert "## Oracle controls" in (report / "report.md").read_text()
+
+
+def test_pass_at_k_refuses_k_beyond_the_budget():
+    from cola.analysis import Run, pass_at_k
+
+    run = Run.load(RUNS["cola"])
+    with pytest.raises(ValueError, match="k must be between 1 and the run's 16 evaluations"):
+        pass_at_k(run, 17)

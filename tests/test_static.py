@@ -68,3 +68,12 @@ def test_cli_static_search(tiny_folder, tmp_path, capsys):
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 2
     assert "--static run" in capsys.readouterr().err
     assert main(args[:-2] + ["--control", "decoy", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_static_default_folder(tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--static", "--model", str(tiny_folder), "--task", "synthetic_mc", "--mode", "score",
+                 "--n", "2", "--sims", "2", "--quiet", "--device", "cpu"]) == 0
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and folders[0].name.endswith("-score-all-static-n2-s0")
+    assert f"run: runs/{folders[0].name}" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from .mcts import Evaluation, MCTSConfig, SearchResult, search_steps
 from .space import SearchSpace
 
 REWARDS = ("correct", "margin")
-CONTROLS = ("none", "decoy")
+CONTROLS = ("none", "decoy", "sample")
 
 
 def sample_rng(seed: int, sample_id: str) -> random.Random:
@@ -195,7 +195,12 @@ class SearchJob:
 
     def search(self, evaluator: Evaluator, samples: Sequence[Sample],
                on_evaluation: Callable[[], None] | None = None) -> Iterator[dict]:
-        """:func:`search_samples` of ``samples`` with this job's settings."""
+        """:func:`search_samples` of ``samples`` with this job's settings; for the sampling control, its records
+        (:func:`~cola.search.sampling.sampling_records`, as many tries as the search's budget)."""
+        if self.control == "sample":
+            from .sampling import sampling_records
+
+            return sampling_records(evaluator, samples, self.mcts.sims, self.seed, on_evaluation)
         return search_samples(evaluator, samples, self.space(evaluator.cm.depth), self.mcts, self.seed, self.reward,
                               self.batch, self.prefix_bytes, on_evaluation)
 
