@@ -149,6 +149,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     samples = _samples(args)
     if args.control == "decoy":
         samples = [decoy(s) for s in samples]
+    if (args.control == "menu") != (args.menu is not None):
+        raise ValueError("--control menu needs --menu RUN_DIR (a per-sample search run to take the chains from), "
+                         "and --menu goes with --control menu")
     job = SearchJob(
         model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, actions=args.actions,
@@ -156,7 +159,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         allow_untested=args.allow_untested,
         mcts=MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon,
                         args.widening),
-        seed=args.seed, reward=args.reward, control=args.control, level=args.level,
+        seed=args.seed, reward=args.reward, control=args.control, menu=_menu(args), level=args.level,
         split=None if args.data_file or not get_task(args.task).splits else get_task(args.task).split(args.split),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
     control = f"-{args.control}" if args.control != "none" else "-static" if args.static else ""
@@ -186,6 +189,18 @@ def cmd_search(args: argparse.Namespace) -> int:
               "command to search them (the others are kept)", file=sys.stderr)
         return 1
     return 0
+
+
+def _menu(args: argparse.Namespace) -> dict | None:
+    """The chains of ``--menu RUN_DIR``, checked to come from a per-sample search of the same model (name and
+    depth), before the model loads."""
+    if args.menu is None:
+        return None
+    from .search.menu import load_menu
+    from .store import read_config
+
+    config = read_config(args.menu)  # a missing folder is one clear error
+    return load_menu(args.menu, args.model, config.get("depth"))
 
 
 def _static_search(args: argparse.Namespace, job, samples: list, out: str) -> int:
@@ -228,6 +243,8 @@ def _search_summary(args: argparse.Namespace, out: str, records: list[dict], dep
         print("control: decoy golds; the accuracies below count answers equal to the decoy")
     if args.control == "sample":
         print(f"control: no search; the full model tried {args.sims} times per sample (best of N sampling)")
+    if args.control == "menu":
+        print(f"control: no search; every sample tries the same menu of chains from {args.menu} (leave-one-out)")
     print(f"original accuracy: {original / n:.4f} ({original}/{n})")
     tries = "answers of the full model" if args.control == "sample" else "chains"
     print(f"oracle accuracy (best of up to {args.sims + 1} {tries}, chosen with the gold answer): "
@@ -338,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory for the prefix caches (hidden states and KV entries of chain prefixes already run) of "
                         "the searches in flight, shared among them; least recently used entries are dropped beyond it "
                         "(default 4)")
+    p.add_argument("--menu", default=None,
+                   help="with --control menu: the per-sample search run whose chains, ranked by the samples they got "
+                        "right (leaving the sample itself out), every sample tries")
     p.add_argument("--static", action="store_true",
                    help="one chain for all the samples (use a dev split), the reward its accuracy on them; every chain "
                         "evaluated is recorded, and a re-run resumes")

@@ -18,7 +18,7 @@ from .mcts import Evaluation, MCTSConfig, SearchResult, search_steps
 from .space import SearchSpace
 
 REWARDS = ("correct", "margin")
-CONTROLS = ("none", "decoy", "sample")
+CONTROLS = ("none", "decoy", "sample", "menu")
 
 
 def sample_rng(seed: int, sample_id: str) -> random.Random:
@@ -168,6 +168,7 @@ class SearchJob:
     seed: int = 0
     reward: str = "correct"
     control: str = "none"
+    menu: dict | None = None  # the menu control's chains -> the ids they got right (cola.search.menu.load_menu)
     level: int | None = None
     split: str | None = None  # the benchmark split the samples come from (None: a user file or generated)
     data: str | None = None
@@ -188,6 +189,10 @@ class SearchJob:
 
     def run_config(self, evaluator: Evaluator, samples: Sequence[Sample], **extra) -> dict:
         """The run's ``config.json`` (:func:`run_config`) for these samples."""
+        if self.menu is not None:
+            from .menu import menu_hash
+
+            extra = {"menu": menu_hash(self.menu), **extra}
         return run_config(evaluator, self.space(evaluator.cm.depth), self.mcts, seed=self.seed, reward=self.reward,
                           n=len(samples), level=self.level, split=self.split, data=self.data,
                           sample_ids=[s.id for s in samples],
@@ -201,6 +206,10 @@ class SearchJob:
             from .sampling import sampling_records
 
             return sampling_records(evaluator, samples, self.mcts.sims, self.seed, on_evaluation)
+        if self.control == "menu":
+            from .menu import menu_records
+
+            return menu_records(evaluator, samples, self.menu, self.mcts.sims, on_evaluation)
         return search_samples(evaluator, samples, self.space(evaluator.cm.depth), self.mcts, self.seed, self.reward,
                               self.batch, self.prefix_bytes, on_evaluation)
 
