@@ -217,8 +217,9 @@ def run_segments(cm: ColaModel, segments: list[Segment]) -> None:
         packed = [seg for seg in group if seg.packable] if packs and types[layer] == "full_attention" else []
         if len(packed) > 1:
             run_packed(cm, layer, packed, configs)
+        together = {id(seg) for seg in packed} if len(packed) > 1 else set()
         for seg in group:
-            if len(packed) <= 1 or seg not in packed:
+            if id(seg) not in together:
                 _run_one(cm, layer, types[layer], seg)
             seg.position += 1
 
