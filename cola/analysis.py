@@ -223,13 +223,25 @@ def shorter_control(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SHORTER_COLUMNS)
 
 
+def first_right(run: Run) -> list[int | None]:
+    """Per record, the index of its first correct evaluation (0: the full chain), or None."""
+    return [next((i for i, e in enumerate(r["evaluations"]) if e["correct"]), None) for r in run.records]
+
+
+def pass_curve(run: Run) -> list[float]:
+    """pass@k of the run for k = 1 .. its evaluations per sample (:func:`pass_at_k` for every k at once)."""
+    firsts = [f for f in first_right(run) if f is not None]
+    n, budget = len(run.records), run.config["mcts"]["sims"] + 1
+    return [sum(1 for f in firsts if f < k) / n for k in range(1, budget + 1)]
+
+
 def pass_at_k(run: Run, k: int) -> dict:
     """Samples with a correct answer among their first ``k`` evaluations (the full chain's, or the greedy answer, is
     the first), counted as the run's control counts correct (a decoy run: the decoy)."""
     budget = run.config["mcts"]["sims"] + 1
     if not 1 <= k <= budget:
         raise ValueError(f"pass@{k} of {run.folder}: k must be between 1 and the run's {budget} evaluations per sample")
-    passed = sum(any(e["correct"] for e in r["evaluations"][:k]) for r in run.records)
+    passed = sum(1 for first in first_right(run) if first is not None and first < k)
     return {"group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions], "control": run.control,
             "at": k, **proportion(passed, len(run.records))}
 

@@ -96,10 +96,8 @@ def figure_control(table: pd.DataFrame, path: Path) -> str:
 def figure_pass_at_k(runs: list[Run], path: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for run in runs:
-        budget = run.config["mcts"]["sims"] + 1
-        ks = list(range(1, budget + 1))
-        shares = [analysis.pass_at_k(run, k)["share"] for k in ks]
-        ax.plot(ks, shares, label=f"{run.label} {ACTION_NAMES[run.actions]} [{run.control}]")
+        shares = analysis.pass_curve(run)
+        ax.plot(range(1, len(shares) + 1), shares, label=f"{run.label} {ACTION_NAMES[run.actions]} [{run.control}]")
     ax.set_xscale("log")
     ax.set_xlabel("k (evaluations per sample, the full chain first)")
     ax.set_ylabel("pass@k")

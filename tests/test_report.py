@@ -163,6 +163,9 @@ def test_oracle_controls_pass_at_k_by_hand(report):
         for _, row in rows.iterrows():
             expected = sum(any(e["correct"] for e in r["evaluations"][: row["at"]]) for r in records(name))
             assert row["k"] == expected and row["n"] == len(records(name))
+            from cola.analysis import Run, pass_curve
+
+            assert math.isclose(pass_curve(Run.load(RUNS[name]))[row["at"] - 1], expected / len(records(name)))
     first = table[(table["control"] == "none") & (table["variant"] == "CoLa") & (table["at"] == 1)].iloc[0]
     assert first["k"] == sum(r["full"]["correct"] for r in records("cola"))  # pass@1 is the full model
     assert matplotlib.image.imread(report / "pass_at_k.png").shape[0] > 100
