@@ -192,15 +192,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _menu(args: argparse.Namespace) -> dict | None:
-    """The chains of ``--menu RUN_DIR``, checked to come from a per-sample search of the same model (name and
-    depth), before the model loads."""
+    """The chains of ``--menu RUN_DIR``, checked to come from a per-sample search of the same model, before the
+    model loads."""
     if args.menu is None:
         return None
     from .search.menu import load_menu
-    from .store import read_config
 
-    config = read_config(args.menu)  # a missing folder is one clear error
-    return load_menu(args.menu, args.model, config.get("depth"))
+    return load_menu(args.menu, args.model)
 
 
 def _static_search(args: argparse.Namespace, job, samples: list, out: str) -> int:

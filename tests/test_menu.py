@@ -21,13 +21,12 @@ def test_ranking_leaves_the_sample_out():
 
 
 def test_menu_run_tries_the_ranked_chains_on_the_embedded_model(smol, data_dir, tmp_path, capsys):
-    config = json.loads((RUNS["cola"] / "config.json").read_text())
     out = tmp_path / "menu"
     args = ["search", "--task", "arc_easy", "--mode", "score", "--data-dir", str(data_dir), "--n", "2", "--seed", "1",
             "--sims", "5", "--control", "menu", "--menu", str(RUNS["cola"]), "--out", str(out), "--quiet"]
     assert main(args) == 0
     assert "same menu of chains" in capsys.readouterr().out
-    menu = load_menu(RUNS["cola"], "smollm2-135m", config["depth"])
+    menu = load_menu(RUNS["cola"], "smollm2-135m")
     assert menu == {e["chain"]: [r["id"] for r in records("cola") if any(
         x["chain"] == e["chain"] and x["correct"] for x in r["evaluations"])] for r in records("cola")
         for e in r["evaluations"] if e["correct"]}
@@ -56,4 +55,4 @@ def test_bad_menu_inputs(tiny_folder, tmp_path, capsys):
         static = tmp_path / "static"
         static.mkdir()
         (static / "config.json").write_text(json.dumps({"static": True, "model": "m", "depth": 6}))
-        load_menu(static, "m", 6)
+        load_menu(static, "m")

@@ -23,15 +23,15 @@ from ..tasks import Sample
 from .mcts import Evaluation, SearchResult
 
 
-def load_menu(folder: str | Path, model: str, depth: int) -> dict[str, list[str]]:
+def load_menu(folder: str | Path, model: str) -> dict[str, list[str]]:
     """Chain -> ids of the samples it answered right in the run at ``folder``, which must be a per-sample search of
-    the same model (name and depth)."""
+    the same model (by name)."""
     config = read_config(folder)
     if config.get("static") or "mcts" not in config:
         raise ValueError(f"{folder} is not a per-sample search run; a menu is built from one")
-    if (config["model"], config["depth"]) != (model, depth):
+    if config["model"] != model:
         raise ValueError(f"{folder} is a run of another model ({config['model']}, {config['depth']} layers); the menu "
-                         f"must come from a run of {model} ({depth} layers)")
+                         f"must come from a run of {model}")
     records = read_records(folder)
     if not records:
         raise ValueError(f"{folder} has no finished records to build a menu from")
