@@ -56,6 +56,8 @@ MC = [  # (output, labels, gold, verdict)
     ("A", "ABCD", "A", True),
     ("A B", "ABCD", "A", True),
     ("The answer is A plant", "ABCD", "A", True),  # not opening a sentence: the label
+    ("A is not a correct option.", "ABCD", "A", True),  # a verb follows: the label, not the article
+    ("A and C are both plants.", "ABCD", "A", True),
 ]
 
 
@@ -95,7 +97,7 @@ def test_early_stop_never_changes_the_answer():
             assert extract_math(text[:cut]) == extract_math(text) == "\\frac{3}{4}"
     labels = list("ABCD")
     for text in ["As I see it, C is right", "B) because", "A", "A plant needs light. B", "A  B", "A. A plant",
-                 "Sure. A\nplant"]:
+                 "Sure. A\nplant", "A is not a correct option.", "A pl", "A plant is green, B"]:
         for cut in range(len(text) + 1):
             if label_done(text[:cut], labels):
                 assert extract_label(text[:cut], labels) == extract_label(text, labels)

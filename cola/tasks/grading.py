@@ -62,35 +62,45 @@ def label_pattern(labels: list[str]) -> re.Pattern:
 
 
 SENTENCE_END = re.compile(r"(?:^|[.!?])\s*$")
-ARTICLE_FOLLOWS = re.compile(r"\s+[a-z]")
+NEXT_WORD = re.compile(r"(\s+)([A-Za-z]*)")
+# words that follow a label, never the article: "A is not a correct option", "A and C"
+LABEL_VERBS = {"is", "was", "are", "were", "would", "will", "can", "could", "should", "seems", "might", "must", "has",
+               "does", "and", "or"}
 
 
-def _label_matches(text: str, labels: list[str]) -> Iterator[tuple[re.Match, bool | None]]:
+def _label_matches(text: str, labels: list[str], final: bool) -> Iterator[tuple[re.Match, bool | None]]:
     """Each standalone label in the text with its verdict: True (a label), False (the article "A" opening a sentence,
-    as in "A plant needs light"), or None (an "A" opening a sentence followed so far only by spaces: undecided)."""
+    as in "A plant needs light"), or None (undecided: an "A" opening a sentence whose next word is not complete
+    yet). With ``final`` the text has ended, so the last word is complete."""
     for m in label_pattern(labels).finditer(text):
         if m.group(1) != "A" or not SENTENCE_END.search(text[: m.start()]):
             yield m, True
-        elif ARTICLE_FOLLOWS.match(text, m.end()):
-            yield m, False
+            continue
+        after = NEXT_WORD.match(text, m.end())
+        if after is None:  # "A." "A)" or the end of the text
+            yield m, True
+        elif not after.group(2):  # only spaces so far
+            yield m, True if final else None
+        elif after.end() == len(text) and not final:  # the word may go on
+            yield m, None
         else:
-            rest = text[m.end() :]
-            yield m, None if rest.strip() == "" and rest else True
+            word = after.group(2)
+            yield m, not (word[0].islower() and word.lower() not in LABEL_VERBS)
 
 
 def extract_label(text: str, labels: list[str]) -> str | None:
     """The first standalone choice label in the text; the article "A" opening a sentence is no label."""
-    for m, is_label in _label_matches(text, labels):
-        if is_label is not False:
+    for m, is_label in _label_matches(text, labels, final=True):
+        if is_label:
             return m.group(1)
     return None
 
 
 def label_done(text: str, labels: list[str]) -> bool:
     """True once no continuation can change :func:`extract_label`: the first label is followed by a character, so
-    it cannot become part of a word, and an "A" opening a sentence by the start of the next word, so it cannot
-    become an article."""
-    for m, is_label in _label_matches(text, labels):
+    it cannot become part of a word, and an "A" opening a sentence by a whole next word, so it cannot become an
+    article (or stop being one)."""
+    for m, is_label in _label_matches(text, labels, final=False):
         if is_label is None:
             return False
         if is_label:
