@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from .chain import Chain
-from .stats import wilson_interval
-from .store import read_config, read_records
+from .stats import mcnemar_exact, wilson_interval
+from .store import read_config, read_eval, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
 # config keys that may differ inside a group: the ablation, the chance control, and what changes no result beyond
@@ -253,6 +253,77 @@ def oracle_controls(runs: list[Run], ks: tuple[int, ...] = (1, 5, 20, 200)) -> p
             for k in sorted({*(k for k in ks if k <= run.config["mcts"]["sims"] + 1), run.config["mcts"]["sims"] + 1})]
     return pd.DataFrame(rows, columns=["group", "task", "variant", "control", "at", "k", "n", "share", "ci_low",
                                        "ci_high"])
+
+
+@dataclass
+class EvalResult:
+    """One ``cola eval --out`` output: its summary (a chain or a router, on which samples) and per-sample rows."""
+
+    path: Path
+    summary: dict
+    rows: list[dict]
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvalResult:
+        summary, rows = read_eval(path)
+        return cls(Path(path), summary, rows)
+
+    @property
+    def group(self) -> str:
+        """Evaluations of one model, task, split and prompt format are comparable (paired on shared samples)."""
+        s = self.summary
+        return f"{s['model']} · {s['task']} ({s['split'] or s['data']}, {s['mode']})"
+
+    @property
+    def correct(self) -> dict[str, bool]:
+        return {r["id"]: bool(r["correct"]) for r in self.rows}
+
+
+def eval_table(evals: list[EvalResult]) -> pd.DataFrame:
+    """One row per evaluation: group, name, kind, chain length or routed mean length, layers computed per input
+    (a router's include its feature layers), accuracy with its 95% interval; a router's share routed to full depth."""
+    rows = []
+    for e in evals:
+        s = e.summary
+        rows.append({"group": e.group, "name": s["name"], "kind": s["kind"], "chain": s.get("chain"),
+                     "mean_length": s["mean_length"], "mean_layers": s["mean_layers"],
+                     "full_share": s.get("full_share"), **proportion(s["k"], s["n"]),
+                     "fitted_on": json.dumps(s["fitted_on"]) if s.get("fitted_on") else None, "file": str(e.path)})
+    return pd.DataFrame(rows, columns=["group", "name", "kind", "chain", "mean_length", "mean_layers", "full_share",
+                                       "k", "n", "share", "ci_low", "ci_high", "fitted_on", "file"])
+
+
+def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
+    """Two evaluations' verdicts on the samples they share: counts right only under each, McNemar's exact p."""
+    common = sorted(set(a) & set(b))
+    a_only = sum(a[i] and not b[i] for i in common)
+    b_only = sum(b[i] and not a[i] for i in common)
+    return {"common": len(common), "a_right": sum(a[i] for i in common), "b_right": sum(b[i] for i in common),
+            "a_only": a_only, "b_only": b_only, "mcnemar_p": mcnemar_exact(a_only, b_only)}
+
+
+def adaptation_table(evals: list[EvalResult]) -> pd.DataFrame:
+    """Every router evaluation against what it must beat, paired on the samples both answered: full depth and the
+    random pick from its library (from its own output), then every other evaluation of its group (static chains,
+    block-influence chains, routers fitted on decoy runs)."""
+    rows = []
+    for router in (e for e in evals if e.summary["kind"] == "router"):
+        mine = router.correct
+        others = [("full depth (same run)", router.summary["baselines"]["full"]["mean_length"],
+                   {r["id"]: bool(r["full_correct"]) for r in router.rows}),
+                  ("random pick, router's frequencies (same run)",
+                   router.summary["baselines"]["random_pick"]["mean_length"],
+                   {r["id"]: bool(r["random_correct"]) for r in router.rows})]
+        others += [(o.summary["name"], o.summary["mean_layers"], o.correct) for o in evals
+                   if o is not router and o.group == router.group]
+        for name, layers, verdicts in others:
+            p = paired(mine, verdicts)
+            rows.append({"group": router.group, "router": router.summary["name"],
+                         "router_layers": router.summary["mean_layers"], "versus": name, "versus_layers": layers,
+                         "samples": p["common"], "router_right": p["a_right"], "versus_right": p["b_right"],
+                         "router_only": p["a_only"], "versus_only": p["b_only"], "mcnemar_p": p["mcnemar_p"]})
+    return pd.DataFrame(rows, columns=["group", "router", "router_layers", "versus", "versus_layers", "samples",
+                                       "router_right", "versus_right", "router_only", "versus_only", "mcnemar_p"])
 
 
 def config_differences(runs: list[Run]) -> dict[str, set]:

@@ -111,31 +111,147 @@ def _evaluator_and_samples(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
     from tqdm import tqdm
 
+    from .models import weights_hash
     from .stats import wilson_interval
+    from .store import eval_summary_path, write_eval
+    from .tasks import get_task
 
-    evaluator, samples = _evaluator_and_samples(args)
-    chain = as_chain(args.chain, evaluator.cm.depth)
-    outcomes = []
-    step = 1 if args.mode == "score" else args.batch_size
-    with tqdm(total=len(samples), desc=f"{args.task} [{chain}]", unit="sample") as bar:
-        for i in range(0, len(samples), step):
-            outcomes.extend(evaluator.evaluate(chain, samples[i : i + step]))
-            bar.update(len(samples[i : i + step]))
-            bar.set_postfix(acc=f"{sum(o.correct for o in outcomes) / len(outcomes):.3f}")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            for o in outcomes:
-                f.write(json.dumps(o.to_dict()) + "\n")
-    n = len(outcomes)
-    metrics = [("acc", sum(o.correct for o in outcomes))]
-    if args.mode == "score":
-        metrics.append(("acc_norm", sum(bool(o.correct_norm) for o in outcomes)))
-    for name, k in metrics:
+        eval_summary_path(args.out)  # a bad name fails before the model loads
+    if args.router is not None and args.chain != "full":
+        raise ValueError("--router picks each input's chain; it does not take --chain")
+    evaluator, samples = _evaluator_and_samples(args)
+    cm, task = evaluator.cm, get_task(args.task)
+    batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)
+    summary = {"model": cm.name, "weights": weights_hash(cm), "dtype": str(cm.dtype).removeprefix("torch."),
+               "depth": cm.depth, "task": args.task, "mode": args.mode, "chat": args.chat,
+               "score_style": args.score_style, "data": args.data_file or args.data_dir, "level": args.level,
+               "split": None if args.data_file or not task.splits else task.split(args.split),
+               "seed": args.seed, "n": len(samples), "batch": batch}
+    start = time.perf_counter()
+    if args.router is not None:
+        summary, rows = _eval_router(args, evaluator, samples, batch, summary)
+    else:
+        chain = as_chain(args.chain, cm.depth)
+        with tqdm(total=len(samples), desc=f"{args.task} [{chain}]", unit="sample") as bar:
+            outcomes = evaluator.evaluate_many(chain, samples, batch, progress=lambda done: bar.update(len(done)))
+        rows = [o.to_dict() for o in outcomes]
+        summary.update(kind="chain", chain=str(chain), name=args.name or ("full" if chain.is_full(cm.depth) else str(chain)),
+                       mean_length=len(chain), mean_layers=len(chain))
+    summary["wall_s"] = round(time.perf_counter() - start, 3)
+    n = len(rows)
+    metrics = [("acc", "correct")] + ([("acc_norm", "correct_norm")] if args.mode == "score" else [])
+    for name, field in metrics:
+        k = sum(bool(r[field]) for r in rows)
         lo, hi = wilson_interval(k, n)
-        print(f"{args.task} {name}: {k / n:.4f} ({k}/{n}), 95% CI [{lo:.4f}, {hi:.4f}]  chain {chain}")
+        summary[name] = {"k": k, "accuracy": k / n, "ci": [lo, hi]}
+        print(f"{args.task} {name}: {k / n:.4f} ({k}/{n}), 95% CI [{lo:.4f}, {hi:.4f}]  "
+              f"{'router ' + args.router if args.router else 'chain ' + summary['chain']}")
+    summary["accuracy"], summary["k"] = summary["acc"]["accuracy"], summary["acc"]["k"]
+    if args.out:
+        print(f"per-sample answers: {args.out}; summary: {write_eval(args.out, rows, summary)}")
     return 0
+
+
+def _eval_router(args: argparse.Namespace, evaluator, samples: list, batch: int, summary: dict):
+    """`cola eval --router`: each sample through its routed chain, then full depth and a random pick from the same
+    library with the router's pick frequencies on the same samples, compared pairwise (McNemar)."""
+    import random
+    import time
+    from collections import Counter
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .chain import Chain
+    from .router import Router, routed_outcomes
+    from .stats import mcnemar_exact, wilson_interval
+    from .tasks import get_task
+
+    def task_splits(name: str) -> bool:
+        return bool(get_task(name).splits)
+
+    cm = evaluator.cm
+    router = Router.load(args.router, cm)
+    if router.config["mode"] != args.mode or router.config["score_style"] != args.score_style \
+            or router.config["chat"] != args.chat:
+        raise ValueError(f"{args.router} was fitted in {router.config['mode']} mode (score style "
+                         f"{router.config['score_style']}, chat {router.config['chat']}): its features are of those "
+                         "prompts; evaluate it the same way (--mode, --score-style, --no-chat)")
+    fitted = router.config
+    seen = set(fitted.get("train_ids", [])) | set(fitted.get("dev_ids", []))
+    def same_file(a, b) -> bool:
+        return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+    if fitted.get("task") == args.task and (task_splits(args.task) or same_file(fitted.get("data"), summary["data"])
+                                            or same_file(fitted.get("dev_split"), summary["data"])):
+        seen_here = [s.id for s in samples if s.id in seen]
+    else:
+        seen_here = []
+    if seen_here:
+        print(f"cola: warning: {len(seen_here)} of these samples were used to fit or select {args.router} (first: "
+              f"{seen_here[:3]}); its numbers here are not held-out", file=sys.stderr)
+    start = time.perf_counter()
+    with tqdm(total=len(samples), desc=f"{args.task} [router]", unit="sample") as bar:
+        routed = routed_outcomes(router, evaluator, samples, batch, bar.update)
+    routed_s = time.perf_counter() - start
+    full = Chain.full(cm.depth)
+    start = time.perf_counter()
+    with tqdm(total=len(samples), desc=f"{args.task} [full]", unit="sample") as bar:
+        full_outcomes = evaluator.evaluate_many(full, samples, batch, progress=lambda done: bar.update(len(done)))
+    full_s = time.perf_counter() - start
+    picks = Counter(str(chain) for chain, _, _ in routed)
+    rng = random.Random(f"{args.seed}:random-pick")
+    drawn = rng.choices(sorted(picks), weights=[picks[c] for c in sorted(picks)], k=len(samples))
+    random_outcomes: dict[int, object] = {}
+    with tqdm(total=len(samples), desc=f"{args.task} [random pick]", unit="sample") as bar:
+        for chain in dict.fromkeys(drawn):
+            members = [i for i, c in enumerate(drawn) if c == chain]
+            done = evaluator.evaluate_many(Chain.parse(chain), [samples[i] for i in members], batch,
+                                           progress=lambda d: bar.update(len(d)))
+            random_outcomes.update(zip(members, done))
+    rows = [{**outcome.to_dict(), "layers": layers, "full_correct": f.correct, "random_chain": drawn[i],
+             "random_correct": random_outcomes[i].correct}
+            for i, ((chain, layers, outcome), f) in enumerate(zip(routed, full_outcomes))]
+    n = len(rows)
+    mean_length = sum(len(chain) for chain, _, _ in routed) / n
+    mean_layers = sum(layers for _, layers, _ in routed) / n
+    k = sum(r["correct"] for r in rows)
+
+    def versus(field: str) -> dict:
+        only_router = sum(r["correct"] and not r[field] for r in rows)
+        only_other = sum(r[field] and not r["correct"] for r in rows)
+        other = sum(r[field] for r in rows)
+        return {"k": other, "accuracy": other / n, "ci": list(wilson_interval(other, n)), "router_only": only_router,
+                "other_only": only_other, "mcnemar_p": mcnemar_exact(only_router, only_other)}
+
+    baselines = {"full": {**versus("full_correct"), "mean_length": cm.depth, "wall_s": round(full_s, 3)},
+                 "random_pick": {**versus("random_correct"),
+                                 "mean_length": sum(len(Chain.parse(c)) for c in drawn) / n}}
+    summary.update(kind="router", router=str(args.router), name=args.name or f"router {args.router}",
+                   library=[str(c) for c in router.library], setting=router.setting.__dict__,
+                   fitted_on={key: router.config.get(key) for key in ("task", "split", "data", "control", "runs")},
+                   seen_in_fit=len(seen_here),
+                   mean_length=mean_length, mean_layers=mean_layers, routed_s=round(routed_s, 3),
+                   picks=dict(picks.most_common()), full_share=picks.get(str(full), 0) / n, baselines=baselines)
+    lo, hi = wilson_interval(k, n)
+    print(f"router {args.router}: {len(router.library)} chains, features after {router.setting.features} layers "
+          f"(fitted on {router.config.get('task')} {router.config.get('split')}, control "
+          f"{router.config.get('control')})")
+    print(f"  routed:      accuracy {k / n:.4f} ({k}/{n}) [{lo:.4f}, {hi:.4f}], mean chain length {mean_length:.2f}, "
+          f"mean layers computed {mean_layers:.2f} ({mean_layers / cm.depth:.3f} x depth, feature layers included), "
+          f"{routed_s:.1f} s")
+    for name, b in baselines.items():
+        print(f"  {name + ':':12s} accuracy {b['accuracy']:.4f} ({b['k']}/{n}) [{b['ci'][0]:.4f}, {b['ci'][1]:.4f}], "
+              f"mean chain length {b['mean_length']:.2f}; router right only {b['router_only']}, {name} right only "
+              f"{b['other_only']}: McNemar exact p = {b['mcnemar_p']:.4g}")
+    print(f"  routed to the full chain: {summary['full_share']:.1%} of inputs; picks: "
+          + ", ".join(f"{c} ({count})" for c, count in picks.most_common()))
+    return summary, rows
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -287,10 +403,93 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_router_fit(args: argparse.Namespace) -> int:
+    """`cola router fit`: a chain library from train-split search runs, a router fitted on their samples and
+    selected on dev samples, written as a folder."""
+    from .chain import Chain
+    from .evaluate import Evaluator
+    from .router import chain_library, fit_router
+    from .search.run import run_samples
+    from .store import read_config, read_records
+    from .tasks import DataError, decoy, get_task, load_samples
+
+    configs = [read_config(folder) for folder in args.runs]
+    for folder, config in zip(args.runs, configs):
+        if config.get("static") or "mcts" not in config:
+            raise ValueError(f"{folder} is not a per-sample search run; a router is fitted on those")
+        if config.get("split") in ("dev", "test"):
+            raise ValueError(f"{folder} searched the {config['split']} split: fit a router on train runs (select on "
+                             "dev, report on test)")
+    keys = ("model", "weights", "dtype", "depth", "task", "mode", "chat", "score_style", "control")
+    for folder, config in zip(args.runs[1:], configs[1:]):
+        differ = [k for k in keys if config.get(k) != configs[0].get(k)]
+        if differ:
+            raise ValueError(f"{folder} differs from {args.runs[0]} in {', '.join(differ)}: fit one router per "
+                             "model, task and prompt format")
+    first = configs[0]
+    records = [r for folder in args.runs for r in read_records(folder)]
+    if not records:
+        raise ValueError(f"no finished records in {', '.join(args.runs)}")
+    train, seen = [], set()
+    for folder, config in zip(args.runs, configs):
+        done = {r["id"] for r in read_records(folder)}
+        for sample in run_samples(config, args.data_dir or args.data_file):
+            if sample.id in done and sample.id not in seen:
+                seen.add(sample.id)
+                train.append(sample)
+    task = get_task(first["task"])
+    if args.fit_n is not None and len(train) < args.fit_n:  # more samples of the runs' data, never searched
+        more = [s for s in load_samples(task, None if args.data_file else args.data_dir or first.get("data"),
+                                        args.data_file, 0, first["seed"], first.get("level"),
+                                        split=None if args.data_file else first.get("split"))
+                if s.id not in seen][: args.fit_n - len(train)]
+        train += [decoy(s) for s in more] if first.get("control") == "decoy" else more
+    if args.dev_file is None and "dev" not in task.splits:
+        raise DataError(f"task {task.name!r} has no dev split: pass --dev-file FILE.jsonl (held-out samples of its "
+                        "shape) to select the router on")
+    dev = load_samples(task, None if args.dev_file else args.data_dir or first.get("data"), args.dev_file,
+                       args.dev_n, args.seed, first.get("level"), split=None if args.dev_file else "dev")
+    if first.get("control") == "decoy":
+        dev = [decoy(s) for s in dev]
+    cm = load_model(first["model"], device=args.device, dtype=first["dtype"], allow_untested=args.allow_untested)
+    if cm.depth != first["depth"]:
+        raise ValueError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
+    evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
+    library = ([as_chain(c, cm.depth) for c in args.library.split(";")] if args.library
+               else chain_library(records, cm.depth, args.k, args.min_support))
+    full = Chain.full(cm.depth)
+    library = [full] + [c for c in dict.fromkeys(library) if c != full]
+    config = {key: first.get(key) for key in keys + ("split", "data", "max_new_tokens")}
+    config.update(runs=[str(f) for f in args.runs], library_from="--library" if args.library else "greedy cover",
+                  min_support=args.min_support, dev_split=args.dev_file or "dev", dev_seed=args.seed)
+    router, summary = fit_router(evaluator, library, train, dev, args.budget,
+                                 [int(f) for f in args.features.split(",")], args.batch_size, config,
+                                 progress=not args.quiet)
+    router.save(args.out)
+    chosen = summary["dev"]
+    print(f"router: {args.out} ({len(library)} chains, fitted on {len(train)} train samples of {len(args.runs)} "
+          f"run(s), selected on {len(dev)} dev samples)")
+    print("library (train / dev accuracy, each chain for every sample):")
+    for c in summary["chains"]:
+        print(f"  {c['length']:3d} layers  train {c['train_accuracy']:.3f}  dev {c['dev_accuracy']:.3f}  {c['chain']}")
+    s = router.setting
+    print(f"chosen on dev: features after {s.features} layers, C {s.c}, class weight {s.weight}, mu {s.mu}: dev "
+          f"accuracy {chosen['dev_accuracy']:.3f} (full chain {summary['chains'][0]['dev_accuracy']:.3f}), mean layers "
+          f"computed {chosen['dev_layers']:.2f} of {cm.depth}, routed to the full chain {chosen['dev_full_share']:.1%}")
+    if chosen["dev_layers"] > args.budget * cm.depth:
+        print(f"cola: warning: no setting computes at most {args.budget} x depth layers on dev; the cheapest is kept",
+              file=sys.stderr)
+    print(f"report it on held-out samples: cola eval --router {args.out} --task {task.name} --split test "
+          f"--mode {first['mode']} --out router-test.jsonl")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
-    out = build_report(args.runs, args.out)
+    if not args.runs and not args.evals:
+        raise ValueError("give search run folders and/or --evals F.jsonl (cola eval outputs)")
+    out = build_report(args.runs, args.out, args.evals or [])
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return 0
 
@@ -320,8 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_task_args(p)
     p.add_argument("--chain", default="full", help="chain notation (default: full)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="samples per generation batch (default 8)")
-    p.add_argument("--out", default=None, help="write one JSON line per sample to this file")
+    p.add_argument("--router", default=None,
+                   help="a router folder (`cola router fit`): each input through the chain it routes it to, compared "
+                        "with full depth and a random pick from its library on the same samples")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples run together (default: 8 in generate mode, 16 with --router, 1 in score mode: each "
+                        "alone, exactly as lm-eval; larger is faster, equal up to floating-point rounding)")
+    p.add_argument("--name", default=None, help="a name for this evaluation in `cola report` (default: the chain)")
+    p.add_argument("--out", default=None,
+                   help="write one JSON line per sample to this file (F.jsonl) and the summary beside it (F.json)")
     p.set_defaults(func=cmd_eval)
 
     from .search import ACTION_SETS
@@ -377,8 +583,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prune)
 
+    p = sub.add_parser("router", help="label-free depth adaptation: fit a router on train-split search runs")
+    router = p.add_subparsers(dest="router_command", required=True)
+    p = router.add_parser("fit", help="a chain library from search runs and a router over it, selected on dev")
+    p.add_argument("--runs", nargs="+", required=True, help="per-sample search runs of the train split (one task)")
+    p.add_argument("--out", required=True, help="the router folder to write (config.json, predictor.safetensors)")
+    p.add_argument("--data-dir", default=None, help="where the runs' data is (default: as recorded in the runs)")
+    p.add_argument("--data-file", default=None, help="the runs' JSONL file, for a task read from a user file")
+    p.add_argument("--dev-file", default=None, help="dev samples for a task without a dev split (a JSONL file)")
+    p.add_argument("--fit-n", type=positive_int, default=None,
+                   help="fit on this many train samples: the runs' samples, then more of the same split in the runs' "
+                        "seeded order (the library's verdicts on them are computed; default: the runs' samples only)")
+    p.add_argument("--dev-n", type=int, default=200, help="dev samples to select on (default 200; 0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dev subset (default 0)")
+    p.add_argument("--k", type=positive_int, default=8, help="library size, the full chain included (default 8)")
+    p.add_argument("--min-support", type=positive_int, default=3,
+                   help="a library chain must be right on at least this many train samples (default 3)")
+    p.add_argument("--library", default=None,
+                   help="the library itself, chains separated by ';' (instead of the greedy cover of the runs)")
+    p.add_argument("--budget", type=positive_float, default=0.85,
+                   help="most layers computed per input on dev, as a share of depth (default 0.85)")
+    p.add_argument("--features", default="2,4,8",
+                   help="feature layer counts to choose from on dev (default 2,4,8)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="samples run together (default 16)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--allow-untested", action="store_true", help="as for the other commands")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_router_fit)
+
     p = sub.add_parser("report", help="the study's tables, findings and figures from search runs")
-    p.add_argument("runs", nargs="+", help="run folders of cola search")
+    p.add_argument("runs", nargs="*", help="run folders of cola search")
+    p.add_argument("--evals", nargs="+", default=None,
+                   help="`cola eval --out F.jsonl` outputs (chains, routers) for the sections Per-sample or static? and "
+                        "Label-free adaptation")
     p.add_argument("--out", required=True, help="folder for report.md, report.html, PNG figures and CSV tables")
     p.set_defaults(func=cmd_report)
 

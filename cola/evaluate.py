@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -82,6 +82,13 @@ class Evaluator:
             self._prepared[sample] = prepared
         return prepared
 
+    def prompt_ids(self, sample: Sample) -> torch.Tensor:
+        """The token ids (1, length) every chain runs over for ``sample``: the prompt, or in score mode the context
+        the options share."""
+        prepared = self.prepare(sample)
+        return prepared.ids if prepared.ids is not None else torch.tensor([prepared.inputs.context],
+                                                                          device=self.cm.device)
+
     def requests(self) -> Requests:
         """An empty set of (chain, sample) requests to run together (:class:`Requests`)."""
         return Requests(self)
@@ -98,6 +105,19 @@ class Evaluator:
         while requests:
             outcomes.update(requests.step())
         return [outcomes[b] for b in range(len(samples))]
+
+    def evaluate_many(self, chain: Chain, samples: Sequence[Sample], batch: int,
+                      prefixes: Sequence[PrefixCache | None] | None = None,
+                      progress: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
+        """:meth:`evaluate` ``batch`` samples at a time (``batch=1``: each alone, exactly); ``progress(outcomes)``
+        after each batch."""
+        outcomes: list[Outcome] = []
+        for i in range(0, len(samples), batch):
+            done = self.evaluate(chain, samples[i : i + batch], None if prefixes is None else prefixes[i : i + batch])
+            outcomes.extend(done)
+            if progress is not None:
+                progress(done)
+        return outcomes
 
     def evaluate_one(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
         """One sample through ``chain`` (:meth:`evaluate`)."""

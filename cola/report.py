@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import analysis  # noqa: E402
-from .analysis import ACTION_NAMES, Run  # noqa: E402
+from .analysis import ACTION_NAMES, EvalResult, Run  # noqa: E402
 
 
 def _pct(x: float) -> str:
@@ -110,21 +110,37 @@ def figure_pass_at_k(runs: list[Run], path: Path) -> str:
             "(the decoy run counts the decoy as right).")
 
 
-def build_report(folders: list[str | Path], out: str | Path) -> Path:
-    """Write report.md, report.html, the figures (PNG) and the tables (CSV) for the given run folders into ``out``."""
+def build_report(folders: list[str | Path], out: str | Path, evals: list[str | Path] = ()) -> Path:
+    """Write report.md, report.html, the figures (PNG) and the tables (CSV) for the given search run folders and
+    ``cola eval --out`` outputs (static chains, routers) into ``out``."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     runs = [Run.load(f) for f in folders]
     static = [str(r.folder) for r in runs if r.config.get("static")]
     if static:
         raise ValueError(f"{', '.join(static)}: a --static run (one chain for a task) is not a per-sample search; "
-                         "cola report does not read it (its records hold each chain's accuracy)")
+                         "cola report does not read it (report the chain it found with `cola eval --chain C --out "
+                         "F.jsonl` and pass --evals F.jsonl)")
     runs = [r for r in runs if r.records]
-    if not runs:
-        raise ValueError("no finished records in the given run folders")
-    md: list[str] = ["# CoLa search report", ""]
+    results = [EvalResult.load(path) for path in evals]
+    if not runs and not results:
+        raise ValueError("no finished records in the given run folders, and no evaluations (--evals)")
+    out.mkdir(parents=True, exist_ok=True)
+    md: list[str] = ["# CoLa report", ""]
     figures: list[tuple[str, str]] = []
+    if runs:
+        _search_sections(runs, out, md, figures)
+    if results:
+        _eval_sections(results, out, md, figures)
+    md += ["", "## Figures", ""]
+    for name, caption in figures:
+        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.html").write_text(_html(md, out))
+    return out
 
+
+def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tuple[str, str]]) -> None:
+    """The sections on per-sample search runs: the study's tables and findings, the chance and oracle controls."""
     models = sorted({r.config["model"] for r in runs})
     md += [f"- model(s): {', '.join(models)}",
            f"- tasks: {', '.join(sorted({r.label for r in runs}))}",
@@ -242,13 +258,6 @@ def build_report(folders: list[str | Path], out: str | Path) -> Path:
     path = out / "pass_at_k.png"
     figures.append((path.name, figure_pass_at_k(runs, path)))
 
-    md += ["", "## Figures", ""]
-    for name, caption in figures:
-        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(_html(md, out))
-    return out
-
 
 def _html(md: list[str], folder: Path) -> str:
     """A self-contained page: the Markdown's lines, tables as tables, images inlined as data URIs."""
@@ -284,3 +293,79 @@ def _html(md: list[str], folder: Path) -> str:
              "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>CoLa report</title><style>{style}</style></head>" \
            f"<body>{''.join(body)}</body></html>\n"
+
+
+def figure_accuracy_layers(table: pd.DataFrame, depth: int, path: Path, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for kind, marker, color in (("chain", "o", "tab:blue"), ("router", "*", "tab:red")):
+        rows = table[table["kind"] == kind]
+        if rows.empty:
+            continue
+        ax.errorbar(rows["mean_layers"], rows["share"], yerr=[rows["share"] - rows["ci_low"],
+                    rows["ci_high"] - rows["share"]], fmt=marker, color=color, capsize=2, markersize=7 if kind ==
+                    "router" else 5, label="router (layers incl. features)" if kind == "router" else "one chain")
+        for _, row in rows.iterrows():
+            ax.annotate(row["name"], (row["mean_layers"], row["share"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.axvline(depth, color="black", linestyle="--", linewidth=0.8, label=f"model depth {depth}")
+    ax.set_xlabel("layers computed per input (mean)")
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return (f"Accuracy against layers computed per input, {title}: every evaluation of the table, one chain for "
+            "every input (full depth, block-influence and static chains) and routers.")
+
+
+def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures: list[tuple[str, str]]) -> None:
+    """*Per-sample or static?* (every evaluated chain and router, per task and split) and *Label-free adaptation*
+    (each router against full depth, its random-pick control and every other evaluation of its group, paired)."""
+    table = analysis.eval_table(results)
+    table.to_csv(out / "evaluations.csv", index=False)
+    md += ["", "## Per-sample or static?", "",
+           "Held-out accuracy of one chain for every input — full depth, block-influence chains (`cola prune`, chosen "
+           "on train), the best static chain (`cola search --static`, chosen on dev) — and of routers (`cola router "
+           "fit`, fitted on train, selected on dev), from `cola eval --out` outputs. Each group is one model, task, "
+           "split and prompt format: the split every number comes from is in its heading. The report selects "
+           "nothing: each chain was chosen by the command that made it, on the split that command names."]
+    for i, (group, rows) in enumerate(table.groupby("group", sort=False)):
+        md += ["", f"### {group}", "", "| evaluation | kind | chain | layers per input | accuracy [95% CI] | samples |",
+               "|---|---|---|---|---|---|"]
+        for _, r in rows.sort_values("mean_layers", ascending=False).iterrows():
+            md.append(f"| {r['name']} | {r['kind']} | {r['chain'] or 'routed'} | {r['mean_layers']:.2f} | "
+                      f"{r['share']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['k']}/{r['n']}) | {r['n']} |")
+        depth = next(e.summary["depth"] for e in results if e.group == group)
+        path = out / f"accuracy_layers-{i}.png"
+        figures.append((path.name, figure_accuracy_layers(rows, depth, path, group)))
+    for e in results:
+        if e.summary.get("seen_in_fit"):
+            md += ["", f"**{e.summary['name']}: {e.summary['seen_in_fit']} of its {e.summary['n']} samples were used "
+                   "to fit or select the router: its numbers are not held-out.**"]
+
+    versus = analysis.adaptation_table(results)
+    versus.to_csv(out / "adaptation.csv", index=False)
+    routers = [e for e in results if e.summary["kind"] == "router"]
+    if not routers:
+        return
+    md += ["", "## Label-free adaptation", "",
+           "Each router against what it must beat, paired on the samples both answered: right only under the router, "
+           "right only under the other, and McNemar's exact two-sided p. Full depth and a random pick from the "
+           "router's library with its pick frequencies come from the router's own evaluation; the rest are the "
+           "other evaluations of its group (static chains, block-influence chains, a router fitted on decoy runs: it "
+           "can only have learned luck, so if it beats full depth something leaks)."]
+    for e in routers:
+        s = e.summary
+        fitted = s["fitted_on"]
+        md += ["", f"### {s['name']} — {e.group}", "",
+               f"Fitted on {fitted.get('task')} {fitted.get('split') or ''} runs (control {fitted.get('control')}); "
+               f"{len(s['library'])} chains, features after {s['setting']['features']} layers; accuracy "
+               f"{s['accuracy']:.3f} ({s['k']}/{s['n']}) at {s['mean_layers']:.2f} layers computed per input "
+               f"({s['mean_layers'] / s['depth']:.3f} × depth, mean routed chain {s['mean_length']:.2f}); routed to "
+               f"the full chain: {_pct(s['full_share'])} of inputs (all of them would be a collapse to full depth).",
+               "", "| versus | its layers | samples | router right | its right | router only | it only | McNemar p |",
+               "|---|---|---|---|---|---|---|---|"]
+        for _, v in versus[versus["router"] == s["name"]].iterrows():
+            md.append(f"| {v['versus']} | {v['versus_layers']:.2f} | {v['samples']} | {v['router_right']} | "
+                      f"{v['versus_right']} | {v['router_only']} | {v['versus_only']} | {v['mcnemar_p']:.3g} |")

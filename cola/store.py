@@ -102,3 +102,32 @@ def read_config(folder: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"not a run folder (no {CONFIG}): {folder}")
     return json.loads(path.read_text())
+
+
+def eval_summary_path(path: str | Path) -> Path:
+    """The summary beside a ``cola eval --out F.jsonl`` file: ``F.json``."""
+    path = Path(path)
+    if path.suffix == ".json":
+        raise ValueError(f"--out {path}: the per-sample lines need a name other than the summary's; use .jsonl")
+    return path.with_suffix(".json")
+
+
+def write_eval(path: str | Path, rows: list[dict], summary: dict) -> Path:
+    """Write an evaluation: one JSON line per sample at ``path`` and its summary (what was evaluated, on what, the
+    accuracy) beside it (:func:`eval_summary_path`); returns the summary's path."""
+    summary_path = eval_summary_path(path)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary_path
+
+
+def read_eval(path: str | Path) -> tuple[dict, list[dict]]:
+    """An evaluation written by :func:`write_eval`: its summary and its per-sample rows."""
+    path, summary_path = Path(path), eval_summary_path(path)
+    if not path.is_file() or not summary_path.is_file():
+        raise FileNotFoundError(f"not a cola eval output (it needs {path.name} and {summary_path.name} beside it, "
+                                f"from `cola eval --out {path.name}`): {path}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return json.loads(summary_path.read_text()), rows

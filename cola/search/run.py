@@ -239,3 +239,26 @@ def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **e
         "environment": environment(cm),
         **extra,
     }
+
+
+def run_samples(config: dict, data: str | None = None) -> list[Sample]:
+    """The samples of a run, in its config's order, as it searched them (decoy golds for a decoy run), read again
+    from its data (a file or a folder, as recorded; ``data`` overrides it, e.g. when the run was made elsewhere)."""
+    from pathlib import Path
+
+    from ..tasks import DataError, decoy, get_task, load_samples
+
+    task = get_task(config["task"])
+    data = data if data is not None else config.get("data")
+    if task.generator is not None and data is None:
+        samples = load_samples(task, n=config["n"], seed=config["seed"])
+    else:
+        is_file = data is not None and Path(data).is_file()
+        samples = load_samples(task, None if is_file else data, data if is_file else None, n=0,
+                               level=config.get("level"), split=None if is_file else config.get("split"))
+    by_id = {s.id: s for s in samples}
+    missing = [i for i in config["sample_ids"] if i not in by_id]
+    if missing:
+        raise DataError(f"{len(missing)} sample(s) of the run are not in its data ({data}), first: {missing[:3]}")
+    chosen = [by_id[i] for i in config["sample_ids"]]
+    return [decoy(s) for s in chosen] if config.get("control") == "decoy" else chosen

@@ -1,0 +1,334 @@
+"""Label-free depth adaptation: a small library of chains found by train-split searches, and a router that picks
+one of them for an unseen input from the model's own hidden states, without its answer.
+
+- **Library** (:func:`chain_library`): a greedy cover of the train samples by the chains the searches found right
+  on them, the full chain first. A sample's value under a library is ``1 + w * (depth - length) / depth`` for its
+  shortest right library chain (0 if none), so a chain is added for the samples it fixes and for the layers it saves
+  on samples already right. A chain must be right on at least ``min_support`` train samples: on four options a
+  chain right on one sample is what a couple of hundred tries give by luck.
+- **Features** (:func:`prompt_features`): the prompt's hidden states after the first ``f`` positions of the full
+  chain, averaged over its tokens. They are computed through the sample's prefix cache, so a routed chain that
+  starts with those layers reuses them: the layers computed per input are the feature layers plus the routed
+  chain's positions after its shared prefix.
+- **Predictor** (:class:`Predictor`): per library chain, a logistic regression (scikit-learn) of "this chain
+  answers right" on the standardised features; an input goes to the chain of highest
+  ``P(right) - mu * layers / depth``. The feature layer, the regularisation, class weighting (the guard against
+  collapsing onto the chain right most often, usually the full one) and ``mu`` are chosen on the dev split only.
+
+A router folder holds ``config.json`` (model, weights hash, depth, task, mode, the library in chain notation, the
+chosen setting and the dev table) and ``predictor.safetensors`` (the standardiser and the coefficients): no pickle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .chain import Chain
+from .evaluate import Evaluator
+from .executor import prompt_segment, run_segments
+from .models import ColaModel
+from .reuse import PrefixCache
+from .tasks import Sample
+
+CONFIG, PREDICTOR = "config.json", "predictor.safetensors"
+FEATURE_LAYERS = (2, 4, 8)
+C_GRID = (0.01, 0.1, 1.0)
+MU_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
+WEIGHTS = ("none", "balanced")
+
+
+class RouterError(ValueError):
+    """A router folder that cannot be used: missing, corrupt, or made for another model."""
+
+
+def chain_library(records: Sequence[dict], depth: int, size: int = 8, min_support: int = 3,
+                  length_weight: float = 0.5) -> list[Chain]:
+    """Up to ``size`` chains (the full chain first) covering the search records' samples greedily (module doc)."""
+    if size < 1:
+        raise ValueError(f"a library holds at least the full chain; size {size}")
+    right: dict[Chain, set[str]] = {}
+    for record in records:
+        for e in record["evaluations"]:
+            if e["correct"]:
+                right.setdefault(Chain.parse(e["chain"]), set()).add(record["id"])
+    full = Chain.full(depth)
+    candidates = {c: ids for c, ids in right.items() if len(ids) >= min_support and c != full}
+
+    def value(chain: Chain) -> float:
+        return 1 + length_weight * (depth - len(chain)) / depth
+
+    best = {sample_id: value(full) for sample_id in right.get(full, ())}
+    library = [full]
+    while len(library) < size and candidates:
+        def gain(chain: Chain) -> float:
+            return sum(max(0.0, value(chain) - best.get(i, 0.0)) for i in candidates[chain])
+
+        chain = min(candidates, key=lambda c: (-gain(c), len(c), c.layers))
+        if gain(chain) <= 0:
+            break
+        for i in candidates.pop(chain):
+            best[i] = max(best.get(i, 0.0), value(chain))
+        library.append(chain)
+    return library
+
+
+def layers_computed(chain: Chain, features: int) -> int:
+    """Chain positions run over an input: the ``features`` layers of the full chain, then the chain's positions
+    after the prefix it shares with them."""
+    return features + len(chain) - chain.common_prefix(Chain(tuple(range(features))))
+
+
+@torch.inference_mode()
+def prompt_features(cm: ColaModel, ids: torch.Tensor, layers: int, prefix: PrefixCache | None = None) -> torch.Tensor:
+    """The prompt ``ids`` (1, length)'s hidden states after the first ``layers`` positions of the full chain,
+    averaged over its tokens (float32, (hidden,)); computed through ``prefix`` (this prompt's cache) when given."""
+    segment = prompt_segment(cm, Chain(tuple(range(layers))), ids, prefix)
+    run_segments(cm, [segment])
+    return segment.hidden[0].float().mean(0).cpu()
+
+
+@dataclass
+class Predictor:
+    """Per library chain a logistic model of "right" on standardised features: ``sigmoid(((x - mean) / scale) @
+    coef.T + intercept)``."""
+
+    mean: torch.Tensor  # (dim,)
+    scale: torch.Tensor  # (dim,)
+    coef: torch.Tensor  # (chains, dim)
+    intercept: torch.Tensor  # (chains,)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """P(right) of each chain for each input: (inputs, chains) for features (inputs, dim)."""
+        return torch.sigmoid(((x.double() - self.mean) / self.scale) @ self.coef.T + self.intercept)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+
+
+def fit_predictor(x: torch.Tensor, right: torch.Tensor, c: float, weight: str) -> Predictor:
+    """Fit one logistic regression per column of ``right`` (inputs, chains; bool) on features ``x`` (inputs,
+    dim); a column that is all right or all wrong gets the constant model of its (clipped) rate."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x.double().numpy())
+    xs = scaler.transform(x.double().numpy())
+    coef = torch.zeros(right.shape[1], x.shape[1], dtype=torch.float64)
+    intercept = torch.zeros(right.shape[1], dtype=torch.float64)
+    for k in range(right.shape[1]):
+        y = right[:, k].numpy()
+        if y.all() or not y.any():
+            rate = min(max(float(y.mean()), 1e-3), 1 - 1e-3)
+            intercept[k] = math.log(rate / (1 - rate))
+            continue
+        model = LogisticRegression(C=c, class_weight=None if weight == "none" else weight, max_iter=2000)
+        model.fit(xs, y)
+        coef[k] = torch.from_numpy(model.coef_[0])
+        intercept[k] = float(model.intercept_[0])
+    scale = torch.from_numpy(scaler.scale_).double()
+    return Predictor(torch.from_numpy(scaler.mean_).double(), scale, coef, intercept)
+
+
+def choose(probabilities: torch.Tensor, costs: Sequence[int], depth: int, mu: float) -> torch.Tensor:
+    """The library index each input goes to: the highest ``P(right) - mu * layers / depth`` (the earlier chain,
+    the full one first, among equals)."""
+    penalty = mu * torch.tensor(costs, dtype=torch.float64) / depth
+    return torch.argmax(probabilities - penalty, dim=1)
+
+
+@dataclass
+class Setting:
+    """One point of the dev grid: the feature layers, the inverse regularisation ``c``, class weighting and the
+    length penalty ``mu``."""
+
+    features: int
+    c: float
+    weight: str
+    mu: float
+
+
+def select(
+    train_x: dict[int, torch.Tensor], train_right: torch.Tensor,
+    dev_x: dict[int, torch.Tensor], dev_right: torch.Tensor,
+    library: Sequence[Chain], depth: int, budget: float,
+    c_grid: Sequence[float] = C_GRID, mu_grid: Sequence[float] = MU_GRID, weights: Sequence[str] = WEIGHTS,
+) -> tuple[Setting, Predictor, list[dict]]:
+    """Fit on train every setting of the grid and keep the one of highest dev accuracy among those that compute at
+    most ``budget * depth`` layers per dev input on average (fewer layers first among equals; if none is within the
+    budget, the cheapest). ``*_x`` map a feature layer count to features (inputs, dim); ``*_right`` are (inputs,
+    chains) verdicts of the library's chains. Returns the setting, its predictor and the dev table (a row per
+    setting)."""
+    table: list[dict] = []
+    fitted: dict[tuple, Predictor] = {}
+    for features, c, weight in itertools.product(sorted(train_x), c_grid, weights):
+        predictor = fitted[(features, c, weight)] = fit_predictor(train_x[features], train_right, c, weight)
+        probabilities = predictor.probabilities(dev_x[features])
+        costs = [layers_computed(chain, features) for chain in library]
+        for mu in mu_grid:
+            picks = choose(probabilities, costs, depth, mu)
+            right = dev_right[torch.arange(len(picks)), picks]
+            table.append({"features": features, "c": c, "weight": weight, "mu": mu,
+                          "dev_accuracy": float(right.double().mean()),
+                          "dev_layers": float(torch.tensor([costs[i] for i in picks]).double().mean()),
+                          "dev_full_share": float((picks == 0).double().mean())})
+    within = [row for row in table if row["dev_layers"] <= budget * depth + 1e-9]
+    best = (min(within, key=lambda r: (-r["dev_accuracy"], r["dev_layers"])) if within
+            else min(table, key=lambda r: (r["dev_layers"], -r["dev_accuracy"])))
+    setting = Setting(best["features"], best["c"], best["weight"], best["mu"])
+    return setting, fitted[(setting.features, setting.c, setting.weight)], table
+
+
+@dataclass
+class Router:
+    """A fitted router: its library, setting and predictor, and what it was fitted for (``config``)."""
+
+    config: dict
+    library: list[Chain]
+    setting: Setting
+    predictor: Predictor
+
+    @property
+    def costs(self) -> list[int]:
+        """Layers computed per input for each library chain, the feature layers included."""
+        return [layers_computed(chain, self.setting.features) for chain in self.library]
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``predictor.safetensors`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.predictor.tensors().items()}, str(folder / PREDICTOR))
+        config = {**self.config, "library": [str(c) for c in self.library], "setting": self.setting.__dict__}
+        (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, cm: ColaModel | None = None) -> Router:
+        """Read a router folder; with ``cm``, check that it was fitted for this model (name, weights, depth)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / CONFIG).is_file() or not (folder / PREDICTOR).is_file():
+            raise RouterError(f"{folder} is not a router folder (it needs {CONFIG} and {PREDICTOR}; "
+                              "make one with `cola router fit`)")
+        try:
+            config = json.loads((folder / CONFIG).read_text())
+            library = [Chain.parse(c) for c in config["library"]]
+            setting = Setting(**config["setting"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise RouterError(f"{folder / CONFIG} is not a router config: {err}") from None
+        try:
+            tensors = load_file(str(folder / PREDICTOR))
+            predictor = Predictor(tensors["mean"], tensors["scale"], tensors["coef"], tensors["intercept"])
+        except (SafetensorError, OSError, KeyError, RuntimeError) as err:
+            raise RouterError(f"{folder / PREDICTOR} is not a readable predictor ({type(err).__name__}: {err}); "
+                              "re-fit the router") from None
+        dim, chains = predictor.mean.shape[0], len(library)
+        shapes = {"scale": (dim,), "coef": (chains, dim), "intercept": (chains,)}
+        if any(tuple(predictor.tensors()[k].shape) != s for k, s in shapes.items()):
+            raise RouterError(f"{folder / PREDICTOR} does not fit its config ({chains} chains, {dim} features)")
+        if cm is not None:
+            from .models import weights_hash
+
+            if config["model"] != cm.name or config["depth"] != cm.depth:
+                raise RouterError(f"{folder} was fitted for {config['model']} ({config['depth']} layers), not "
+                                  f"{cm.name} ({cm.depth} layers)")
+            if config.get("weights") != weights_hash(cm):
+                raise RouterError(f"{folder} was fitted on other weights of {cm.name} ({config.get('weights')}, "
+                                  f"these are {weights_hash(cm)})")
+            if dim != cm.config.hidden_size:
+                raise RouterError(f"{folder} expects {dim} features; {cm.name} has hidden size {cm.config.hidden_size}")
+        return cls(config, library, setting, predictor)
+
+    def route(self, cm: ColaModel, features: torch.Tensor) -> list[Chain]:
+        """The library chain for each input's features (inputs, dim)."""
+        picks = choose(self.predictor.probabilities(features), self.costs, cm.depth, self.setting.mu)
+        return [self.library[int(i)] for i in picks]
+
+
+def routed_outcomes(router: Router, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
+                    progress: Callable[[int], None] | None = None) -> list[tuple[Chain, int, object]]:
+    """Route and answer ``samples``, ``batch`` at a time: each sample's features through its prefix cache, its
+    routed chain then run with the samples routed alike (reusing the feature layers it shares). Returns (chain,
+    layers computed, outcome) per sample, in order; ``progress(done)`` after each batch."""
+    cm, results = evaluator.cm, []
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        prefixes = [PrefixCache() for _ in chunk]
+        features = torch.stack([prompt_features(cm, evaluator.prompt_ids(s), router.setting.features, p)
+                                for s, p in zip(chunk, prefixes)])
+        chains = router.route(cm, features)
+        outcomes: dict[int, object] = {}
+        for chain in dict.fromkeys(chains):
+            members = [i for i, c in enumerate(chains) if c == chain]
+            done = evaluator.evaluate(chain, [chunk[i] for i in members], [prefixes[i] for i in members])
+            outcomes.update(zip(members, done))
+        results += [(chains[i], prefixes[i].layers_computed, outcomes[i]) for i in range(len(chunk))]
+        if progress is not None:
+            progress(len(chunk))
+    return results
+
+
+def library_verdicts(evaluator: Evaluator, library: Sequence[Chain], samples: Sequence[Sample], batch: int = 16,
+                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """(samples, chains) bool: whether each library chain answers each sample right."""
+    columns = [[o.correct for o in evaluator.evaluate_many(chain, samples, batch,
+                                                           progress=progress and (lambda d: progress(len(d))))]
+               for chain in library]
+    return torch.tensor(columns, dtype=torch.bool).T.reshape(len(samples), len(library))
+
+
+def sample_features(evaluator: Evaluator, samples: Sequence[Sample], layers: Sequence[int],
+                    progress: Callable[[int], None] | None = None) -> dict[int, torch.Tensor]:
+    """For each feature layer count, the features (samples, hidden) of every sample (one pass of the deepest per
+    sample: the shallower reuse it through the prompt's prefix cache)."""
+    rows: dict[int, list[torch.Tensor]] = {f: [] for f in layers}
+    for sample in samples:
+        prefix, ids = PrefixCache(), evaluator.prompt_ids(sample)
+        for f in sorted(layers, reverse=True):
+            rows[f].append(prompt_features(evaluator.cm, ids, f, prefix))
+        if progress is not None:
+            progress(1)
+    return {f: torch.stack(r) for f, r in rows.items()}
+
+
+def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[Sample], dev: Sequence[Sample],
+               budget: float, feature_layers: Sequence[int] = FEATURE_LAYERS, batch: int = 16,
+               config: dict | None = None, progress: bool = True) -> tuple[Router, dict]:
+    """Evaluate the library on the train and dev samples, compute their features, fit on train and select on dev
+    (:func:`select`). Returns the router (its ``config``: the given one, plus the fit's counts and dev table) and a
+    summary: each library chain's train and dev accuracy, the chosen setting's dev accuracy, layers and full share."""
+    from tqdm import tqdm
+
+    cm = evaluator.cm
+    if set(s.id for s in train) & set(s.id for s in dev):
+        raise ValueError("train and dev samples share ids: select on samples the fit has not seen")
+    if any(not 1 <= f <= cm.depth for f in feature_layers):
+        raise ValueError(f"feature layers must be within 1..{cm.depth}, not {list(feature_layers)}")
+    total = (len(library) + 1) * (len(train) + len(dev))
+    with tqdm(total=total, desc="router fit", unit="eval", disable=not progress, dynamic_ncols=True) as bar:
+        train_right = library_verdicts(evaluator, library, train, batch, bar.update)
+        dev_right = library_verdicts(evaluator, library, dev, batch, bar.update)
+        train_x = sample_features(evaluator, train, feature_layers, bar.update)
+        dev_x = sample_features(evaluator, dev, feature_layers, bar.update)
+    setting, predictor, table = select(train_x, train_right, dev_x, dev_right, library, cm.depth, budget)
+    chosen = next(r for r in table if (r["features"], r["c"], r["weight"], r["mu"]) ==
+                  (setting.features, setting.c, setting.weight, setting.mu))
+    summary = {
+        "chains": [{"chain": str(c), "length": len(c), "train_accuracy": float(train_right[:, k].double().mean()),
+                    "dev_accuracy": float(dev_right[:, k].double().mean())} for k, c in enumerate(library)],
+        "dev": chosen,
+    }
+    config = {**(config or {}), "train_samples": len(train), "dev_samples": len(dev), "budget": budget,
+              "train_ids": [s.id for s in train], "dev_ids": [s.id for s in dev],
+              "feature_layers": list(feature_layers), "library_accuracy": summary["chains"], "dev_table": table}
+    return Router(config, list(library), setting, predictor), summary

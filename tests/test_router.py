@@ -1,0 +1,237 @@
+"""Label-free routing: the library's greedy cover, the predictor and its selection on dev, the router folder's
+refusals, and end to end on a tiny model a task whose right chain is planted as a function of the input: the router
+learns it and beats full depth on held-out samples; with random golds it does not."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+
+from cola import Chain, load_model
+from cola.cli import main
+from cola.evaluate import Evaluator
+from cola.router import Router, RouterError, chain_library, layers_computed, select
+from cola.stats import mcnemar_exact
+from cola.store import read_eval
+from cola.tasks import get_task
+
+SHORT = Chain((0, 1, 4, 5))  # the tiny model's chain without layers 2 and 3
+FULL = Chain.full(6)
+
+
+def record(sample_id: str, right: list[str], wrong: list[str] = ()) -> dict:
+    return {"id": sample_id, "evaluations": [{"chain": c, "correct": True} for c in right]
+            + [{"chain": c, "correct": False} for c in wrong]}
+
+
+def test_mcnemar_exact_by_hand():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(3, 3) == 1.0
+
+
+def test_library_covers_greedily_and_ignores_chains_right_on_too_few_samples():
+    records = [record(f"s{i}", ["0-5", "0-1,4-5"]) for i in range(4)]  # right with full and the short chain
+    records += [record(f"f{i}", ["0-2,2,3-5"], ["0-5"]) for i in range(3)]  # fixed by a repeat only
+    records += [record("lucky", ["0,2-5"], ["0-5"])]  # a chain right on one sample only
+    library = chain_library(records, depth=6, size=8, min_support=3)
+    assert library[0] == FULL
+    # the repeat fixes 3 samples (gain 3 x (1 - 0.5/6)); the short chain saves 2 of 6 layers on 4 (gain 4 x 0.5 x 2/6)
+    assert library[1:] == [Chain.parse("0-2,2,3-5"), SHORT]
+    assert Chain.parse("0,2-5") not in library
+    # allowed, the one-sample chain (gain 1 + 0.5/6) comes before the short one
+    assert chain_library(records, depth=6, size=8, min_support=1)[1:] == [Chain.parse("0-2,2,3-5"),
+                                                                           Chain.parse("0,2-5"), SHORT]
+    assert chain_library(records, depth=6, size=2, min_support=3) == [FULL, Chain.parse("0-2,2,3-5")]
+
+
+def test_layers_computed_counts_the_feature_layers_once():
+    assert layers_computed(FULL, 2) == 6
+    assert layers_computed(SHORT, 2) == 4
+    assert layers_computed(Chain((3, 4, 5)), 2) == 5
+
+
+def test_selection_on_dev_learns_a_planted_rule_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+
+    def data(n: int, planted: bool):
+        x = torch.randn(n, 5, generator=g)
+        short_right = x[:, 0] > 0 if planted else torch.rand(n, generator=g) > 0.5
+        return {2: x}, torch.stack([~short_right, short_right], dim=1)
+
+    library = [FULL, SHORT]
+    for planted in (True, False):
+        train_x, train_y = data(200, planted)
+        dev_x, dev_y = data(100, planted)
+        test_x, test_y = data(400, planted)
+        setting, predictor, table = select(train_x, train_y, dev_x, dev_y, library, depth=6, budget=1.0)
+        assert len(table) == 3 * 2 * 6 and setting.features == 2
+        picks = torch.argmax(predictor.probabilities(test_x[2]) - setting.mu * torch.tensor([6.0, 4.0]) / 6, dim=1)
+        accuracy = float(test_y[torch.arange(400), picks].double().mean())
+        full = float(test_y[:, 0].double().mean())
+        if planted:
+            assert accuracy > 0.9 and full < 0.6
+        else:
+            assert accuracy < full + 0.08
+
+
+# -- end to end on a tiny model -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def candidates(tiny_folder) -> list[tuple[dict, str, str]]:
+    """Four-option questions with the tiny model's answer through the full chain and through SHORT, where the two
+    differ: (row, full's answer, SHORT's answer)."""
+    cm = load_model(str(tiny_folder), device="cpu")
+    rng = random.Random(0)
+    rows = []
+    for i in range(360):
+        marker = rng.choice(("t40", "t41"))
+        words = " ".join(f"t{rng.randrange(10, 38)}" for _ in range(3))
+        options = rng.sample(range(50, 90), 4)
+        rows.append({"id": f"q{i}", "question": f"{marker} {marker} {marker} {words}", "answerKey": "A",
+                     "choices": [{"label": label, "text": f"t{o}"} for label, o in zip("ABCD", options)]})
+    samples = [get_task("mc_jsonl").parse_row(r, r["id"]) for r in rows]
+    evaluator = Evaluator(cm, get_task("mc_jsonl"), "score", chat=False)
+    full = {o.id: o.answer for o in evaluator.evaluate_many(FULL, samples, 64)}
+    short = {o.id: o.answer for o in evaluator.evaluate_many(SHORT, samples, 64)}
+    kept = [(r, full[r["id"]], short[r["id"]]) for r in rows if full[r["id"]] != short[r["id"]]]
+    assert len(kept) >= 150, len(kept)
+    return kept
+
+
+def planted_files(candidates, tmp_path, planted: bool) -> dict[str, str]:
+    """train/dev/test JSONL files of the candidates: a question opening with 't40 t40 t40' has SHORT's answer as
+    gold, one opening with 't41 t41 t41' the full chain's (``planted``), or the gold is either of the two at random."""
+    rng = random.Random(1)
+    rows = [{**r, "answerKey": short if (r["question"].startswith("t40") if planted else rng.random() < 0.5) else full}
+            for r, full, short in candidates]
+    files = {}
+    for name, part in (("train", rows[:60]), ("dev", rows[60:100]), ("test", rows[100:])):
+        files[name] = str(tmp_path / f"{name}.jsonl")
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    return files
+
+
+def fit_and_eval(folder, candidates, tmp_path, planted: bool, capsys) -> dict:
+    files = planted_files(candidates, tmp_path, planted)
+    run = tmp_path / "run"
+    common = ["--model", str(folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score", "--no-chat"]
+    assert main(["search", *common, "--data-file", files["train"], "--n", "0", "--sims", "3", "--out", str(run),
+                 "--quiet"]) == 0
+    router = tmp_path / "router"
+    assert main(["router", "fit", "--runs", str(run), "--out", str(router), "--dev-file", files["dev"], "--dev-n", "0",
+                 "--library", f"full;{SHORT}", "--features", "1,2", "--budget", "1.0", "--quiet"]) == 0
+    out = tmp_path / "routed.jsonl"
+    assert main(["eval", *common, "--data-file", files["test"], "--n", "0", "--router", str(router),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "McNemar exact p" in printed and "routed to the full chain" in printed
+    summary, rows = read_eval(out)
+    assert len(rows) == summary["n"] >= 50
+    return summary, rows
+
+
+def test_router_learns_a_planted_chain_and_beats_full_depth_held_out(tiny_folder, candidates, tmp_path, capsys):
+    summary, rows = fit_and_eval(tiny_folder, candidates, tmp_path, True, capsys)
+    full = summary["baselines"]["full"]
+    assert summary["accuracy"] > 0.9 and full["accuracy"] < 0.65
+    assert full["mcnemar_p"] < 1e-3 and full["router_only"] > full["other_only"]
+    assert 0 < summary["full_share"] < 1  # both chains used: no collapse
+    for r in rows:  # each input's chain is the planted one, and its layers count the 2 or 1 feature layers once
+        assert r["chain"] in (str(FULL), str(SHORT))
+        assert r["layers"] == layers_computed(Chain.parse(r["chain"]), summary["setting"]["features"])
+    assert summary["mean_layers"] < 6
+    random_pick = summary["baselines"]["random_pick"]
+    assert random_pick["accuracy"] < summary["accuracy"] - 0.2
+    # one static chain on the same samples, and the report's two sections from both evaluations
+    common = ["--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score", "--no-chat",
+              "--data-file", str(tmp_path / "test.jsonl"), "--n", "0"]
+    assert main(["eval", *common, "--chain", str(SHORT), "--name", "short", "--out", str(tmp_path / "short.jsonl")]) == 0
+    short_summary, short_rows = read_eval(tmp_path / "short.jsonl")
+    assert short_summary["kind"] == "chain" and short_summary["mean_layers"] == 4 and short_summary["batch"] == 1
+    assert short_summary["k"] == sum(r["correct"] for r in short_rows)
+    report = tmp_path / "report"
+    assert main(["report", "--evals", str(tmp_path / "routed.jsonl"), str(tmp_path / "short.jsonl"),
+                 "--out", str(report)]) == 0
+    text = (report / "report.md").read_text()
+    assert "## Per-sample or static?" in text and "## Label-free adaptation" in text
+    assert "not held-out" not in text  # fitted on the train file, evaluated on the test file
+    table = pd.read_csv(report / "adaptation.csv")
+    row = table[table["versus"].str.startswith("full depth")].iloc[0]
+    assert (row["router_only"], row["versus_only"]) == (full["router_only"], full["other_only"])
+    row = table[table["versus"] == "short"].iloc[0]
+    by_id = {r["id"]: r["correct"] for r in short_rows}
+    assert row["router_only"] == sum(r["correct"] and not by_id[r["id"]] for r in rows)
+    assert row["versus_only"] == sum(by_id[r["id"]] and not r["correct"] for r in rows)
+    assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(row["router_only"], row["versus_only"]))
+    evaluations = pd.read_csv(report / "evaluations.csv")
+    assert sorted(evaluations["kind"]) == ["chain", "router"]
+    image = matplotlib.image.imread(report / "accuracy_layers-0.png")
+    assert image.std() > 0.05 and "accuracy_layers-0.png" in text
+
+
+def test_router_with_random_golds_does_not_beat_full_depth(tiny_folder, candidates, tmp_path, capsys):
+    summary, _ = fit_and_eval(tiny_folder, candidates, tmp_path, False, capsys)
+    full = summary["baselines"]["full"]
+    assert not (full["mcnemar_p"] < 0.05 and full["router_only"] > full["other_only"])
+    assert summary["accuracy"] < 0.7
+    # evaluated on the samples it was selected on, it says so, and so does the report
+    out = tmp_path / "on-dev.jsonl"
+    assert main(["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score",
+                 "--no-chat", "--data-file", str(tmp_path / "dev.jsonl"), "--n", "0", "--router",
+                 str(tmp_path / "router"), "--out", str(out)]) == 0
+    assert "40 of these samples were used to fit or select" in capsys.readouterr().err
+    assert read_eval(out)[0]["seen_in_fit"] == 40
+    assert main(["report", "--evals", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "its numbers are not held-out" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_router_folder_refusals(tiny_folder, tmp_path):
+    cm = load_model(str(tiny_folder), device="cpu")
+    with pytest.raises(RouterError, match="not a router folder"):
+        Router.load(tmp_path / "missing", cm)
+    from cola.router import Predictor, Setting
+    from cola.models import weights_hash
+
+    predictor = Predictor(torch.zeros(64).double(), torch.ones(64).double(), torch.zeros(2, 64).double(),
+                          torch.zeros(2).double())
+    config = {"model": cm.name, "depth": 6, "weights": weights_hash(cm), "mode": "score"}
+    folder = Router(config, [FULL, SHORT], Setting(2, 1.0, "none", 0.0), predictor).save(tmp_path / "ok")
+    assert Router.load(folder, cm).library == [FULL, SHORT]
+    other = Router({**config, "model": "another", "depth": 30}, [FULL, SHORT], Setting(2, 1.0, "none", 0.0),
+                   predictor).save(tmp_path / "other")
+    with pytest.raises(RouterError, match="fitted for another"):
+        Router.load(other, cm)
+    stale = Router({**config, "weights": "sha256:0"}, [FULL, SHORT], Setting(2, 1.0, "none", 0.0),
+                   predictor).save(tmp_path / "stale")
+    with pytest.raises(RouterError, match="other weights"):
+        Router.load(stale, cm)
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    (folder / "predictor.safetensors").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(RouterError, match="not a readable predictor"):
+        Router.load(folder, cm)
+    assert not (tmp_path / "pwned").exists()
+    (folder / "predictor.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(RouterError, match="not a readable predictor"):
+        Router.load(folder, cm)
+
+
+def test_router_fit_refuses_test_split_runs_and_missing_runs(tmp_path, capsys):
+    assert main(["router", "fit", "--runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"mcts": {}, "split": "test", "task": "arc_easy"}))
+    assert main(["router", "fit", "--runs", str(run), "--out", str(tmp_path / "r")]) == 2
+    assert "fit a router on train runs" in capsys.readouterr().err
