@@ -408,7 +408,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     selected on dev samples, written as a folder."""
     from .chain import Chain
     from .evaluate import Evaluator
-    from .router import chain_library, fit_router
+    from .router import candidates, chain_library, fit_router, library_verdicts
     from .search.run import run_samples
     from .store import read_config, read_records
     from .tasks import DataError, decoy, get_task, load_samples
@@ -455,9 +455,18 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     if cm.depth != first["depth"]:
         raise ValueError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
     evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
-    library = ([as_chain(c, cm.depth) for c in args.library.split(";")] if args.library
-               else chain_library(records, cm.depth, args.k, args.min_support))
     full = Chain.full(cm.depth)
+    if args.library:
+        library = [as_chain(c, cm.depth) for c in args.library.split(";")]
+    else:  # the candidates asked on every searched sample, then covered greedily
+        searched = [s for s in train if s.id in {r["id"] for r in records}]
+        pool = [full] + candidates(records, cm.depth, args.candidates)
+        verdicts = library_verdicts(evaluator, pool, searched, args.batch_size)
+        right = {c: {s.id for s, v in zip(searched, verdicts[:, k].tolist()) if v} for k, c in enumerate(pool)}
+        library = chain_library(right, cm.depth, args.k, args.min_support)
+        print(f"library: {len(pool) - 1} candidate chains asked on the {len(searched)} searched samples; "
+              f"{sum(len(ids) >= args.min_support for c, ids in right.items() if c != full)} are right on at least "
+              f"{args.min_support}; the greedy cover keeps {len(library) - 1} besides the full chain")
     library = [full] + [c for c in dict.fromkeys(library) if c != full]
     config = {key: first.get(key) for key in keys + ("split", "data", "max_new_tokens")}
     config.update(runs=[str(f) for f in args.runs], library_from="--library" if args.library else "greedy cover",
@@ -597,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-n", type=int, default=200, help="dev samples to select on (default 200; 0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the dev subset (default 0)")
     p.add_argument("--k", type=positive_int, default=8, help="library size, the full chain included (default 8)")
+    p.add_argument("--candidates", type=positive_int, default=24,
+                   help="chains found right most often by the searches, asked on every searched sample to choose the "
+                        "library from (default 24)")
     p.add_argument("--min-support", type=positive_int, default=3,
                    help="a library chain must be right on at least this many train samples (default 3)")
     p.add_argument("--library", default=None,

@@ -1,11 +1,13 @@
 """Label-free depth adaptation: a small library of chains found by train-split searches, and a router that picks
 one of them for an unseen input from the model's own hidden states, without its answer.
 
-- **Library** (:func:`chain_library`): a greedy cover of the train samples by the chains the searches found right
-  on them, the full chain first. A sample's value under a library is ``1 + w * (depth - length) / depth`` for its
-  shortest right library chain (0 if none), so a chain is added for the samples it fixes and for the layers it saves
-  on samples already right. A chain must be right on at least ``min_support`` train samples: on four options a
-  chain right on one sample is what a couple of hundred tries give by luck.
+- **Library** (:func:`candidates`, :func:`chain_library`): the chains the searches found right most often are
+  candidates; each is then asked on *every* searched sample (a search tries most chains on one sample only, so
+  its records cannot say how often a chain is right), and a greedy cover of those verdicts picks the library, the
+  full chain first. A sample's value under a library is ``1 + w * (depth - length) / depth`` for its shortest right
+  library chain (0 if none), so a chain is added for the samples it fixes and for the layers it saves on samples
+  already right. A chain must be right on at least ``min_support`` samples: on four options a chain right on one
+  sample is what a couple of hundred tries give by luck.
 - **Features** (:func:`prompt_features`): the prompt's hidden states after the first ``f`` positions of the full
   chain, averaged over its tokens. They are computed through the sample's prefix cache, so a routed chain that
   starts with those layers reuses them: the layers computed per input are the feature layers plus the routed
@@ -48,32 +50,41 @@ class RouterError(ValueError):
     """A router folder that cannot be used: missing, corrupt, or made for another model."""
 
 
-def chain_library(records: Sequence[dict], depth: int, size: int = 8, min_support: int = 3,
-                  length_weight: float = 0.5) -> list[Chain]:
-    """Up to ``size`` chains (the full chain first) covering the search records' samples greedily (module doc)."""
-    if size < 1:
-        raise ValueError(f"a library holds at least the full chain; size {size}")
-    right: dict[Chain, set[str]] = {}
+def candidates(records: Sequence[dict], depth: int, most: int = 24) -> list[Chain]:
+    """The chains the search records found right on any sample (the full chain aside), those right on the most
+    samples first, then the shorter: at most ``most`` of them."""
+    right: dict[Chain, int] = {}
     for record in records:
         for e in record["evaluations"]:
             if e["correct"]:
-                right.setdefault(Chain.parse(e["chain"]), set()).add(record["id"])
+                chain = Chain.parse(e["chain"])
+                right[chain] = right.get(chain, 0) + 1
+    right.pop(Chain.full(depth), None)
+    return sorted(right, key=lambda c: (-right[c], len(c), c.layers))[:most]
+
+
+def chain_library(right: dict[Chain, set[str]], depth: int, size: int = 8, min_support: int = 3,
+                  length_weight: float = 0.5) -> list[Chain]:
+    """Up to ``size`` chains, the full chain first, covering greedily the samples each chain answers right
+    (``right``: chain -> ids of the samples it got right, each chain asked on every sample; module doc)."""
+    if size < 1:
+        raise ValueError(f"a library holds at least the full chain; size {size}")
     full = Chain.full(depth)
-    candidates = {c: ids for c, ids in right.items() if len(ids) >= min_support and c != full}
+    pool = {c: ids for c, ids in right.items() if len(ids) >= min_support and c != full}
 
     def value(chain: Chain) -> float:
         return 1 + length_weight * (depth - len(chain)) / depth
 
     best = {sample_id: value(full) for sample_id in right.get(full, ())}
     library = [full]
-    while len(library) < size and candidates:
+    while len(library) < size and pool:
         def gain(chain: Chain) -> float:
-            return sum(max(0.0, value(chain) - best.get(i, 0.0)) for i in candidates[chain])
+            return sum(max(0.0, value(chain) - best.get(i, 0.0)) for i in pool[chain])
 
-        chain = min(candidates, key=lambda c: (-gain(c), len(c), c.layers))
+        chain = min(pool, key=lambda c: (-gain(c), len(c), c.layers))
         if gain(chain) <= 0:
             break
-        for i in candidates.pop(chain):
+        for i in pool.pop(chain):
             best[i] = max(best.get(i, 0.0), value(chain))
         library.append(chain)
     return library

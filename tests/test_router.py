@@ -16,7 +16,7 @@ import torch
 from cola import Chain, load_model
 from cola.cli import main
 from cola.evaluate import Evaluator
-from cola.router import Router, RouterError, chain_library, layers_computed, select
+from cola.router import Router, RouterError, candidates, chain_library, layers_computed, select
 from cola.stats import mcnemar_exact
 from cola.store import read_eval
 from cola.tasks import get_task
@@ -37,19 +37,26 @@ def test_mcnemar_exact_by_hand():
     assert mcnemar_exact(3, 3) == 1.0
 
 
+def test_candidates_are_the_chains_right_most_often_then_shorter():
+    records = [record("a", ["0-5", "0-1,4-5", "0-2,2,3-5"]), record("b", ["0-1,4-5", "0,2-5"], ["0-5"]),
+               record("c", ["0,2-5"], ["0-1,4-5"])]
+    assert candidates(records, depth=6) == [SHORT, Chain.parse("0,2-5"), Chain.parse("0-2,2,3-5")]
+    assert candidates(records, depth=6, most=1) == [SHORT]
+
+
 def test_library_covers_greedily_and_ignores_chains_right_on_too_few_samples():
-    records = [record(f"s{i}", ["0-5", "0-1,4-5"]) for i in range(4)]  # right with full and the short chain
-    records += [record(f"f{i}", ["0-2,2,3-5"], ["0-5"]) for i in range(3)]  # fixed by a repeat only
-    records += [record("lucky", ["0,2-5"], ["0-5"])]  # a chain right on one sample only
-    library = chain_library(records, depth=6, size=8, min_support=3)
+    right = {FULL: {"s0", "s1", "s2", "s3"}, SHORT: {"s0", "s1", "s2", "s3"},  # the short chain keeps 4 right ones
+             Chain.parse("0-2,2,3-5"): {"f0", "f1", "f2"},  # a repeat fixes 3
+             Chain.parse("0,2-5"): {"lucky"}}  # right on one sample only
+    library = chain_library(right, depth=6, size=8, min_support=3)
     assert library[0] == FULL
     # the repeat fixes 3 samples (gain 3 x (1 - 0.5/6)); the short chain saves 2 of 6 layers on 4 (gain 4 x 0.5 x 2/6)
     assert library[1:] == [Chain.parse("0-2,2,3-5"), SHORT]
-    assert Chain.parse("0,2-5") not in library
     # allowed, the one-sample chain (gain 1 + 0.5/6) comes before the short one
-    assert chain_library(records, depth=6, size=8, min_support=1)[1:] == [Chain.parse("0-2,2,3-5"),
-                                                                           Chain.parse("0,2-5"), SHORT]
-    assert chain_library(records, depth=6, size=2, min_support=3) == [FULL, Chain.parse("0-2,2,3-5")]
+    assert chain_library(right, depth=6, size=8, min_support=1)[1:] == [Chain.parse("0-2,2,3-5"),
+                                                                         Chain.parse("0,2-5"), SHORT]
+    assert chain_library(right, depth=6, size=2, min_support=3) == [FULL, Chain.parse("0-2,2,3-5")]
+    assert chain_library({FULL: {"s0"}, SHORT: {"s0"}}, depth=6, min_support=1, length_weight=0) == [FULL]
 
 
 def test_layers_computed_counts_the_feature_layers_once():
@@ -85,7 +92,7 @@ def test_selection_on_dev_learns_a_planted_rule_and_not_noise():
 # -- end to end on a tiny model -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def candidates(tiny_folder) -> list[tuple[dict, str, str]]:
+def planted_pool(tiny_folder) -> list[tuple[dict, str, str]]:
     """Four-option questions with the tiny model's answer through the full chain and through SHORT, where the two
     differ: (row, full's answer, SHORT's answer)."""
     cm = load_model(str(tiny_folder), device="cpu")
@@ -106,12 +113,12 @@ def candidates(tiny_folder) -> list[tuple[dict, str, str]]:
     return kept
 
 
-def planted_files(candidates, tmp_path, planted: bool) -> dict[str, str]:
+def planted_files(pool, tmp_path, planted: bool) -> dict[str, str]:
     """train/dev/test JSONL files of the candidates: a question opening with 't40 t40 t40' has SHORT's answer as
     gold, one opening with 't41 t41 t41' the full chain's (``planted``), or the gold is either of the two at random."""
     rng = random.Random(1)
     rows = [{**r, "answerKey": short if (r["question"].startswith("t40") if planted else rng.random() < 0.5) else full}
-            for r, full, short in candidates]
+            for r, full, short in pool]
     files = {}
     for name, part in (("train", rows[:60]), ("dev", rows[60:100]), ("test", rows[100:])):
         files[name] = str(tmp_path / f"{name}.jsonl")
@@ -119,8 +126,8 @@ def planted_files(candidates, tmp_path, planted: bool) -> dict[str, str]:
     return files
 
 
-def fit_and_eval(folder, candidates, tmp_path, planted: bool, capsys) -> dict:
-    files = planted_files(candidates, tmp_path, planted)
+def fit_and_eval(folder, pool, tmp_path, planted: bool, capsys) -> dict:
+    files = planted_files(pool, tmp_path, planted)
     run = tmp_path / "run"
     common = ["--model", str(folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score", "--no-chat"]
     assert main(["search", *common, "--data-file", files["train"], "--n", "0", "--sims", "3", "--out", str(run),
@@ -138,8 +145,8 @@ def fit_and_eval(folder, candidates, tmp_path, planted: bool, capsys) -> dict:
     return summary, rows
 
 
-def test_router_learns_a_planted_chain_and_beats_full_depth_held_out(tiny_folder, candidates, tmp_path, capsys):
-    summary, rows = fit_and_eval(tiny_folder, candidates, tmp_path, True, capsys)
+def test_router_learns_a_planted_chain_and_beats_full_depth_held_out(tiny_folder, planted_pool, tmp_path, capsys):
+    summary, rows = fit_and_eval(tiny_folder, planted_pool, tmp_path, True, capsys)
     full = summary["baselines"]["full"]
     assert summary["accuracy"] > 0.9 and full["accuracy"] < 0.65
     assert full["mcnemar_p"] < 1e-3 and full["router_only"] > full["other_only"]
@@ -177,11 +184,19 @@ def test_router_learns_a_planted_chain_and_beats_full_depth_held_out(tiny_folder
     assert image.std() > 0.05 and "accuracy_layers-0.png" in text
 
 
-def test_router_with_random_golds_does_not_beat_full_depth(tiny_folder, candidates, tmp_path, capsys):
-    summary, _ = fit_and_eval(tiny_folder, candidates, tmp_path, False, capsys)
+def test_router_with_random_golds_does_not_beat_full_depth(tiny_folder, planted_pool, tmp_path, capsys):
+    summary, _ = fit_and_eval(tiny_folder, planted_pool, tmp_path, False, capsys)
     full = summary["baselines"]["full"]
     assert not (full["mcnemar_p"] < 0.05 and full["router_only"] > full["other_only"])
     assert summary["accuracy"] < 0.7
+    # the library chosen from the run itself: candidates asked on every searched sample, kept if right on >= 3
+    covered = tmp_path / "covered"
+    assert main(["router", "fit", "--runs", str(tmp_path / "run"), "--out", str(covered), "--dev-file",
+                 str(tmp_path / "dev.jsonl"), "--dev-n", "0", "--features", "1", "--quiet"]) == 0
+    assert "candidate chains asked on the 60 searched samples" in capsys.readouterr().out
+    config = json.loads((covered / "config.json").read_text())
+    assert config["library_from"] == "greedy cover" and config["library"][0] == str(FULL)
+    assert all(round(c["train_accuracy"] * 60) >= 3 for c in config["library_accuracy"][1:])
     # evaluated on the samples it was selected on, it says so, and so does the report
     out = tmp_path / "on-dev.jsonl"
     assert main(["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score",
