@@ -250,3 +250,18 @@ def test_router_fit_refuses_test_split_runs_and_missing_runs(tmp_path, capsys):
     (run / "config.json").write_text(json.dumps({"mcts": {}, "split": "test", "task": "arc_easy"}))
     assert main(["router", "fit", "--runs", str(run), "--out", str(tmp_path / "r")]) == 2
     assert "fit a router on train runs" in capsys.readouterr().err
+
+
+def test_run_samples_reads_a_runs_samples_again_in_order_with_its_control(data_dir):
+    from cola.search.run import run_samples
+    from cola.tasks import DataError, load_samples
+
+    drawn = load_samples("arc_easy", data_dir, n=5, seed=3, split="train")
+    ids = [s.id for s in reversed(drawn)]
+    config = {"task": "arc_easy", "data": str(data_dir), "split": "train", "sample_ids": ids, "n": 5, "seed": 3}
+    assert [s.id for s in run_samples(config)] == ids
+    decoys = run_samples({**config, "control": "decoy"})
+    assert [s.meta["true_gold"] for s in decoys] == [s.gold for s in run_samples(config)]
+    assert all(s.gold != s.meta["true_gold"] for s in decoys)
+    with pytest.raises(DataError, match="not in its data"):
+        run_samples({**config, "split": "dev"})
