@@ -265,3 +265,14 @@ def test_run_samples_reads_a_runs_samples_again_in_order_with_its_control(data_d
     assert all(s.gold != s.meta["true_gold"] for s in decoys)
     with pytest.raises(DataError, match="not in its data"):
         run_samples({**config, "split": "dev"})
+
+
+def test_eval_and_report_bad_inputs(tmp_path, capsys):
+    assert main(["eval", "--task", "synthetic", "--n", "2", "--out", str(tmp_path / "x.json")]) == 2
+    assert "use .jsonl" in capsys.readouterr().err
+    assert main(["report", "--out", str(tmp_path / "r")]) == 2
+    assert "--evals" in capsys.readouterr().err
+    assert main(["report", "--evals", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a cola eval output" in capsys.readouterr().err
+    assert main(["eval", "--task", "synthetic", "--n", "2", "--router", str(tmp_path), "--chain", "0-3"]) == 2
+    assert "does not take --chain" in capsys.readouterr().err
