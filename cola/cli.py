@@ -167,13 +167,11 @@ def _eval_router(args: argparse.Namespace, evaluator, samples: list, batch: int,
 
     from tqdm import tqdm
 
+    from .analysis import paired
     from .chain import Chain
     from .router import Router, routed_outcomes
-    from .stats import mcnemar_exact, wilson_interval
+    from .stats import wilson_interval
     from .tasks import get_task
-
-    def task_splits(name: str) -> bool:
-        return bool(get_task(name).splits)
 
     cm = evaluator.cm
     router = Router.load(args.router, cm)
@@ -184,10 +182,11 @@ def _eval_router(args: argparse.Namespace, evaluator, samples: list, batch: int,
                          "prompts; evaluate it the same way (--mode, --score-style, --no-chat)")
     fitted = router.config
     seen = set(fitted.get("train_ids", [])) | set(fitted.get("dev_ids", []))
+
     def same_file(a, b) -> bool:
         return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
 
-    if fitted.get("task") == args.task and (task_splits(args.task) or same_file(fitted.get("data"), summary["data"])
+    if fitted.get("task") == args.task and (get_task(args.task).splits or same_file(fitted.get("data"), summary["data"])
                                             or same_file(fitted.get("dev_split"), summary["data"])):
         seen_here = [s.id for s in samples if s.id in seen]
     else:
@@ -207,13 +206,9 @@ def _eval_router(args: argparse.Namespace, evaluator, samples: list, batch: int,
     picks = Counter(str(chain) for chain, _, _ in routed)
     rng = random.Random(f"{args.seed}:random-pick")
     drawn = rng.choices(sorted(picks), weights=[picks[c] for c in sorted(picks)], k=len(samples))
-    random_outcomes: dict[int, object] = {}
     with tqdm(total=len(samples), desc=f"{args.task} [random pick]", unit="sample") as bar:
-        for chain in dict.fromkeys(drawn):
-            members = [i for i, c in enumerate(drawn) if c == chain]
-            done = evaluator.evaluate_many(Chain.parse(chain), [samples[i] for i in members], batch,
-                                           progress=lambda d: bar.update(len(d)))
-            random_outcomes.update(zip(members, done))
+        random_outcomes = evaluator.evaluate_assigned([Chain.parse(c) for c in drawn], samples, batch,
+                                                      progress=lambda done: bar.update(len(done)))
     rows = [{**outcome.to_dict(), "layers": layers, "full_correct": f.correct, "random_chain": drawn[i],
              "random_correct": random_outcomes[i].correct}
             for i, ((chain, layers, outcome), f) in enumerate(zip(routed, full_outcomes))]
@@ -223,11 +218,9 @@ def _eval_router(args: argparse.Namespace, evaluator, samples: list, batch: int,
     k = sum(r["correct"] for r in rows)
 
     def versus(field: str) -> dict:
-        only_router = sum(r["correct"] and not r[field] for r in rows)
-        only_other = sum(r[field] and not r["correct"] for r in rows)
-        other = sum(r[field] for r in rows)
-        return {"k": other, "accuracy": other / n, "ci": list(wilson_interval(other, n)), "router_only": only_router,
-                "other_only": only_other, "mcnemar_p": mcnemar_exact(only_router, only_other)}
+        p = paired({r["id"]: bool(r["correct"]) for r in rows}, {r["id"]: bool(r[field]) for r in rows})
+        return {"k": p["b_right"], "accuracy": p["b_right"] / n, "ci": list(wilson_interval(p["b_right"], n)),
+                "router_only": p["a_only"], "other_only": p["b_only"], "mcnemar_p": p["mcnemar_p"]}
 
     baselines = {"full": {**versus("full_correct"), "mean_length": cm.depth, "wall_s": round(full_s, 3)},
                  "random_pick": {**versus("random_correct"),
@@ -371,7 +364,6 @@ def _search_summary(args: argparse.Namespace, out: str, records: list[dict], dep
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from .prune import block_influence, pruned_chains
@@ -382,8 +374,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     def prompts():
         for sample in tqdm(samples, desc="calibration prompts", unit="prompt", disable=args.quiet):
-            prepared = evaluator.prepare(sample)
-            yield prepared.ids if prepared.ids is not None else torch.tensor([prepared.inputs.context], device=cm.device)
+            yield evaluator.prompt_ids(sample)
 
     influence = block_influence(cm, prompts())
     chains = pruned_chains(influence, cm.depth // 4)
@@ -427,16 +418,18 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
             raise ValueError(f"{folder} differs from {args.runs[0]} in {', '.join(differ)}: fit one router per "
                              "model, task and prompt format")
     first = configs[0]
-    records = [r for folder in args.runs for r in read_records(folder)]
+    per_run = [read_records(folder) for folder in args.runs]
+    records = [r for run in per_run for r in run]
     if not records:
         raise ValueError(f"no finished records in {', '.join(args.runs)}")
-    train, seen = [], set()
-    for folder, config in zip(args.runs, configs):
-        done = {r["id"] for r in read_records(folder)}
+    searched, seen = [], set()  # the samples with a finished search, each once
+    for run, config in zip(per_run, configs):
+        done = {r["id"] for r in run}
         for sample in run_samples(config, args.data_dir or args.data_file):
             if sample.id in done and sample.id not in seen:
                 seen.add(sample.id)
-                train.append(sample)
+                searched.append(sample)
+    train = list(searched)
     task = get_task(first["task"])
     if args.fit_n is not None and len(train) < args.fit_n:  # more samples of the runs' data, never searched
         more = [s for s in load_samples(task, None if args.data_file else args.data_dir or first.get("data"),
@@ -459,7 +452,6 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     if args.library:
         library = [as_chain(c, cm.depth) for c in args.library.split(";")]
     else:  # the candidates asked on every searched sample, then covered greedily
-        searched = [s for s in train if s.id in {r["id"] for r in records}]
         pool = [full] + candidates(records, cm.depth, args.candidates)
         verdicts = library_verdicts(evaluator, pool, searched, args.batch_size)
         right = {c: {s.id for s, v in zip(searched, verdicts[:, k].tolist()) if v} for k, c in enumerate(pool)}

@@ -119,6 +119,19 @@ class Evaluator:
                 progress(done)
         return outcomes
 
+    def evaluate_assigned(self, chains: Sequence[Chain], samples: Sequence[Sample], batch: int,
+                          prefixes: Sequence[PrefixCache | None] | None = None,
+                          progress: Callable[[list[Outcome]], None] | None = None) -> list[Outcome]:
+        """Each sample through its own chain (``chains[i]`` for ``samples[i]``): the samples of one chain run
+        together, ``batch`` at a time (:meth:`evaluate_many`); outcomes in the samples' order."""
+        outcomes: dict[int, Outcome] = {}
+        for chain in dict.fromkeys(chains):
+            members = [i for i, c in enumerate(chains) if c == chain]
+            done = self.evaluate_many(chain, [samples[i] for i in members], batch,
+                                      None if prefixes is None else [prefixes[i] for i in members], progress)
+            outcomes.update(zip(members, done))
+        return [outcomes[i] for i in range(len(samples))]
+
     def evaluate_one(self, chain: Chain, sample: Sample, prefix: PrefixCache | None = None) -> Outcome:
         """One sample through ``chain`` (:meth:`evaluate`)."""
         return self.evaluate(chain, [sample], [prefix])[0]

@@ -278,12 +278,8 @@ def routed_outcomes(router: Router, evaluator: Evaluator, samples: Sequence[Samp
         features = torch.stack([prompt_features(cm, evaluator.prompt_ids(s), router.setting.features, p)
                                 for s, p in zip(chunk, prefixes)])
         chains = router.route(cm, features)
-        outcomes: dict[int, object] = {}
-        for chain in dict.fromkeys(chains):
-            members = [i for i, c in enumerate(chains) if c == chain]
-            done = evaluator.evaluate(chain, [chunk[i] for i in members], [prefixes[i] for i in members])
-            outcomes.update(zip(members, done))
-        results += [(chains[i], prefixes[i].layers_computed, outcomes[i]) for i in range(len(chunk))]
+        outcomes = evaluator.evaluate_assigned(chains, chunk, len(chunk), prefixes)
+        results += list(zip(chains, [p.layers_computed for p in prefixes], outcomes))
         if progress is not None:
             progress(len(chunk))
     return results
