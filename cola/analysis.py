@@ -59,7 +59,25 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.config['task']} ({self.config['mode']})"
+        """Task, split (where the run records one) and mode, e.g. ``arc_easy test (score)``."""
+        split = f" {self.config['split']}" if self.config.get("split") else ""
+        return f"{self.config['task']}{split} ({self.config['mode']})"
+
+
+def aligned(runs: list[Run]) -> list[Run]:
+    """Each run restricted to the samples finished by every run that asks the same samples (same weights, task, mode,
+    split and sample ids: a search and its decoy, menu and sampling controls). Runs are resumable and may be stopped
+    at any sample, so controls are compared on the samples all of them finished, never on different ones."""
+
+    def key(run: Run) -> str:
+        return json.dumps([run.config.get(k) for k in ("weights", "task", "mode", "score_style", "split", "level",
+                                                       "sample_ids")])
+
+    finished: dict[str, set[str]] = {}
+    for run in runs:
+        ids = {r["id"] for r in run.records}
+        finished[key(run)] = finished.get(key(run), ids) & ids
+    return [Run(run.folder, run.config, [r for r in run.records if r["id"] in finished[key(run)]]) for run in runs]
 
 
 def proportion(k: int, n: int) -> dict:
@@ -159,14 +177,15 @@ def search_summary(run: Run) -> dict:
 
 
 def chance_control(runs: list[Run]) -> pd.DataFrame:
-    """Real against decoy wrong->right shares, for every real run that has a decoy twin in its group."""
+    """Real against decoy wrong->right shares, for every real run that has a decoy twin in its group, on the samples
+    both finished."""
     rows = []
     for real in runs:
         if real.control != "none":
             continue
         for twin in runs:
             if twin.control == "decoy" and twin.group == real.group and twin.actions == real.actions:
-                f_real, f_decoy = findings(real), findings(twin)
+                f_real, f_decoy = (findings(run) for run in aligned([real, twin]))
                 rows.append({
                     "group": real.group, "task": real.label, "variant": ACTION_NAMES[real.actions],
                     "real_wrong": f_real["wrong"], "real_fixed": f_real["wrong_fixed"], "real_share": f_real["share_fixed"],
@@ -188,7 +207,7 @@ def shorter_control(runs: list[Run]) -> pd.DataFrame:
     Among the samples the full model gets right: the share with a correct chain shorter than the depth (real run)
     beside the share of the same samples whose decoy search found a shorter chain giving the decoy; and per chain,
     of the shorter chains tried on those samples, the share that keep the full model's answer (real run) and the
-    share that give the decoy (decoy run)."""
+    share that give the decoy (decoy run). Both runs on the samples both finished."""
     rows = []
     for real in runs:
         if real.control != "none":
@@ -196,8 +215,9 @@ def shorter_control(runs: list[Run]) -> pd.DataFrame:
         for twin in runs:
             if twin.control != "decoy" or twin.group != real.group or twin.actions != real.actions:
                 continue
-            right = {r["id"]: r for r in real.records if r["full"]["correct"]}
-            decoy = [r for r in twin.records if r["id"] in right]
+            mine, theirs = aligned([real, twin])
+            right = {r["id"]: r for r in mine.records if r["full"]["correct"]}
+            decoy = [r for r in theirs.records if r["id"] in right]
             depth = real.depth
 
             def shorter(records: list[dict]) -> int:
@@ -237,22 +257,27 @@ def pass_curve(run: Run) -> list[float]:
 
 def pass_at_k(run: Run, k: int) -> dict:
     """Samples with a correct answer among their first ``k`` evaluations (the full chain's, or the greedy answer, is
-    the first), counted as the run's control counts correct (a decoy run: the decoy)."""
+    the first), counted as the run's control counts correct (a decoy run: the decoy); ``wrong`` counts the samples
+    whose first evaluation is not correct, ``wrong_right`` those of them with a correct one among the first k."""
     budget = run.config["mcts"]["sims"] + 1
     if not 1 <= k <= budget:
         raise ValueError(f"pass@{k} of {run.folder}: k must be between 1 and the run's {budget} evaluations per sample")
-    passed = sum(1 for first in first_right(run) if first is not None and first < k)
+    firsts = first_right(run)
+    passed = sum(1 for first in firsts if first is not None and first < k)
+    wrong = sum(1 for first in firsts if first != 0)
     return {"group": run.group, "task": run.label, "variant": ACTION_NAMES[run.actions], "control": run.control,
-            "at": k, **proportion(passed, len(run.records))}
+            "at": k, **proportion(passed, len(run.records)), "wrong": wrong,
+            "wrong_right": passed - (len(firsts) - wrong)}
 
 
 def oracle_controls(runs: list[Run], ks: tuple[int, ...] = (1, 5, 20, 200)) -> pd.DataFrame:
     """pass@k (column ``at``; ``k`` counts the samples passed) of every run for each ``k`` within its budget and
-    its last evaluation: the per-sample search, its decoy and sampling controls side by side."""
-    rows = [pass_at_k(run, k) for run in runs
+    its last evaluation: the per-sample search and its decoy, menu and sampling controls side by side, each on the
+    samples every run of the same samples finished (:func:`aligned`)."""
+    rows = [pass_at_k(run, k) for run in aligned(runs)
             for k in sorted({*(k for k in ks if k <= run.config["mcts"]["sims"] + 1), run.config["mcts"]["sims"] + 1})]
     return pd.DataFrame(rows, columns=["group", "task", "variant", "control", "at", "k", "n", "share", "ci_low",
-                                       "ci_high"])
+                                       "ci_high", "wrong", "wrong_right"])
 
 
 @dataclass

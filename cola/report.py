@@ -248,15 +248,18 @@ def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tu
     oracle = analysis.oracle_controls(runs)
     oracle.to_csv(out / "oracle_controls.csv", index=False)
     md += ["", "## Oracle controls", "", "pass@k: the share of samples with a right answer among their first k "
-           "evaluations (k = 1 is the full model). The search, the decoy search (right = the decoy) and best-of-N "
-           "sampling of the full model (`--control sample`) at the same k: only what the search reaches beyond its "
-           "controls is more than tries.", "",
-           "| task | variant | control | k | pass@k |", "|---|---|---|---|---|"]
+           "evaluations (k = 1 is the full model). The search, the decoy search (right = the decoy), the fixed menu "
+           "(`--control menu`: the same chains, chosen without the sample, tried on every sample) and best-of-N "
+           "sampling of the full model (`--control sample`) at the same k, on the samples all runs of the same "
+           "samples finished: only what the search reaches beyond its controls is more than tries. Wrong → right: "
+           "of the samples whose first answer is not right, those with a right one among the first k.", "",
+           "| task | variant | control | k | pass@k | wrong → right |", "|---|---|---|---|---|---|"]
     for _, o in oracle.iterrows():
         md.append(f"| {o['task']} | {o['variant']} | {o['control']} | {o['at']} | {o['k']}/{o['n']} "
-                  f"({_pct(o['share'])}) |")
+                  f"({_pct(o['share'])}) | {o['wrong_right']}/{o['wrong']} "
+                  f"({_pct(o['wrong_right'] / o['wrong'] if o['wrong'] else math.nan)}) |")
     path = out / "pass_at_k.png"
-    figures.append((path.name, figure_pass_at_k(runs, path)))
+    figures.append((path.name, figure_pass_at_k(analysis.aligned(runs), path)))
 
 
 def _html(md: list[str], folder: Path) -> str:

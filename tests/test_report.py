@@ -178,3 +178,43 @@ def test_pass_at_k_refuses_k_beyond_the_budget():
     run = Run.load(RUNS["cola"])
     with pytest.raises(ValueError, match="k must be between 1 and the run's 16 evaluations"):
         pass_at_k(run, 17)
+
+
+def test_controls_compare_the_samples_both_runs_finished(tmp_path):
+    """A decoy run stopped early (its first two samples only finished) and a real run that ran on: the chance, the
+    shorter-chain and the oracle controls count both on the two samples both finished, and the oracle table's
+    wrong -> right is counted by hand."""
+    stopped = tmp_path / "decoy"
+    shutil.copytree(RUNS["decoy"], stopped)
+    lines = (stopped / "records.jsonl").read_text().splitlines(keepends=True)
+    (stopped / "records.jsonl").write_text("".join(lines[:2]))
+    out = tmp_path / "report"
+    assert main(["report", str(RUNS["cola"]), str(stopped), "--out", str(out)]) == 0
+    finished = {json.loads(line)["id"] for line in lines[:2]}
+    real = [r for r in records("cola") if r["id"] in finished]
+    decoy = [r for r in records("decoy") if r["id"] in finished]
+    assert len(real) == len(decoy) == 2
+
+    control = pd.read_csv(out / "chance_control.csv").iloc[0]
+    assert control["real_wrong"] == sum(not r["full"]["correct"] for r in real)
+    assert control["decoy_wrong"] == sum(not r["full"]["correct"] for r in decoy)
+    shorter = pd.read_csv(out / "shorter_control.csv").iloc[0]
+    assert shorter["right"] == sum(r["full"]["correct"] for r in real)
+
+    oracle = pd.read_csv(out / "oracle_controls.csv")
+    assert set(oracle["n"]) == {2}
+    for control_name, rs in (("none", real), ("decoy", decoy)):
+        last = oracle[oracle["control"] == control_name].sort_values("at").iloc[-1]
+        wrong = [r for r in rs if not r["evaluations"][0]["correct"]]
+        assert last["wrong"] == len(wrong)
+        assert last["wrong_right"] == sum(any(e["correct"] for e in r["evaluations"]) for r in wrong)
+    text = (out / "report.md").read_text()
+    assert "| wrong → right |" in text and "arc_easy" in text
+
+
+def test_the_label_names_the_split():
+    from cola.analysis import Run
+
+    run = Run.load(RUNS["cola"])
+    run.config = {**run.config, "split": "dev"}
+    assert run.label == f"{run.config['task']} dev ({run.config['mode']})"
