@@ -448,7 +448,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     if cm.depth != first["depth"]:
         raise ValueError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
     evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
-    full = Chain.full(cm.depth)
+    full, known = Chain.full(cm.depth), None
     if args.library:
         library = [as_chain(c, cm.depth) for c in args.library.split(";")]
     else:  # the candidates asked on every searched sample, then covered greedily
@@ -460,12 +460,14 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
               f"{sum(len(ids) >= args.min_support for c, ids in right.items() if c != full)} are right on at least "
               f"{args.min_support}; the greedy cover keeps {len(library) - 1} besides the full chain")
     library = [full] + [c for c in dict.fromkeys(library) if c != full]
+    if not args.library:  # the searched samples open the train set: their verdicts are known from the candidates
+        known = verdicts[:, [pool.index(c) for c in library]]
     config = {key: first.get(key) for key in keys + ("split", "data", "max_new_tokens")}
     config.update(runs=[str(f) for f in args.runs], library_from="--library" if args.library else "greedy cover",
                   min_support=args.min_support, dev_split=args.dev_file or "dev", dev_seed=args.seed)
     router, summary = fit_router(evaluator, library, train, dev, args.budget,
                                  [int(f) for f in args.features.split(",")], args.batch_size, config,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, known=known)
     router.save(args.out)
     chosen = summary["dev"]
     print(f"router: {args.out} ({len(library)} chains, fitted on {len(train)} train samples of {len(args.runs)} "

@@ -310,10 +310,13 @@ def sample_features(evaluator: Evaluator, samples: Sequence[Sample], layers: Seq
 
 def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[Sample], dev: Sequence[Sample],
                budget: float, feature_layers: Sequence[int] = FEATURE_LAYERS, batch: int = 16,
-               config: dict | None = None, progress: bool = True) -> tuple[Router, dict]:
+               config: dict | None = None, progress: bool = True,
+               known: torch.Tensor | None = None) -> tuple[Router, dict]:
     """Evaluate the library on the train and dev samples, compute their features, fit on train and select on dev
     (:func:`select`). Returns the router (its ``config``: the given one, plus the fit's counts and dev table) and a
-    summary: each library chain's train and dev accuracy, the chosen setting's dev accuracy, layers and full share."""
+    summary: each library chain's train and dev accuracy, the chosen setting's dev accuracy, layers and full share.
+    ``known``: the library's verdicts (:func:`library_verdicts`) on the first ``len(known)`` train samples, already
+    computed (the searched samples, asked while building the library); only the rest are evaluated."""
     from tqdm import tqdm
 
     cm = evaluator.cm
@@ -321,9 +324,15 @@ def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[S
         raise ValueError("train and dev samples share ids: select on samples the fit has not seen")
     if any(not 1 <= f <= cm.depth for f in feature_layers):
         raise ValueError(f"feature layers must be within 1..{cm.depth}, not {list(feature_layers)}")
-    total = (len(library) + 1) * (len(train) + len(dev))
+    done = 0 if known is None else len(known)
+    if known is not None and (known.shape[1] != len(library) or done > len(train)):
+        raise ValueError(f"known verdicts of shape {tuple(known.shape)} do not fit {len(library)} chains and "
+                         f"{len(train)} train samples")
+    total = len(library) * (len(train) - done + len(dev)) + len(train) + len(dev)
     with tqdm(total=total, desc="router fit", unit="eval", disable=not progress, dynamic_ncols=True) as bar:
-        train_right = library_verdicts(evaluator, library, train, batch, bar.update)
+        train_right = library_verdicts(evaluator, library, train[done:], batch, bar.update)
+        if known is not None:
+            train_right = torch.cat([known.to(torch.bool), train_right])
         dev_right = library_verdicts(evaluator, library, dev, batch, bar.update)
         train_x = sample_features(evaluator, train, feature_layers, bar.update)
         dev_x = sample_features(evaluator, dev, feature_layers, bar.update)

@@ -19,7 +19,7 @@ from cola.evaluate import Evaluator
 from cola.router import Router, RouterError, candidates, chain_library, layers_computed, select
 from cola.stats import mcnemar_exact
 from cola.store import read_eval
-from cola.tasks import get_task
+from cola.tasks import get_task, load_samples
 
 SHORT = Chain((0, 1, 4, 5))  # the tiny model's chain without layers 2 and 3
 FULL = Chain.full(6)
@@ -276,3 +276,36 @@ def test_eval_and_report_bad_inputs(tmp_path, capsys):
     assert "not a cola eval output" in capsys.readouterr().err
     assert main(["eval", "--task", "synthetic", "--n", "2", "--router", str(tmp_path), "--chain", "0-3"]) == 2
     assert "does not take --chain" in capsys.readouterr().err
+
+
+def test_router_fit_asks_each_chain_once_per_train_sample(tiny_folder, planted_pool, tmp_path, monkeypatch, capsys):
+    """Without --library the candidates are asked on the searched samples to build the library; the fit reuses those
+    verdicts (no chain asked twice on a sample), and each library chain's train accuracy is still its own."""
+    import cola.router
+
+    files = planted_files(planted_pool, tmp_path, True)
+    common = ["--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score", "--no-chat"]
+    run = tmp_path / "run"
+    assert main(["search", *common, "--data-file", files["train"], "--n", "12", "--sims", "8", "--out", str(run),
+                 "--quiet"]) == 0
+    asked, original = [], cola.router.library_verdicts
+
+    def counting(evaluator, library, samples, *args, **kwargs):
+        asked.extend((str(c), s.id) for c in library for s in samples)
+        return original(evaluator, library, samples, *args, **kwargs)
+
+    monkeypatch.setattr(cola.router, "library_verdicts", counting)
+    router = tmp_path / "router"
+    assert main(["router", "fit", "--runs", str(run), "--out", str(router), "--data-file", files["train"],
+                 "--dev-file", files["dev"], "--dev-n", "20",
+                 "--fit-n", "30", "--candidates", "4", "--min-support", "1", "--features", "1", "--budget", "1.0",
+                 "--quiet"]) == 0
+    assert len(asked) == len(set(asked))
+    config = json.loads((router / "config.json").read_text())
+    assert len(config["library"]) >= 2 and config["train_samples"] == 30
+    evaluator = Evaluator(load_model(str(tiny_folder), device="cpu"), get_task("mc_jsonl"), "score", chat=False)
+    by_id = {s.id: s for s in load_samples(get_task("mc_jsonl"), None, files["train"], 0)}
+    train = [by_id[i] for i in config["train_ids"]]
+    for entry in config["library_accuracy"]:
+        right = [o.correct for o in evaluator.evaluate_many(Chain.parse(entry["chain"]), train, 16)]
+        assert entry["train_accuracy"] == pytest.approx(sum(right) / len(right)), entry["chain"]
