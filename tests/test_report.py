@@ -218,3 +218,12 @@ def test_the_label_names_the_split():
     run = Run.load(RUNS["cola"])
     run.config = {**run.config, "split": "dev"}
     assert run.label == f"{run.config['task']} dev ({run.config['mode']})"
+
+
+def test_a_menu_control_is_in_its_searchs_group():
+    from cola.analysis import Run
+
+    run = Run.load(RUNS["cola"])
+    menu = Run(run.folder, {**run.config, "control": "menu", "menu": "sha256:0"}, run.records)
+    assert menu.group == run.group
+    assert Run(run.folder, {**run.config, "seed": 1}, run.records).group != run.group
