@@ -20,8 +20,9 @@ from .stats import mcnemar_exact, wilson_interval
 from .store import read_config, read_eval, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
-# config keys that may differ inside a group: the ablation, the control (and a menu control's menu), and what changes no result beyond
-# floating-point rounding (the package version, the batch size, the worker count, the software and device)
+# config keys that may differ inside a group: the ablation, the control (and a menu control's menu), and what changes
+# no result beyond floating-point rounding (the package version, the batch size, the worker count, the software and
+# device)
 VARYING = ("space", "control", "menu", "version", "batch", "workers", "environment")
 
 

@@ -337,7 +337,8 @@ def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures:
         md += ["", f"### {group}", "", "| evaluation | kind | chain | layers per input | accuracy [95% CI] | samples |",
                "|---|---|---|---|---|---|"]
         for _, r in rows.sort_values("mean_layers", ascending=False).iterrows():
-            md.append(f"| {r['name']} | {r['kind']} | {'routed' if pd.isna(r['chain']) else r['chain']} | {r['mean_layers']:.2f} | "
+            chain = "routed" if pd.isna(r["chain"]) else r["chain"]
+            md.append(f"| {r['name']} | {r['kind']} | {chain} | {r['mean_layers']:.2f} | "
                       f"{r['share']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['k']}/{r['n']}) | {r['n']} |")
         depth = next(e.summary["depth"] for e in results if e.group == group)
         path = out / f"accuracy_layers-{i}.png"
