@@ -91,12 +91,19 @@ class PrefixCache:
         return len(path), (path[-1].hidden if path else None), record
 
     def add(self, parent: PrefixNode | None, layer: int, hidden, key, value) -> PrefixNode | None:
-        """Cache the next position after ``parent``; returns the node, or None when it does not fit."""
+        """Cache the next position after ``parent``; returns the node, or None when it does not fit or ``parent``
+        was evicted meanwhile. Chains packed in one call may compute the same prefix side by side (none was cached
+        when they looked): the first to add a position keeps it, the others get its node."""
+        if parent is not None and id(parent) not in self.lru:
+            return None
+        siblings = parent.children if parent is not None else self.roots
+        if layer in siblings:
+            self.lru.move_to_end(id(siblings[layer]))
+            return siblings[layer]
         node = PrefixNode(layer, hidden, key, value, parent)
         self._evict(self.max_bytes - node.nbytes, keep=parent)
         if self.nbytes + node.nbytes > self.max_bytes:  # only the path being extended is left: stop caching it
             return None
-        siblings = parent.children if parent is not None else self.roots
         siblings[layer] = node
         self.lru[id(node)] = node
         self.nbytes += node.nbytes

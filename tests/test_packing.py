@@ -109,6 +109,36 @@ def test_packed_prefills_match_prefill_alone(tiny):
             assert (node_a.hidden - node_p.hidden).abs().max().item() <= 1e-4
 
 
+def _cached_nodes(prefix):
+    """Every node reachable from a prefix cache's roots."""
+    nodes, stack = [], list(prefix.roots.values())
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.children.values())
+    return nodes
+
+
+@pytest.mark.parametrize("nodes", [4, 12, 1000])
+def test_packed_chains_sharing_one_prefix_cache(tiny, nodes):
+    """Chains of one prompt, packed in one call with one prefix cache that none of them has filled yet, compute the
+    same shared prefix side by side: each position is cached once, evictions under a tight bound find the entries
+    they drop (a packed menu of 201 chains on a long prompt raised KeyError here), and every logit matches."""
+    ids = _prompts([9], seed=5)[0]
+    chains = [Chain.parse(c) for c in CHAINS + ["0-3,5", "0-3,3,4,5", "0-2,4,5", "0-5"]]
+    one = PrefixCache()
+    prefill(tiny, Chain((0,)), ids, prefix=one)
+    prefix = PrefixCache(max_bytes=nodes * one.nbytes)
+    for _ in range(2):  # the second round finds some prefixes cached, evicts others
+        logits = advance(tiny, [prompt_segment(tiny, c, ids, prefix) for c in chains])
+        for b, chain in enumerate(chains):
+            expected = forward(tiny, chain, ids, logits_to_keep=1)[0, -1]
+            assert (logits[b] - expected).abs().max().item() <= 1e-4, str(chain)
+        held = _cached_nodes(prefix)
+        assert {id(n) for n in held} == set(prefix.lru)
+        assert prefix.nbytes == sum(n.nbytes for n in held) <= prefix.max_bytes
+
+
 def test_requests_joining_while_others_decode(tiny):
     """Continuous batching: requests added while others are decoding prefill in the same layer calls as those
     decoding tokens; every request's tokens are those of generating it alone."""
