@@ -15,6 +15,9 @@ GSM8K = [  # (model output, gold, verdict)
     ("540 meters", "540", True),
     ("49 - 27 = 22", "22", True),
     ("-5", "-5", True),
+    ("- 5", "-5", True),
+    ("-\xa05", "-5", True),  # a no-break space after the sign (a chain of SmolLM2 wrote one)
+    ("$\t7", "7", True),
     ("5", "-5", False),
     ("0.5", "5", False),
     ("20 dollars\nso 30 in total", "20", True),  # only the first line holds the direct answer

@@ -10,16 +10,16 @@ NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?")
 ANSWER_CUE = re.compile(r"answer\s*(?:is|:)\s*", re.IGNORECASE)
 
 
+def _bare(number: re.Match) -> str:
+    """A :data:`NUMBER` match without its ``$``, thousands commas and the whitespace (any kind: ``- 5`` or a
+    no-break space) the pattern allows after the sign: ``'-$ 1,000.5'`` -> ``'-1000.5'``."""
+    return re.sub(r"[$,\s]", "", number.group(0))
+
+
 def normalize_number(text: str) -> float | None:
     """``'$1,000.00'`` -> 1000.0; None when there is no number."""
     m = NUMBER.search(text)
-    if m is None:
-        return None
-    cleaned = m.group(0).replace("$", "").replace(",", "").replace(" ", "")
-    try:
-        return float(cleaned)
-    except ValueError:
-        return None
+    return None if m is None else float(_bare(m))
 
 
 def _first_line(text: str) -> tuple[str, bool]:
@@ -38,8 +38,7 @@ def extract_number(text: str) -> str | None:
     numbers = list(NUMBER.finditer(line, cue.end() if cue else 0))
     if not numbers:
         return None
-    m = numbers[0] if cue else numbers[-1]
-    return m.group(0).replace("$", "").replace(",", "").replace(" ", "")
+    return _bare(numbers[0] if cue else numbers[-1])
 
 
 def number_done(text: str) -> bool:
