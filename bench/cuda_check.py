@@ -1,6 +1,6 @@
 """CUDA checks and timings (run where a GPU is present; CI has none).
 
-    python bench/cuda_check.py
+    python bench/cuda_check.py [--sections exactness,generation,prefix]
 
 1. Exactness on CUDA: on a tiny random-weight model of every family, the full chain equals the model and random
    chains equal the physically rebuilt model (logits and greedy tokens), in float32 (TF32 off) and bfloat16.
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 import statistics
 import sys
@@ -122,8 +123,21 @@ def prefix_reuse_speed(n_chains: int = 200) -> None:
               f"layers computed {cache.computed_fraction:.2f}")
 
 
-if __name__ == "__main__":
+SECTIONS = {"exactness": exactness, "generation": generation_speed, "prefix": prefix_reuse_speed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, in this order (default: all): {', '.join(SECTIONS)}")
+    sections = parser.parse_args().sections.split(",")
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     print(torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu", "torch", torch.__version__)
-    exactness()
-    generation_speed()
-    prefix_reuse_speed()
+    for name in sections:
+        SECTIONS[name]()
+
+
+if __name__ == "__main__":
+    main()

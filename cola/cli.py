@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object with chain, tokens and text")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("eval", help="accuracy of one chain on a task, with a 95% confidence interval")
+    p = sub.add_parser("eval", help="accuracy of one chain on a task, with a 95%% confidence interval")
     _add_model_args(p)
     _add_task_args(p)
     p.add_argument("--chain", default="full", help="chain notation (default: full)")

@@ -1,6 +1,7 @@
 """Nothing silently wrong: repeated ids, empty inputs, closed-choice options, the oracle's headline, provenance in a
 run's config, report tables that pandas reads. Each case failed before it was fixed."""
 
+import argparse
 import json
 import shutil
 import warnings
@@ -99,6 +100,24 @@ def test_closed_choices_are_checked_by_the_parser(capsys, no_model, args, choice
         main(args)
     assert exit_info.value.code == 2
     assert choice in capsys.readouterr().err
+
+
+def _commands(parser, prefix=()):
+    """Every command line of the parser's tree: (), ("eval",), ("router",), ("router", "fit"), ..."""
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _commands(child, prefix + (name,))
+
+
+@pytest.mark.parametrize("command", list(_commands(cli.build_parser())), ids=" ".join)
+def test_every_help_page_prints(capsys, command):
+    # a bare '%' in a help text (say "95% confidence") made argparse raise on `cola --help`
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: cola" in capsys.readouterr().out
 
 
 def test_load_model_refuses_an_unknown_dtype():
