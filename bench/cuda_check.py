@@ -22,7 +22,15 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import EOS, FAMILIES, PAD, random_chains, reference_model, tiny_model, tiny_tokenizer  # noqa: E402
+from conftest import (  # noqa: E402
+    EOS,
+    FAMILIES,
+    PAD,
+    random_chains,
+    reference_model,
+    tiny_model,
+    tiny_tokenizer,
+)
 
 from cola import Chain, ColaModel  # noqa: E402
 from cola.executor import forward, prefill  # noqa: E402

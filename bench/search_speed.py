@@ -32,9 +32,10 @@ import torch
 from cola import Chain, load_model
 from cola.evaluate import Evaluator
 from cola.executor import advance, forward, prompt_segment
+from cola.records import make_record
 from cola.reuse import PrefixCache
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
-from cola.search.run import make_record, sample_rng, search_samples
+from cola.search.run import sample_rng, search_samples
 from cola.tasks import get_task, load_samples
 
 PUBLISHED_NEW_TOKENS = 50

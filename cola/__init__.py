@@ -1,8 +1,9 @@
 """CoLa: test-time depth adaptation of pretrained LLMs through chains of layers."""
 
-from .chain import Chain, ChainError, as_chain
-from .models import DEFAULT_MODEL, ColaModel, ModelLoadError, load_model
+from ._version import __version__
+from .chain import Chain, as_chain
+from .errors import ChainError, ColaError, ModelLoadError
+from .loading import DEFAULT_MODEL, load_model
+from .models import ColaModel
 
-__version__ = "0.1.0"
-
-__all__ = ["Chain", "ChainError", "ColaModel", "DEFAULT_MODEL", "ModelLoadError", "as_chain", "load_model"]
+__all__ = ["Chain", "ChainError", "ColaError", "ColaModel", "DEFAULT_MODEL", "ModelLoadError", "as_chain", "load_model", "__version__"]

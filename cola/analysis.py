@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from .chain import Chain
-from .stats import mcnemar_exact, wilson_interval
+from .errors import UsageError
+from .stats import paired, wilson_interval
 from .store import read_config, read_eval, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
@@ -262,7 +263,7 @@ def pass_at_k(run: Run, k: int) -> dict:
     whose first evaluation is not correct, ``wrong_right`` those of them with a correct one among the first k."""
     budget = run.config["mcts"]["sims"] + 1
     if not 1 <= k <= budget:
-        raise ValueError(f"pass@{k} of {run.folder}: k must be between 1 and the run's {budget} evaluations per sample")
+        raise UsageError(f"pass@{k} of {run.folder}: k must be between 1 and the run's {budget} evaluations per sample")
     firsts = first_right(run)
     passed = sum(1 for first in firsts if first is not None and first < k)
     wrong = sum(1 for first in firsts if first != 0)
@@ -317,15 +318,6 @@ def eval_table(evals: list[EvalResult]) -> pd.DataFrame:
                      "fitted_on": json.dumps(s["fitted_on"]) if s.get("fitted_on") else None, "file": str(e.path)})
     return pd.DataFrame(rows, columns=["group", "name", "kind", "chain", "mean_length", "mean_layers", "full_share",
                                        "k", "n", "share", "ci_low", "ci_high", "fitted_on", "file"])
-
-
-def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
-    """Two evaluations' verdicts on the samples they share: counts right only under each, McNemar's exact p."""
-    common = sorted(set(a) & set(b))
-    a_only = sum(a[i] and not b[i] for i in common)
-    b_only = sum(b[i] and not a[i] for i in common)
-    return {"common": len(common), "a_right": sum(a[i] for i in common), "b_right": sum(b[i] for i in common),
-            "a_only": a_only, "b_only": b_only, "mcnemar_p": mcnemar_exact(a_only, b_only)}
 
 
 def adaptation_table(evals: list[EvalResult]) -> pd.DataFrame:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .errors import ChainError
+
 _TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-class ChainError(ValueError):
-    """A chain that is malformed or does not fit the model."""
 
 
 @dataclass(frozen=True, order=True)

@@ -1,6 +1,8 @@
 """The ``cola`` command line: ``generate``, ``layers``, ``tasks``, ``eval``, ``search`` and ``report``.
 
-Each command imports what it needs when it runs, so ``cola --help`` stays fast."""
+Each command parses its arguments, calls the library and prints: what a command does, a Python caller can do with the
+same calls. Each imports what it needs when it runs, so ``cola --help`` stays fast. Errors CoLa raises on purpose
+(:mod:`cola.errors`) print as one line; anything else is a bug and shows its traceback."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ import json
 import sys
 
 from .chain import as_chain
-from .models import DEFAULT_MODEL, ModelLoadError, load_model
-
+from .errors import ColaError, UsageError
+from .loading import DEFAULT_MODEL
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -31,21 +33,31 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def _add_model_args(parser: argparse.ArgumentParser, device: bool = True) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, .gguf file, folder or hub id (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    if device:
+        parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights and activations (default: bfloat16 on cuda, float32 on cpu)")
     parser.add_argument("--allow-untested", action="store_true",
                         help="load a model family CoLa is not tested on (refused otherwise); it must still pass the "
                              "exactness check against the model's own forward")
 
 
+def _load(args: argparse.Namespace, device: str | None = None):
+    """The model the command names (:func:`cola.loading.load_model`)."""
+    from .loading import load_model
+
+    return load_model(args.model, device=device or getattr(args, "device", None), dtype=args.dtype,
+                      allow_untested=args.allow_untested)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generation import generate_text
 
-    cm = load_model(args.model, device=args.device, dtype=args.dtype, allow_untested=args.allow_untested)
+    cm = _load(args)
     chain = as_chain(args.chain, cm.depth)
-    out = generate_text(cm, chain, [args.prompt], chat=args.chat, max_new_tokens=args.max_new_tokens)[0]
+    out = generate_text(cm, chain, [args.prompt], chat=args.chat, max_new_tokens=args.max_new_tokens,
+                        truncate=args.truncate)[0]
     if args.json:
         print(json.dumps({"chain": str(chain), "tokens": out.tokens, "text": out.text}))
     else:
@@ -54,7 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    cm = load_model(args.model, device=args.device, dtype=args.dtype, allow_untested=args.allow_untested)
+    cm = _load(args)
     print(f"model: {cm.name} ({cm.config.model_type}), depth: {cm.depth}")
     for i, layer_type in enumerate(cm.layer_types):
         experts = cm.experts(i)
@@ -63,9 +75,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_chain
+    from .export import check_export_folder, export_chain
 
-    cm = load_model(args.model, device="cpu", dtype=args.dtype, allow_untested=args.allow_untested)
+    check_export_folder(args.out)  # before the model loads
+    cm = _load(args, device="cpu")
     chain = as_chain(args.chain, cm.depth)
     out = export_chain(cm, chain, args.out)
     print(f"exported {cm.name} chain {chain} ({len(chain)} layers) to {out}")
@@ -89,6 +102,13 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-chat", dest="chat", action="store_false", help="do not use the chat template")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted) instead of failing")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation budget (default: the task's)")
+    _add_truncate(parser)
+
+
+def _add_truncate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--truncate", action="store_true",
+                        help="an input longer than the model's context loses its first tokens, with a warning "
+                             "(default: it is refused before any work)")
 
 
 def _samples(args: argparse.Namespace) -> list:
@@ -105,162 +125,95 @@ def _evaluator_and_samples(args: argparse.Namespace):
     from .tasks import get_task
 
     samples = _samples(args)
-    cm = load_model(args.model, device=args.device, dtype=args.dtype, allow_untested=args.allow_untested)
-    evaluator = Evaluator(cm, get_task(args.task), args.mode, args.chat, args.score_style, args.max_new_tokens)
+    evaluator = Evaluator(_load(args), get_task(args.task), args.mode, args.chat, args.score_style,
+                          args.max_new_tokens, args.truncate)
+    evaluator.check(samples)  # an input too long for the model fails before any work
     return evaluator, samples
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import time
-
     from tqdm import tqdm
 
-    from .models import weights_hash
-    from .stats import wilson_interval
+    from .evals import eval_header, evaluate_chain, evaluate_router
     from .store import eval_summary_path, write_eval
     from .tasks import get_task
 
     if args.out:
         eval_summary_path(args.out)  # a bad name fails before the model loads
     if args.router is not None and args.chain != "full":
-        raise ValueError("--router picks each input's chain; it does not take --chain")
+        raise UsageError("--router picks each input's chain; it does not take --chain")
     evaluator, samples = _evaluator_and_samples(args)
-    cm, task = evaluator.cm, get_task(args.task)
+    task = get_task(args.task)
     batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)
-    summary = {"model": cm.name, "weights": weights_hash(cm), "dtype": str(cm.dtype).removeprefix("torch."),
-               "depth": cm.depth, "task": args.task, "mode": args.mode, "chat": args.chat,
-               "score_style": args.score_style, "data": args.data_file or args.data_dir, "level": args.level,
-               "split": None if args.data_file or not task.splits else task.split(args.split),
-               "seed": args.seed, "n": len(samples), "batch": batch}
-    start = time.perf_counter()
+    header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
+                         level=args.level, split=None if args.data_file or not task.splits else task.split(args.split))
     if args.router is not None:
-        summary, rows = _eval_router(args, evaluator, samples, batch, summary)
+        from .router import Router
+
+        router = Router.load(args.router, evaluator.cm)
+        bars: dict[str, tqdm] = {}
+
+        def progress(stage: str, done: int) -> None:
+            if stage not in bars:
+                bars[stage] = tqdm(total=len(samples), desc=f"{args.task} [{stage}]", unit="sample")
+            bars[stage].update(done)
+
+        summary, rows = evaluate_router(router, evaluator, samples, batch, header, args.name, args.seed, progress)
+        for bar in bars.values():
+            bar.close()
+        if summary["seen_in_fit"]:
+            print(f"cola: warning: {summary['seen_in_fit']} of these samples were used to fit or select "
+                  f"{args.router} (first: {summary['seen_ids'][:3]}); its numbers here are not held-out",
+                  file=sys.stderr)
+        _print_router(summary, router, args.router)
     else:
-        chain = as_chain(args.chain, cm.depth)
+        chain = as_chain(args.chain, evaluator.cm.depth)
         with tqdm(total=len(samples), desc=f"{args.task} [{chain}]", unit="sample") as bar:
-            outcomes = evaluator.evaluate_many(chain, samples, batch, progress=lambda done: bar.update(len(done)))
-        rows = [o.to_dict() for o in outcomes]
-        summary.update(kind="chain", chain=str(chain), name=args.name or ("full" if chain.is_full(cm.depth) else str(chain)),
-                       mean_length=len(chain), mean_layers=len(chain))
-    summary["wall_s"] = round(time.perf_counter() - start, 3)
-    n = len(rows)
-    metrics = [("acc", "correct")] + ([("acc_norm", "correct_norm")] if args.mode == "score" else [])
-    for name, field in metrics:
-        k = sum(bool(r[field]) for r in rows)
-        lo, hi = wilson_interval(k, n)
-        summary[name] = {"k": k, "accuracy": k / n, "ci": [lo, hi]}
-        print(f"{args.task} {name}: {k / n:.4f} ({k}/{n}), 95% CI [{lo:.4f}, {hi:.4f}]  "
-              f"{'router ' + args.router if args.router else 'chain ' + summary['chain']}")
-    summary["accuracy"], summary["k"] = summary["acc"]["accuracy"], summary["acc"]["k"]
+            summary, rows = evaluate_chain(evaluator, chain, samples, batch, header, args.name, bar.update)
+    for name in ("acc", "acc_norm") if args.mode == "score" else ("acc",):
+        m = summary[name]
+        print(f"{args.task} {name}: {m['accuracy']:.4f} ({m['k']}/{len(rows)}), 95% CI [{m['ci'][0]:.4f}, "
+              f"{m['ci'][1]:.4f}]  {'router ' + args.router if args.router else 'chain ' + summary['chain']}")
     if args.out:
         print(f"per-sample answers: {args.out}; summary: {write_eval(args.out, rows, summary)}")
     return 0
 
 
-def _eval_router(args: argparse.Namespace, evaluator, samples: list, batch: int, summary: dict):
-    """`cola eval --router`: each sample through its routed chain, then full depth and a random pick from the same
-    library with the router's pick frequencies on the same samples, compared pairwise (McNemar)."""
-    import random
-    import time
-    from collections import Counter
-    from pathlib import Path
-
-    from tqdm import tqdm
-
-    from .analysis import paired
-    from .chain import Chain
-    from .router import Router, routed_outcomes
-    from .stats import wilson_interval
-    from .tasks import get_task
-
-    cm = evaluator.cm
-    router = Router.load(args.router, cm)
-    if router.config["mode"] != args.mode or router.config["score_style"] != args.score_style \
-            or router.config["chat"] != args.chat:
-        raise ValueError(f"{args.router} was fitted in {router.config['mode']} mode (score style "
-                         f"{router.config['score_style']}, chat {router.config['chat']}): its features are of those "
-                         "prompts; evaluate it the same way (--mode, --score-style, --no-chat)")
-    fitted = router.config
-    seen = set(fitted.get("train_ids", [])) | set(fitted.get("dev_ids", []))
-
-    def same_file(a, b) -> bool:
-        return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
-
-    if fitted.get("task") == args.task and (get_task(args.task).splits or same_file(fitted.get("data"), summary["data"])
-                                            or same_file(fitted.get("dev_split"), summary["data"])):
-        seen_here = [s.id for s in samples if s.id in seen]
-    else:
-        seen_here = []
-    if seen_here:
-        print(f"cola: warning: {len(seen_here)} of these samples were used to fit or select {args.router} (first: "
-              f"{seen_here[:3]}); its numbers here are not held-out", file=sys.stderr)
-    start = time.perf_counter()
-    with tqdm(total=len(samples), desc=f"{args.task} [router]", unit="sample") as bar:
-        routed = routed_outcomes(router, evaluator, samples, batch, bar.update)
-    routed_s = time.perf_counter() - start
-    full = Chain.full(cm.depth)
-    start = time.perf_counter()
-    with tqdm(total=len(samples), desc=f"{args.task} [full]", unit="sample") as bar:
-        full_outcomes = evaluator.evaluate_many(full, samples, batch, progress=lambda done: bar.update(len(done)))
-    full_s = time.perf_counter() - start
-    picks = Counter(str(chain) for chain, _, _ in routed)
-    rng = random.Random(f"{args.seed}:random-pick")
-    drawn = rng.choices(sorted(picks), weights=[picks[c] for c in sorted(picks)], k=len(samples))
-    with tqdm(total=len(samples), desc=f"{args.task} [random pick]", unit="sample") as bar:
-        random_outcomes = evaluator.evaluate_assigned([Chain.parse(c) for c in drawn], samples, batch,
-                                                      progress=lambda done: bar.update(len(done)))
-    rows = [{**outcome.to_dict(), "layers": layers, "full_correct": f.correct, "random_chain": drawn[i],
-             "random_correct": random_outcomes[i].correct}
-            for i, ((chain, layers, outcome), f) in enumerate(zip(routed, full_outcomes))]
-    n = len(rows)
-    mean_length = sum(len(chain) for chain, _, _ in routed) / n
-    mean_layers = sum(layers for _, layers, _ in routed) / n
-    k = sum(r["correct"] for r in rows)
-
-    def versus(field: str) -> dict:
-        p = paired({r["id"]: bool(r["correct"]) for r in rows}, {r["id"]: bool(r[field]) for r in rows})
-        return {"k": p["b_right"], "accuracy": p["b_right"] / n, "ci": list(wilson_interval(p["b_right"], n)),
-                "router_only": p["a_only"], "other_only": p["b_only"], "mcnemar_p": p["mcnemar_p"]}
-
-    baselines = {"full": {**versus("full_correct"), "mean_length": cm.depth, "wall_s": round(full_s, 3)},
-                 "random_pick": {**versus("random_correct"),
-                                 "mean_length": sum(len(Chain.parse(c)) for c in drawn) / n}}
-    summary.update(kind="router", router=str(args.router), name=args.name or f"router {args.router}",
-                   library=[str(c) for c in router.library], setting=router.setting.__dict__,
-                   fitted_on={key: router.config.get(key) for key in ("task", "split", "data", "control", "runs")},
-                   seen_in_fit=len(seen_here),
-                   mean_length=mean_length, mean_layers=mean_layers, routed_s=round(routed_s, 3),
-                   picks=dict(picks.most_common()), full_share=picks.get(str(full), 0) / n, baselines=baselines)
-    lo, hi = wilson_interval(k, n)
-    print(f"router {args.router}: {len(router.library)} chains, features after {router.setting.features} layers "
-          f"(fitted on {router.config.get('task')} {router.config.get('split')}, control "
-          f"{router.config.get('control')})")
-    print(f"  routed:      accuracy {k / n:.4f} ({k}/{n}) [{lo:.4f}, {hi:.4f}], mean chain length {mean_length:.2f}, "
-          f"mean layers computed {mean_layers:.2f} ({mean_layers / cm.depth:.3f} x depth, feature layers included), "
-          f"{routed_s:.1f} s")
-    for name, b in baselines.items():
+def _print_router(summary: dict, router, folder: str) -> None:
+    """The router evaluation's lines: what it is, its accuracy and layers, each baseline paired with it."""
+    n, depth, config = summary["n"], summary["depth"], router.config
+    acc = summary["acc"]
+    print(f"router {folder}: {len(router.library)} chains, features after {router.setting.features} layers "
+          f"(fitted on {config.get('task')} {config.get('split')}, control {config.get('control')})")
+    print(f"  routed:      accuracy {acc['accuracy']:.4f} ({acc['k']}/{n}) [{acc['ci'][0]:.4f}, {acc['ci'][1]:.4f}], "
+          f"mean chain length {summary['mean_length']:.2f}, mean layers computed {summary['mean_layers']:.2f} "
+          f"({summary['mean_layers'] / depth:.3f} x depth, feature layers included), {summary['routed_s']:.1f} s")
+    for name, b in summary["baselines"].items():
         print(f"  {name + ':':12s} accuracy {b['accuracy']:.4f} ({b['k']}/{n}) [{b['ci'][0]:.4f}, {b['ci'][1]:.4f}], "
               f"mean chain length {b['mean_length']:.2f}; router right only {b['router_only']}, {name} right only "
               f"{b['other_only']}: McNemar exact p = {b['mcnemar_p']:.4g}")
     print(f"  routed to the full chain: {summary['full_share']:.1%} of inputs; picks: "
-          + ", ".join(f"{c} ({count})" for c, count in picks.most_common()))
-    return summary, rows
+          + ", ".join(f"{c} ({count})" for c, count in summary["picks"].items()))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     import math
 
     from .search import MCTSConfig
-    from .search.run import SearchJob, run_search
-    from .store import RunStore
-    from .tasks import decoy, get_task
+    from .search.launch import default_folder, run_job
+    from .search.run import SearchJob
+    from .store import FolderLock
+    from .tasks import get_task, with_control
 
-    samples = _samples(args)
-    if args.control == "decoy":
-        samples = [decoy(s) for s in samples]
+    samples = with_control(_samples(args), args.control)
     if (args.control == "menu") != (args.menu is not None):
-        raise ValueError("--control menu needs --menu RUN_DIR (a per-sample search run to take the chains from), "
+        raise UsageError("--control menu needs --menu RUN_DIR (a per-sample search run to take the chains from), "
                          "and --menu goes with --control menu")
+    if args.static and (args.workers is not None or args.ray_address is not None):
+        raise UsageError("--static searches one chain over all samples in one process; it does not take --workers")
+    if args.static and args.control != "none":
+        raise UsageError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
+    task = get_task(args.task)
     job = SearchJob(
         model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, actions=args.actions,
@@ -269,33 +222,24 @@ def cmd_search(args: argparse.Namespace) -> int:
         mcts=MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon,
                         args.widening),
         seed=args.seed, reward=args.reward, control=args.control, menu=_menu(args), level=args.level,
-        split=None if args.data_file or not get_task(args.task).splits else get_task(args.task).split(args.split),
-        data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)))
-    control = f"-{args.control}" if args.control != "none" else "-static" if args.static else ""
-    split = f"-{job.split}" if job.split not in (None, get_task(args.task).default_split) else ""
-    out = args.out or (f"runs/{args.model.replace('/', '_')}-{args.task}{split}-{args.mode}-{args.actions}{control}"
-                       f"-n{len(samples)}-s{args.seed}")
-    if args.static:
-        return _static_search(args, job, samples, out)
-    failures: list[tuple[str, str]] = []
-    if args.workers is not None or args.ray_address is not None:
-        from .distributed import run_search_ray
-
-        records, failures, depth = run_search_ray(job, samples, out, args.workers, args.ray_address,
-                                                  args.gpus_per_worker, progress=not args.quiet)
-    else:
-        evaluator = job.evaluator()
-        store = RunStore(out, job.run_config(evaluator, samples))
-        records, depth = run_search(job, evaluator, samples, store, progress=not args.quiet), evaluator.cm.depth
-    if not records:
+        split=None if args.data_file or not task.splits else task.split(args.split),
+        data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
+        truncate=args.truncate)
+    out = args.out or default_folder(job, len(samples), static=args.static)
+    with FolderLock(out) as lock:  # a second writer stops here, before the model loads
+        if args.static:
+            return _static_search(args, job, samples, out, lock)
+        result = run_job(job, samples, out, args.workers, args.ray_address, args.gpus_per_worker,
+                         progress=not args.quiet, lock=lock)
+    if not result.records:
         print(f"run: {out}: no sample finished", file=sys.stderr)
     else:
-        _search_summary(args, out, records, depth)
-    for sample_id, error in failures:
+        _print_search(args, out, result.records, result.depth)
+    for sample_id, error in result.failures:
         print(f"cola: error: sample {sample_id!r} failed: {error}", file=sys.stderr)
-    if failures:
-        print(f"cola: error: {len(failures)} sample(s) failed and are not recorded; fix them and re-run the same "
-              "command to search them (the others are kept)", file=sys.stderr)
+    if result.failures:
+        print(f"cola: error: {len(result.failures)} sample(s) failed and are not recorded; fix them and re-run the "
+              "same command to search them (the others are kept)", file=sys.stderr)
         return 1
     return 0
 
@@ -310,25 +254,11 @@ def _menu(args: argparse.Namespace) -> dict | None:
     return load_menu(args.menu, args.model)
 
 
-def _static_search(args: argparse.Namespace, job, samples: list, out: str) -> int:
+def _static_search(args: argparse.Namespace, job, samples: list, out: str, lock) -> int:
     """`cola search --static`: one chain for all ``samples`` (a dev subset), reward its accuracy on them."""
-    from .reuse import PrefixCache
-    from .search.static import best_static, static_search
-    from .store import RunStore
+    from .search.static import best_static, run_static
 
-    if args.workers is not None or args.ray_address is not None:
-        raise ValueError("--static searches one chain over all samples in one process; it does not take --workers")
-    if args.control != "none":
-        raise ValueError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
-    evaluator = job.evaluator()
-    store = RunStore(out, job.run_config(evaluator, samples, static=True))
-    prefixes = [PrefixCache(job.prefix_bytes // len(samples)) for _ in samples]
-
-    def verdicts(chain):
-        return [o.correct for o in evaluator.evaluate(chain, samples, prefixes)]
-
-    records = static_search(verdicts, len(samples), job.space(evaluator.cm.depth), job.mcts, job.seed, store,
-                            progress=not args.quiet)
+    records = run_static(job, samples, out, progress=not args.quiet, lock=lock)
     full, best = records[0], best_static(records)
     print(f"run: {out} (one chain for {len(samples)} samples, {len(records)} chain evaluations)")
     print(f"full depth:        accuracy {full['accuracy']:.4f} ({full['k']}/{full['n']}), {full['length']} layers")
@@ -339,12 +269,12 @@ def _static_search(args: argparse.Namespace, job, samples: list, out: str) -> in
     return 0
 
 
-def _search_summary(args: argparse.Namespace, out: str, records: list[dict], depth: int) -> None:
+def _print_search(args: argparse.Namespace, out: str, records: list[dict], depth: int) -> None:
     """The run's headline: original and oracle accuracy (said to be an oracle), chain length, the chance control."""
-    n = len(records)
-    original = sum(r["full"]["correct"] for r in records)
-    oracle = sum(r["best"]["correct"] for r in records)
-    mean_len = sum(r["best"]["length"] for r in records) / n
+    from .records import headline
+
+    h = headline(records)
+    n = h["n"]
     print(f"run: {out} ({n} samples, {args.sims} simulations each, actions {args.actions})")
     if args.control == "decoy":
         print("control: decoy golds; the accuracies below count answers equal to the decoy")
@@ -352,15 +282,16 @@ def _search_summary(args: argparse.Namespace, out: str, records: list[dict], dep
         print(f"control: no search; the full model tried {args.sims} times per sample (best of N sampling)")
     if args.control == "menu":
         print(f"control: no search; every sample tries the same menu of chains from {args.menu} (leave-one-out)")
-    print(f"original accuracy: {original / n:.4f} ({original}/{n})")
+    print(f"original accuracy: {h['original'] / n:.4f} ({h['original']}/{n})")
     tries = "answers of the full model" if args.control == "sample" else "chains"
     print(f"oracle accuracy (best of up to {args.sims + 1} {tries}, chosen with the gold answer): "
-          f"{oracle / n:.4f} ({oracle}/{n})")
-    print(f"mean best-chain length: {mean_len:.2f} layers (model depth {depth})")
+          f"{h['oracle'] / n:.4f} ({h['oracle']}/{n})")
+    print(f"mean best-chain length: {h['mean_best_length']:.2f} layers (model depth {depth})")
     if args.control == "none":
         print("chance control: the oracle counts any chain that happens to answer right; run the same command with "
               "--control decoy to see how often the search reaches a wrong answer set as gold (`cola report` compares "
               "both)")
+    print(f"the study's tables: cola report {out} --out report/")
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -397,93 +328,35 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_router_fit(args: argparse.Namespace) -> int:
     """`cola router fit`: a chain library from train-split search runs, a router fitted on their samples and
     selected on dev samples, written as a folder."""
-    from .chain import Chain
-    from .evaluate import Evaluator
-    from .router import candidates, chain_library, fit_router, library_verdicts
-    from .search.run import run_samples
-    from .store import read_config, read_records
-    from .tasks import DataError, decoy, get_task, load_samples
+    from .router import fit_from_runs
 
-    configs = [read_config(folder) for folder in args.runs]
-    for folder, config in zip(args.runs, configs):
-        if config.get("static") or "mcts" not in config:
-            raise ValueError(f"{folder} is not a per-sample search run; a router is fitted on those")
-        if config.get("split") in ("dev", "test"):
-            raise ValueError(f"{folder} searched the {config['split']} split: fit a router on train runs (select on "
-                             "dev, report on test)")
-    keys = ("model", "weights", "dtype", "depth", "task", "mode", "chat", "score_style", "control")
-    for folder, config in zip(args.runs[1:], configs[1:]):
-        differ = [k for k in keys if config.get(k) != configs[0].get(k)]
-        if differ:
-            raise ValueError(f"{folder} differs from {args.runs[0]} in {', '.join(differ)}: fit one router per "
-                             "model, task and prompt format")
-    first = configs[0]
-    per_run = [read_records(folder) for folder in args.runs]
-    records = [r for run in per_run for r in run]
-    if not records:
-        raise ValueError(f"no finished records in {', '.join(args.runs)}")
-    searched, seen = [], set()  # the samples with a finished search, each once
-    for run, config in zip(per_run, configs):
-        done = {r["id"] for r in run}
-        for sample in run_samples(config, args.data_dir or args.data_file):
-            if sample.id in done and sample.id not in seen:
-                seen.add(sample.id)
-                searched.append(sample)
-    train = list(searched)
-    task = get_task(first["task"])
-    if args.fit_n is not None and len(train) < args.fit_n:  # more samples of the runs' data, never searched
-        more = [s for s in load_samples(task, None if args.data_file else args.data_dir or first.get("data"),
-                                        args.data_file, 0, first["seed"], first.get("level"),
-                                        split=None if args.data_file else first.get("split"))
-                if s.id not in seen][: args.fit_n - len(train)]
-        train += [decoy(s) for s in more] if first.get("control") == "decoy" else more
-    if args.dev_file is None and "dev" not in task.splits:
-        raise DataError(f"task {task.name!r} has no dev split: pass --dev-file FILE.jsonl (held-out samples of its "
-                        "shape) to select the router on")
-    dev = load_samples(task, None if args.dev_file else args.data_dir or first.get("data"), args.dev_file,
-                       args.dev_n, args.seed, first.get("level"), split=None if args.dev_file else "dev")
-    if first.get("control") == "decoy":
-        dev = [decoy(s) for s in dev]
-    cm = load_model(first["model"], device=args.device, dtype=first["dtype"], allow_untested=args.allow_untested)
-    if cm.depth != first["depth"]:
-        raise ValueError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
-    evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
-    full, known = Chain.full(cm.depth), None
-    if args.library:
-        library = [as_chain(c, cm.depth) for c in args.library.split(";")]
-    else:  # the candidates asked on every searched sample, then covered greedily
-        pool = [full] + candidates(records, cm.depth, args.candidates)
-        verdicts = library_verdicts(evaluator, pool, searched, args.batch_size)
-        right = {c: {s.id for s, v in zip(searched, verdicts[:, k].tolist()) if v} for k, c in enumerate(pool)}
-        library = chain_library(right, cm.depth, args.k, args.min_support)
-        print(f"library: {len(pool) - 1} candidate chains asked on the {len(searched)} searched samples; "
-              f"{sum(len(ids) >= args.min_support for c, ids in right.items() if c != full)} are right on at least "
-              f"{args.min_support}; the greedy cover keeps {len(library) - 1} besides the full chain")
-    library = [full] + [c for c in dict.fromkeys(library) if c != full]
-    if not args.library:  # the searched samples open the train set: their verdicts are known from the candidates
-        known = verdicts[:, [pool.index(c) for c in library]]
-    config = {key: first.get(key) for key in keys + ("split", "data", "max_new_tokens")}
-    config.update(runs=[str(f) for f in args.runs], library_from="--library" if args.library else "greedy cover",
-                  min_support=args.min_support, dev_split=args.dev_file or "dev", dev_seed=args.seed)
-    router, summary = fit_router(evaluator, library, train, dev, args.budget,
-                                 [int(f) for f in args.features.split(",")], args.batch_size, config,
-                                 progress=not args.quiet, known=known)
+    library = args.library.split(";") if args.library else None
+    router, summary = fit_from_runs(
+        args.runs, data=args.data_dir, data_file=args.data_file, dev_file=args.dev_file, fit_n=args.fit_n,
+        dev_n=args.dev_n, seed=args.seed, size=args.k, most=args.candidates, min_support=args.min_support,
+        library=library, budget=args.budget, feature_layers=[int(f) for f in args.features.split(",")],
+        batch=args.batch_size, device=args.device, allow_untested=args.allow_untested, progress=not args.quiet)
     router.save(args.out)
-    chosen = summary["dev"]
-    print(f"router: {args.out} ({len(library)} chains, fitted on {len(train)} train samples of {len(args.runs)} "
-          f"run(s), selected on {len(dev)} dev samples)")
+    info, depth = summary["library_search"], summary["depth"]
+    if info is not None:
+        print(f"library: {info['candidates']} candidate chains asked on the {info['searched']} searched samples; "
+              f"{info['supported']} are right on at least {args.min_support}; the greedy cover keeps "
+              f"{len(router.library) - 1} besides the full chain")
+    chosen, config = summary["dev"], router.config
+    print(f"router: {args.out} ({len(router.library)} chains, fitted on {config['train_samples']} train samples of "
+          f"{len(args.runs)} run(s), selected on {config['dev_samples']} dev samples)")
     print("library (train / dev accuracy, each chain for every sample):")
     for c in summary["chains"]:
         print(f"  {c['length']:3d} layers  train {c['train_accuracy']:.3f}  dev {c['dev_accuracy']:.3f}  {c['chain']}")
     s = router.setting
     print(f"chosen on dev: features after {s.features} layers, C {s.c}, class weight {s.weight}, mu {s.mu}: dev "
           f"accuracy {chosen['dev_accuracy']:.3f} (full chain {summary['chains'][0]['dev_accuracy']:.3f}), mean layers "
-          f"computed {chosen['dev_layers']:.2f} of {cm.depth}, routed to the full chain {chosen['dev_full_share']:.1%}")
-    if chosen["dev_layers"] > args.budget * cm.depth:
+          f"computed {chosen['dev_layers']:.2f} of {depth}, routed to the full chain {chosen['dev_full_share']:.1%}")
+    if chosen["dev_layers"] > args.budget * depth:
         print(f"cola: warning: no setting computes at most {args.budget} x depth layers on dev; the cheapest is kept",
               file=sys.stderr)
-    print(f"report it on held-out samples: cola eval --router {args.out} --task {task.name} --split test "
-          f"--mode {first['mode']} --out router-test.jsonl")
+    print(f"report it on held-out samples: cola eval --router {args.out} --task {summary['task']} --split test "
+          f"--mode {summary['mode']} --out router-test.jsonl")
     return 0
 
 
@@ -491,7 +364,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
     if not args.runs and not args.evals:
-        raise ValueError("give search run folders and/or --evals F.jsonl (cola eval outputs)")
+        raise UsageError("give search run folders and/or --evals F.jsonl (cola eval outputs)")
     out = build_report(args.runs, args.out, args.evals or [])
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return 0
@@ -516,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--max-new-tokens", type=positive_int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object with chain, tokens and text")
+    _add_truncate(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="accuracy of one chain on a task, with a 95%% confidence interval")
@@ -526,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a router folder (`cola router fit`): each input through the chain it routes it to, compared "
                         "with full depth and a random pick from its library on the same samples")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="samples run together (default: 8 in generate mode, 16 with --router, 1 in score mode: each "
+                   help="samples run together (default: 16 in generate mode and with --router, 1 in score mode: each "
                         "alone, exactly as lm-eval; larger is faster, equal up to floating-point rounding)")
     p.add_argument("--name", default=None, help="a name for this evaluation in `cola report` (default: the chain)")
     p.add_argument("--out", default=None,
@@ -633,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("export", help="write a chain as a standard Hugging Face model folder (transformers loads it)")
-    _add_model_args(p)
+    _add_model_args(p, device=False)
     p.add_argument("--chain", required=True, help="chain notation, e.g. 0-9,12-29")
     p.add_argument("--out", required=True, help="a new folder")
     p.set_defaults(func=cmd_export)
@@ -647,15 +521,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import transformers
 
+    shown = warnings.showwarning  # for this command only: main() may be called from a Python program or a test
     warnings.showwarning = lambda message, *_, **__: print(f"cola: warning: {message}", file=sys.stderr)
-
     transformers.utils.logging.set_verbosity_error()  # weight-loading bars and notices drown the command's output
     transformers.utils.logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ValueError, ModelLoadError, FileNotFoundError, KeyError, ImportError) as err:  # chain, data, config, Ray
-        print(f"cola: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+    except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
+        print(f"cola: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

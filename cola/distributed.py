@@ -14,19 +14,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from tqdm import tqdm
-
-from .search.run import SearchJob, ordered_records
-from .store import RunStore
+from .errors import ModelLoadError, RayMissing
+from .search.run import SearchJob, resume
+from .store import FolderLock, RunStore
 from .tasks import Sample
 
 WORKER_PREFIX = "cola-search-"  # Ray actor names: cola-search-<run token>-<index>
-
-
-class RayMissing(ImportError):
-    """Ray is needed for --workers / --ray-address and is not installed."""
 
 
 def _ray():
@@ -90,14 +85,17 @@ def run_search_ray(
     address: str | None = None,
     gpus_per_worker: float | None = None,
     progress: bool = True,
+    lock: FolderLock | None = None,
 ) -> tuple[list[dict], list[tuple[str, str]], int]:
     """Search every sample not yet recorded in ``folder`` on Ray workers; returns the records of ``samples`` (in
     their order), the failed samples as (id, error), and the model's depth.
 
     ``workers`` Ray actors (default: one per GPU of the cluster, else 1) each hold ``gpus_per_worker`` GPUs and an
     equal share of the CPUs. ``address`` joins an existing cluster (``auto``: the one Ray finds); without it a local
-    cluster is started (or the one this process already started is used)."""
+    cluster is started (or the one this process already started is used). The driver holds the folder's lock
+    (``lock``, or its own) while it writes."""
     ray = _ray()
+    lock = lock or FolderLock(folder)
     workers, gpus_per_worker, cpus = _connect(ray, workers, address, gpus_per_worker)
     token = uuid.uuid4().hex[:8]
     actor = ray.remote(SearchWorker)
@@ -107,44 +105,45 @@ def run_search_ray(
         try:
             config, depth = ray.get([pool[0].run_config.remote(list(samples)), pool[0].depth.remote()])
         except ray.exceptions.RayActorError as err:  # the worker could not load the model (or died at once)
-            raise ValueError(f"a Ray worker could not start: {_cause(err)}") from None
-        store = RunStore(folder, {**config, "workers": workers})
-        done = store.finished_ids()
-        todo = [s for s in samples if s.id not in done]
-        chunks = deque(list(todo[i : i + job.batch]) for i in range(0, len(todo), job.batch))
+            raise ModelLoadError(f"a Ray worker could not start: {_cause(err)}") from None
         failures: list[tuple[str, str]] = []
-        pending: dict = {}
-
-        def hand(worker) -> None:
-            if chunks:
-                chunk = chunks.popleft()
-                pending[worker.search.remote(chunk)] = (worker, chunk)
-
-        with tqdm(desc=f"samples ({workers} workers)", unit="sample", total=len(samples), initial=len(samples) - len(todo),
-                  disable=not progress, dynamic_ncols=True) as bar:
-            for worker in pool:
-                hand(worker)
-            while pending:
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                worker, chunk = pending.pop(ref)
-                try:
-                    records = ray.get(ref)
-                except ray.exceptions.RayTaskError as err:  # an error raised by the search: in the data
-                    if len(chunk) > 1:  # searched together: search each alone to find the sample at fault
-                        chunks.extendleft([s] for s in reversed(chunk))
-                    else:
-                        failures.append((chunk[0].id, _cause(err)))
-                        bar.update(1)
-                    hand(worker)
-                    continue
-                for record in records:
-                    store.append(record)
-                    bar.update(1)
-                hand(worker)
-        return ordered_records(store, samples), failures, depth
+        with RunStore(folder, {**config, "workers": workers}, lock) as store:
+            records = resume(store, samples, lambda todo, _: _dispatch(ray, pool, todo, job.batch, failures),
+                             progress, desc=f"samples ({workers} workers)")
+        return records, failures, depth
     finally:
         for worker in pool:
             ray.kill(worker)
+
+
+def _dispatch(ray, pool: list, todo: list[Sample], batch: int, failures: list[tuple[str, str]]) -> Iterator[dict]:
+    """The records of ``todo`` as the workers return them: each free worker takes the next ``batch`` samples. A chunk
+    whose search raised is searched again one sample at a time, to find the sample at fault, which goes to
+    ``failures`` as (id, error) and is not recorded."""
+    chunks = deque(list(todo[i : i + batch]) for i in range(0, len(todo), batch))
+    pending: dict = {}
+
+    def hand(worker) -> None:
+        if chunks:
+            chunk = chunks.popleft()
+            pending[worker.search.remote(chunk)] = (worker, chunk)
+
+    for worker in pool:
+        hand(worker)
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        worker, chunk = pending.pop(ref)
+        try:
+            records = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:  # an error raised by the search: in the data
+            if len(chunk) > 1:  # searched together: search each alone to find the sample at fault
+                chunks.extendleft([s] for s in reversed(chunk))
+            else:
+                failures.append((chunk[0].id, _cause(err)))
+            hand(worker)
+            continue
+        hand(worker)
+        yield from records
 
 
 def _cause(err: Exception) -> str:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .chain import Chain
+from .errors import UsageError
 from .generation import RowDecoder, Sampler
 from .models import ColaModel
 from .reuse import PrefixCache
@@ -53,13 +54,14 @@ class Evaluator:
     chat: bool = True
     score_style: str = "lmeval"
     max_new_tokens: int | None = None
+    truncate: bool = False  # an input past the model's positions loses its first tokens (else it is refused)
 
     def __post_init__(self) -> None:
         self._prepared: dict[Sample, Prepared] = {}
         if self.mode not in self.task.modes:
-            raise ValueError(f"task {self.task.name!r} has modes {self.task.modes}, not {self.mode!r}")
+            raise UsageError(f"task {self.task.name!r} has modes {self.task.modes}, not {self.mode!r}")
         if self.score_style not in SCORE_STYLES:
-            raise ValueError(f"score style must be one of {SCORE_STYLES}, not {self.score_style!r}")
+            raise UsageError(f"score style must be one of {SCORE_STYLES}, not {self.score_style!r}")
 
     def prompt(self, sample: Sample) -> str:
         """The text the model reads (generate mode, or the scoring context)."""
@@ -74,13 +76,24 @@ class Evaluator:
         if prepared is None:
             if len(self._prepared) >= 4096:
                 self._prepared.clear()
-            prompt = self.prompt(sample)
+            prompt, what = self.prompt(sample), f"sample {sample.id!r}"
             if self.mode == "score":
-                prepared = Prepared(prompt, None, self.option_inputs(sample, prompt))
+                inputs = self.option_inputs(sample, prompt)
+                reserve = inputs.positions - len(inputs.context)
+                drop = self.cm.context_drop(len(inputs.context), reserve, self.truncate, f"{what} (with its longest option)")
+                prepared = Prepared(prompt, None, inputs.without_first(drop) if drop else inputs)
             else:
-                prepared = Prepared(prompt, self.cm.tokenize([prompt], self.chat)[0], None)
+                ids = self.cm.tokenize([prompt], self.chat)[0]
+                budget = self.max_new_tokens or self.task.max_new_tokens
+                prepared = Prepared(prompt, ids[:, self.cm.context_drop(ids.shape[1], budget, self.truncate, what) :],
+                                    None)
             self._prepared[sample] = prepared
         return prepared
+
+    def check(self, samples: Sequence[Sample]) -> None:
+        """Prepare every sample now (:meth:`prepare`), so that one too long for the model fails before any work."""
+        for sample in samples:
+            self.prepare(sample)
 
     def prompt_ids(self, sample: Sample) -> torch.Tensor:
         """The token ids (1, length) every chain runs over for ``sample``: the prompt, or in score mode the context
@@ -101,9 +114,7 @@ class Evaluator:
         requests = self.requests()
         for b, sample in enumerate(samples):
             requests.submit(b, chain, sample, prefixes[b] if prefixes is not None else None)
-        outcomes: dict[int, Outcome] = {}
-        while requests:
-            outcomes.update(requests.step())
+        outcomes = requests.drain()
         return [outcomes[b] for b in range(len(samples))]
 
     def evaluate_many(self, chain: Chain, samples: Sequence[Sample], batch: int,
@@ -217,6 +228,17 @@ class Requests:
         self.in_decoder[id(pending)] = pending
         self.decoder.add(id(pending), chain, self.evaluator.prepare(sample).ids, prefix,
                          lambda text: task.is_done(text, sample), sampler)
+
+    def drain(self, on_outcome: Callable[[object, Outcome], None] | None = None) -> dict[object, Outcome]:
+        """Step until every request has finished; returns key -> outcome, and calls ``on_outcome(key, outcome)``
+        as each one finishes."""
+        outcomes: dict[object, Outcome] = {}
+        while self:
+            for key, outcome in self.step():
+                outcomes[key] = outcome
+                if on_outcome is not None:
+                    on_outcome(key, outcome)
+        return outcomes
 
     def step(self) -> list[tuple[object, Outcome]]:
         """Run one step; returns (key, outcome) of the requests that finished in it."""

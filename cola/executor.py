@@ -8,7 +8,6 @@ position, so the weights are shared but the cache entries are not.
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,10 +16,14 @@ from functools import lru_cache
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
-from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+from transformers.masking_utils import (
+    create_causal_mask,
+    create_sliding_window_causal_mask,
+)
 
 from .chain import Chain
-from .models import ColaModel
+from .errors import ModelLoadError
+from .models import ColaModel, stack_config
 from .reuse import PrefixCache
 
 MASK_FUNCTIONS = {
@@ -52,11 +55,7 @@ def chain_config(cm: ColaModel, layer_types: tuple[str, ...]):
     if cfg is None:
         if len(cm.chain_configs) >= 1024:  # hybrid models make one per type sequence: keep the memo bounded
             cm.chain_configs.clear()
-        cfg = copy.deepcopy(cm.config)
-        cfg.num_hidden_layers = len(layer_types)
-        if getattr(cm.config, "layer_types", None) is not None:
-            cfg.layer_types = list(layer_types)
-        cm.chain_configs[layer_types] = cfg
+        cfg = cm.chain_configs[layer_types] = stack_config(cm.config, layer_types)
     return cfg
 
 
@@ -326,11 +325,9 @@ def decode_step(cm: ColaModel, rows: list[Row], token_ids: torch.Tensor) -> torc
 
 def check_exact(cm: ColaModel, tokens: int = 16) -> float:
     """Run the full chain and the model's own forward on a fixed probe of ``tokens`` tokens; returns the largest
-    logit difference, or raises :class:`~cola.models.ModelLoadError` when it exceeds the dtype's rounding (1e-4 of
+    logit difference, or raises :class:`~cola.errors.ModelLoadError` when it exceeds the dtype's rounding (1e-4 of
     the largest logit in float32, 2e-2 in 16-bit types): the executor would not compute what the model computes
     (a forward that scales or adds something CoLa does not know of)."""
-    from .models import ModelLoadError
-
     ids = (torch.arange(tokens, device=cm.device) * 7 + 3).remainder(cm.config.vocab_size)[None]
     with torch.inference_mode():
         expected = cm.model(ids).logits.float()

@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 
 from .chain import Chain
-from .models import ColaModel, moe_block
+from .errors import UsageError
+from .models import ColaModel, moe_block, stack_config
+from .store import check_folder
 
 CARD = """---
 base_model: {source}
@@ -34,11 +36,7 @@ gives the same logits and greedy tokens as running the chain through CoLa (`cola
 def chain_layer_config(cm: ColaModel, chain: Chain):
     """The source config rewritten for a stack whose layer ``p`` is source layer ``chain[p]``: its depth, the
     attention type of each position, and which positions are dense in a mixture-of-experts stack."""
-    config = copy.deepcopy(cm.config)
-    config.num_hidden_layers = len(chain)
-    types = [cm.layer_types[i] for i in chain]
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = types
+    config = stack_config(cm.config, [cm.layer_types[i] for i in chain])
     if hasattr(config, "mlp_only_layers"):  # Qwen2-MoE / Qwen3-MoE: which positions keep a dense MLP
         config.mlp_only_layers = [p for p, i in enumerate(chain) if moe_block(cm.layers[i]) is None]
         config.decoder_sparse_step = 1
@@ -69,11 +67,17 @@ def rebuilt_model(cm: ColaModel, chain: Chain) -> torch.nn.Module:
     return model
 
 
+def check_export_folder(out: str | Path) -> Path:
+    """``out`` as a folder to export into: new, or empty; else a one-line error (checked before a model loads)."""
+    out = check_folder(out)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty; pass a new folder")
+    return out
+
+
 def export_chain(cm: ColaModel, chain: Chain, out: str | Path) -> Path:
     """Write ``chain`` of ``cm`` as a standard Hugging Face model folder (see the module's docstring)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not empty; pass a new folder")
+    out = check_export_folder(out)
     model = rebuilt_model(cm, chain)
     model.save_pretrained(out, safe_serialization=True)
     cm.tokenizer.save_pretrained(out)

@@ -144,18 +144,22 @@ def generate(
     stop_strings: Sequence[str] = (),
     is_done: Callable[[int, str], bool] | None = None,
     prefix: PrefixCache | None = None,
+    truncate: bool = False,
 ) -> list[Generation]:
     """Greedy decoding of a (left-padded) batch of prompts through ``chain``, one KV slot per chain position.
 
     Each prompt runs unpadded as its own row (:class:`RowDecoder`), and stops at EOS, once its new text contains a
     stop string, or once ``is_done(b, text)`` is true for its batch index ``b`` (an answer that is complete).
     ``prefix`` (a :class:`~cola.reuse.PrefixCache` of a single prompt) lets its prefill reuse earlier chains' work.
+    A prompt that leaves fewer than ``max_new_tokens`` of the model's positions is refused
+    (:meth:`~cola.models.ColaModel.context_drop`), or with ``truncate`` loses its first tokens.
     """
     if prefix is not None and input_ids.shape[0] != 1:
         raise ValueError("a prefix cache holds one unpadded prompt")
     decoder = RowDecoder(cm, max_new_tokens, stop_strings)
     for b in range(input_ids.shape[0]):
         ids = input_ids[b : b + 1] if attention_mask is None else input_ids[b : b + 1, attention_mask[b].bool()]
+        ids = ids[:, cm.context_drop(ids.shape[1], max_new_tokens, truncate, f"prompt {b}") :]
         decoder.add(b, chain, ids, prefix, None if is_done is None else lambda text, b=b: is_done(b, text))
     results: dict[int, Generation] = {}
     while decoder:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch
 
 from .chain import Chain
+from .errors import UsageError
 from .executor import Row, Segment, embed, new_cache, run_segments
 from .models import ColaModel
 
@@ -34,7 +35,7 @@ def block_influence(cm: ColaModel, prompts: Iterable[torch.Tensor]) -> list[floa
             before = outputs[p]
         tokens += ids.shape[1]
     if not tokens:
-        raise ValueError("block influence needs at least one calibration prompt")
+        raise UsageError("block influence needs at least one calibration prompt")
     return (1 - sums / tokens).tolist()
 
 

@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 
 from . import analysis  # noqa: E402
 from .analysis import ACTION_NAMES, EvalResult, Run  # noqa: E402
+from .errors import UsageError
 
 
 def _pct(x: float) -> str:
@@ -117,13 +118,13 @@ def build_report(folders: list[str | Path], out: str | Path, evals: list[str | P
     runs = [Run.load(f) for f in folders]
     static = [str(r.folder) for r in runs if r.config.get("static")]
     if static:
-        raise ValueError(f"{', '.join(static)}: a --static run (one chain for a task) is not a per-sample search; "
+        raise UsageError(f"{', '.join(static)}: a --static run (one chain for a task) is not a per-sample search; "
                          "cola report does not read it (report the chain it found with `cola eval --chain C --out "
                          "F.jsonl` and pass --evals F.jsonl)")
     runs = [r for r in runs if r.records]
     results = [EvalResult.load(path) for path in evals]
     if not runs and not results:
-        raise ValueError("no finished records in the given run folders, and no evaluations (--evals)")
+        raise UsageError("no finished records in the given run folders, and no evaluations (--evals)")
     out.mkdir(parents=True, exist_ok=True)
     md: list[str] = ["# CoLa report", ""]
     figures: list[tuple[str, str]] = []

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from .chain import Chain
+from .chain import Chain, as_chain
+from .errors import RouterError, UsageError
 from .evaluate import Evaluator
 from .executor import prompt_segment, run_segments
 from .models import ColaModel
@@ -44,10 +45,6 @@ FEATURE_LAYERS = (2, 4, 8)
 C_GRID = (0.01, 0.1, 1.0)
 MU_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)
 WEIGHTS = ("none", "balanced")
-
-
-class RouterError(ValueError):
-    """A router folder that cannot be used: missing, corrupt, or made for another model."""
 
 
 def candidates(records: Sequence[dict], depth: int, most: int = 24) -> list[Chain]:
@@ -68,7 +65,7 @@ def chain_library(right: dict[Chain, set[str]], depth: int, size: int = 8, min_s
     """Up to ``size`` chains, the full chain first, covering greedily the samples each chain answers right
     (``right``: chain -> ids of the samples it got right, each chain asked on every sample; module doc)."""
     if size < 1:
-        raise ValueError(f"a library holds at least the full chain; size {size}")
+        raise UsageError(f"a library holds at least the full chain; size {size}")
     full = Chain.full(depth)
     pool = {c: ids for c, ids in right.items() if len(ids) >= min_support and c != full}
 
@@ -204,6 +201,7 @@ class Router:
     library: list[Chain]
     setting: Setting
     predictor: Predictor
+    folder: Path | None = None  # where it was loaded from
 
     @property
     def costs(self) -> list[int]:
@@ -248,7 +246,7 @@ class Router:
         if any(tuple(predictor.tensors()[k].shape) != s for k, s in shapes.items()):
             raise RouterError(f"{folder / PREDICTOR} does not fit its config ({chains} chains, {dim} features)")
         if cm is not None:
-            from .models import weights_hash
+            from .provenance import weights_hash
 
             if config["model"] != cm.name or config["depth"] != cm.depth:
                 raise RouterError(f"{folder} was fitted for {config['model']} ({config['depth']} layers), not "
@@ -258,7 +256,7 @@ class Router:
                                   f"these are {weights_hash(cm)})")
             if dim != cm.config.hidden_size:
                 raise RouterError(f"{folder} expects {dim} features; {cm.name} has hidden size {cm.config.hidden_size}")
-        return cls(config, library, setting, predictor)
+        return cls(config, library, setting, predictor, folder)
 
     def route(self, cm: ColaModel, features: torch.Tensor) -> list[Chain]:
         """The library chain for each input's features (inputs, dim)."""
@@ -321,9 +319,9 @@ def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[S
 
     cm = evaluator.cm
     if set(s.id for s in train) & set(s.id for s in dev):
-        raise ValueError("train and dev samples share ids: select on samples the fit has not seen")
+        raise UsageError("train and dev samples share ids: select on samples the fit has not seen")
     if any(not 1 <= f <= cm.depth for f in feature_layers):
-        raise ValueError(f"feature layers must be within 1..{cm.depth}, not {list(feature_layers)}")
+        raise UsageError(f"feature layers must be within 1..{cm.depth}, not {list(feature_layers)}")
     done = 0 if known is None else len(known)
     if known is not None and (known.shape[1] != len(library) or done > len(train)):
         raise ValueError(f"known verdicts of shape {tuple(known.shape)} do not fit {len(library)} chains and "
@@ -348,3 +346,104 @@ def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[S
               "train_ids": [s.id for s in train], "dev_ids": [s.id for s in dev],
               "feature_layers": list(feature_layers), "library_accuracy": summary["chains"], "dev_table": table}
     return Router(config, list(library), setting, predictor), summary
+
+
+RUN_KEYS = ("model", "weights", "dtype", "depth", "task", "mode", "chat", "score_style", "control")
+
+
+def fit_from_runs(
+    runs: Sequence[str | Path],
+    data: str | None = None,
+    data_file: str | None = None,
+    dev_file: str | None = None,
+    fit_n: int | None = None,
+    dev_n: int = 200,
+    seed: int = 0,
+    size: int = 8,
+    most: int = 24,
+    min_support: int = 3,
+    library: Sequence[Chain | str] | None = None,
+    budget: float = 0.85,
+    feature_layers: Sequence[int] = FEATURE_LAYERS,
+    batch: int = 16,
+    device: str | None = None,
+    allow_untested: bool = False,
+    progress: bool = True,
+) -> tuple[Router, dict]:
+    """A router fitted on the samples of train-split search ``runs`` (of one model, task and prompt format) and
+    selected on dev samples, as ``cola router fit`` does.
+
+    The library is ``library`` (chains or their notation; the full chain is put first), else the greedy cover (:func:`chain_library`, ``size``
+    chains, each right on at least ``min_support`` samples) of the ``most`` candidates (:func:`candidates`), asked on
+    every searched sample. Train samples are the runs' samples, then (``fit_n``) more of the same split in the runs'
+    seeded order; dev samples are ``dev_n`` of the task's dev split (seed ``seed``) or of ``dev_file``. Decoy runs give
+    a router of decoy golds (the chance control). ``data``/``data_file`` say where the runs' data is when not where
+    they recorded it. Returns the router and the summary of :func:`fit_router`, with ``library_search`` (candidates
+    asked, how many were right on ``min_support`` samples) when the library was chosen here."""
+    from .loading import load_model
+    from .search.run import run_samples
+    from .store import read_config, read_records
+    from .tasks import DataError, get_task, load_samples, with_control
+
+    configs = [read_config(folder) for folder in runs]
+    for folder, config in zip(runs, configs):
+        if config.get("static") or "mcts" not in config:
+            raise RouterError(f"{folder} is not a per-sample search run; a router is fitted on those")
+        if config.get("split") in ("dev", "test"):
+            raise RouterError(f"{folder} searched the {config['split']} split: fit a router on train runs (select on "
+                              "dev, report on test)")
+    for folder, config in zip(runs[1:], configs[1:]):
+        differ = [k for k in RUN_KEYS if config.get(k) != configs[0].get(k)]
+        if differ:
+            raise RouterError(f"{folder} differs from {runs[0]} in {', '.join(differ)}: fit one router per model, "
+                              "task and prompt format")
+    first = configs[0]
+    if library is not None:  # checked against the runs' depth before the model loads
+        library = [as_chain(c, first["depth"]) for c in library]
+    per_run = [read_records(folder) for folder in runs]
+    records = [r for run in per_run for r in run]
+    if not records:
+        raise RouterError(f"no finished records in {', '.join(map(str, runs))}")
+    searched, seen = [], set()  # the samples with a finished search, each once
+    for run, config in zip(per_run, configs):
+        done = {r["id"] for r in run}
+        for sample in run_samples(config, data or data_file):
+            if sample.id in done and sample.id not in seen:
+                seen.add(sample.id)
+                searched.append(sample)
+    train = list(searched)
+    task = get_task(first["task"])
+    if fit_n is not None and len(train) < fit_n:  # more samples of the runs' data, never searched
+        more = [s for s in load_samples(task, None if data_file else data or first.get("data"), data_file, 0,
+                                        first["seed"], first.get("level"), split=None if data_file else first.get("split"))
+                if s.id not in seen][: fit_n - len(train)]
+        train += with_control(more, first.get("control"))
+    if dev_file is None and "dev" not in task.splits:
+        raise DataError(f"task {task.name!r} has no dev split: pass --dev-file FILE.jsonl (held-out samples of its "
+                        "shape) to select the router on")
+    dev = with_control(load_samples(task, None if dev_file else data or first.get("data"), dev_file, dev_n, seed,
+                                    first.get("level"), split=None if dev_file else "dev"), first.get("control"))
+    cm = load_model(first["model"], device=device, dtype=first["dtype"], allow_untested=allow_untested)
+    if cm.depth != first["depth"]:
+        raise RouterError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
+    evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
+    full, known, search_info = Chain.full(cm.depth), None, None
+    if library is None:  # the candidates asked on every searched sample, then covered greedily
+        pool = [full] + candidates(records, cm.depth, most)
+        verdicts = library_verdicts(evaluator, pool, searched, batch)
+        right = {c: {s.id for s, v in zip(searched, verdicts[:, k].tolist()) if v} for k, c in enumerate(pool)}
+        chosen = chain_library(right, cm.depth, size, min_support)
+        search_info = {"candidates": len(pool) - 1, "searched": len(searched),
+                       "supported": sum(len(ids) >= min_support for c, ids in right.items() if c != full)}
+    else:
+        chosen = list(library)
+    chosen = [full] + [c for c in dict.fromkeys(chosen) if c != full]
+    if library is None:  # the searched samples open the train set: their verdicts are known from the candidates
+        known = verdicts[:, [pool.index(c) for c in chosen]]
+    config = {key: first.get(key) for key in RUN_KEYS + ("split", "data", "max_new_tokens")}
+    config.update(runs=[str(f) for f in runs], library_from="--library" if library is not None else "greedy cover",
+                  min_support=min_support, dev_split=dev_file or "dev", dev_seed=seed)
+    router, summary = fit_router(evaluator, chosen, train, dev, budget, feature_layers, batch, config,
+                                 progress=progress, known=known)
+    summary.update(library_search=search_info, runs=len(runs), depth=cm.depth, task=task.name, mode=first["mode"])
+    return router, summary

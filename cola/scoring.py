@@ -61,6 +61,16 @@ class OptionInputs:
     suffixes: list[list[int]]
     n_chars: list[int]
 
+    @property
+    def positions(self) -> int:
+        """The positions the longest option's input takes: the shared context and its own suffix."""
+        return len(self.context) + max(len(x) for x in self.suffixes)
+
+    def without_first(self, drop: int) -> OptionInputs:
+        """The same options after a context without its first ``drop`` tokens (``drop`` below the shared part)."""
+        return OptionInputs([(ctx[drop:], cont) for ctx, cont in self.pairs], self.context[drop:], self.suffixes,
+                            self.n_chars)
+
 
 def option_inputs(
     cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool = False, delimiter: str = ""
@@ -126,8 +136,9 @@ def finish_scores(
     if width:
         for layer in cache.layers:
             layer.batch_repeat_interleave(len(inputs.suffixes))
-        pad = cm.tokenizer.pad_token_id
-        ids = torch.tensor([x + [pad] * (width - len(x)) for x in inputs.suffixes], device=device)
+        # right padding is masked and never read, so its id does not matter; 0 is in every vocabulary (a tokenizer's
+        # pad token may be an added one past the embedding matrix)
+        ids = torch.tensor([x + [0] * (width - len(x)) for x in inputs.suffixes], device=device)
         mask = torch.tensor([[1] * (shared + len(x)) + [0] * (width - len(x)) for x in inputs.suffixes],
                             device=device)
         logits = forward(cm, chain, ids, mask, cache=cache)

@@ -1,4 +1,4 @@
-"""Statistics of accuracies, free of torch: confidence intervals of proportions."""
+"""Statistics of accuracies, free of torch: confidence intervals of proportions, paired comparisons."""
 
 from __future__ import annotations
 
@@ -23,3 +23,12 @@ def mcnemar_exact(b: int, c: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
+    """Two evaluations' verdicts on the samples they share: counts right only under each, McNemar's exact p."""
+    common = sorted(set(a) & set(b))
+    a_only = sum(a[i] and not b[i] for i in common)
+    b_only = sum(b[i] and not a[i] for i in common)
+    return {"common": len(common), "a_right": sum(a[i] for i in common), "b_right": sum(b[i] for i in common),
+            "a_only": a_only, "b_only": b_only, "mcnemar_p": mcnemar_exact(a_only, b_only)}

@@ -44,7 +44,8 @@ from transformers import (
     Qwen3MoeForCausalLM,
 )
 
-from cola import Chain, ColaModel, load_model
+import cola.loading
+from cola import Chain, ColaModel
 
 DATA_DIR = Path(os.environ.get("COLA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 VOCAB = 96
@@ -153,10 +154,31 @@ def random_chains(depth: int, n: int, seed: int) -> list[Chain]:
     return chains
 
 
+_PACKAGED: dict[tuple, ColaModel] = {}
+
+
+def _load_once(spec="smollm2-135m", device=None, dtype=None, attn_implementation=None, allow_untested=False):
+    """``load_model``, with each packaged model (an alias: the real weights) loaded once per test session and handed
+    to every later caller, in-process CLI commands included; other models (tiny folders) load each time."""
+    from cola.loading import ALIASES
+
+    key = (spec, str(device or "cpu"), str(dtype).removeprefix("torch.") if dtype else "float32",
+           attn_implementation, allow_untested)
+    if spec not in ALIASES:
+        return _load_model(spec, device, dtype, attn_implementation, allow_untested)
+    if key not in _PACKAGED:
+        _PACKAGED[key] = _load_model(spec, device, dtype, attn_implementation, allow_untested)
+    return _PACKAGED[key]
+
+
+_load_model = cola.loading.load_model
+cola.loading.load_model = _load_once  # the library and the CLI look it up in cola.loading when they load
+
+
 @pytest.fixture(scope="session")
 def smol() -> ColaModel:
     """The embedded default model (SmolLM2-135M-Instruct), loaded once per test session."""
-    return load_model("smollm2-135m", device="cpu")
+    return _load_once("smollm2-135m", device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,12 @@
 import json
 
 import torch
+from conftest import random_chains, reference_model
 
 from cola import Chain
 from cola.cli import main
 from cola.executor import forward
 from cola.generation import generate, generate_text
-from conftest import random_chains, reference_model
 
 PROMPTS = ["What is the capital of France? Answer in one word.", "Compute 12 + 30. Reply with the number only."]
 

@@ -3,13 +3,19 @@ model physically rebuilt in chain order, cached decoding is recomputation, paddi
 
 import pytest
 import torch
+from conftest import EOS, FAMILIES, PAD, random_chains, reference_model, tiny_model
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from cola import Chain
-from cola.executor import AppendLayer, chain_config, chain_layer_types, forward, new_cache
+from cola.executor import (
+    AppendLayer,
+    chain_config,
+    chain_layer_types,
+    forward,
+    new_cache,
+)
 from cola.generation import generate
-from conftest import EOS, FAMILIES, PAD, random_chains, reference_model, tiny_model
 
 FIXED_CHAINS = ["0-5", "0,0,1-5", "0-2,2,2,3-5", "5,4,3,2,1,0", "0,1,4,5", "2", "0-5,0-5"]
 

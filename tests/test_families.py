@@ -7,15 +7,21 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, CohereConfig, CohereForCausalLM, StableLmConfig, StableLmForCausalLM
+from conftest import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    CohereConfig,
+    CohereForCausalLM,
+    StableLmConfig,
+    StableLmForCausalLM,
+)
 
 from cola import Chain, ModelLoadError, load_model
 from cola.cli import main
 from cola.executor import forward
 from cola.export import export_chain
 from cola.generation import generate
-from cola.models import TESTED_FAMILIES
-from conftest import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
+from cola.loading import TESTED_FAMILIES
 
 CHAIN = Chain.parse("0-2,2,2,3,5")  # a repeat, a skip: the chain the issue tried
 

@@ -16,7 +16,7 @@ lm_eval = pytest.importorskip("lm_eval")
 
 from cola import Chain  # noqa: E402
 from cola.evaluate import Evaluator  # noqa: E402
-from cola.models import resolve  # noqa: E402
+from cola.loading import resolve  # noqa: E402
 from cola.tasks import get_task, load_samples  # noqa: E402
 
 pytestmark = [pytest.mark.lmeval, pytest.mark.slow]

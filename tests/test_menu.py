@@ -4,6 +4,7 @@ the embedded model; bad inputs are one clear error each."""
 import json
 
 import pytest
+from test_report import RUNS, records
 
 from cola import Chain
 from cola.cli import main
@@ -11,7 +12,6 @@ from cola.evaluate import Evaluator
 from cola.search.menu import load_menu, ranked
 from cola.store import read_records
 from cola.tasks import get_task, load_samples
-from test_report import RUNS, records
 
 
 def test_ranking_leaves_the_sample_out():

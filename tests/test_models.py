@@ -3,7 +3,7 @@
 import pytest
 
 from cola import ModelLoadError, load_model
-from cola.models import ALIASES, alias_gguf_path
+from cola.loading import ALIASES, alias_gguf_path
 
 
 def test_missing_gguf_file(tmp_path):

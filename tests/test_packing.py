@@ -4,6 +4,7 @@ searching several samples at once equals searching them one by one."""
 
 import pytest
 import torch
+from conftest import FAMILIES, tiny_model
 
 from cola import Chain
 from cola.evaluate import Evaluator
@@ -13,7 +14,6 @@ from cola.reuse import PrefixCache
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples
-from conftest import FAMILIES, tiny_model
 
 CHAINS = ["0-5", "0,2-5", "0-2,1,2,3-5", "0-3,3,3,4,5", "5,4,3,2,1,0", "0,1,4,5"]
 

@@ -4,11 +4,11 @@ drop the least influential layers; `cola prune` prints and writes them."""
 import json
 
 import torch
+from conftest import tiny_model
 
 from cola import Chain
 from cola.cli import main
 from cola.prune import block_influence, pruned_chains
-from conftest import tiny_model
 
 
 def test_block_influence_equals_a_direct_computation_from_hidden_states():

@@ -21,7 +21,6 @@ from cola.store import RunStore, read_records  # noqa: E402
 from cola.tasks import load_samples  # noqa: E402
 
 
-
 def _env() -> dict:
     """The environment of a command run beside the cluster, read after it started (Ray sets how to join it)."""
     return {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -4,13 +4,13 @@ results, within a memory bound."""
 
 import pytest
 import torch
+from conftest import FAMILIES, random_chains, tiny_model
 
 from cola import Chain
 from cola.executor import forward, prefill
 from cola.generation import generate
 from cola.reuse import PrefixCache
 from cola.scoring import option_token_ids, score_options
-from conftest import FAMILIES, random_chains, tiny_model
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))  # sliding-window slots must be refilled exactly too

@@ -16,7 +16,14 @@ import torch
 from cola import Chain, load_model
 from cola.cli import main
 from cola.evaluate import Evaluator
-from cola.router import Router, RouterError, candidates, chain_library, layers_computed, select
+from cola.router import (
+    Router,
+    RouterError,
+    candidates,
+    chain_library,
+    layers_computed,
+    select,
+)
 from cola.stats import mcnemar_exact
 from cola.store import read_eval
 from cola.tasks import get_task, load_samples
@@ -212,8 +219,8 @@ def test_router_folder_refusals(tiny_folder, tmp_path):
     cm = load_model(str(tiny_folder), device="cpu")
     with pytest.raises(RouterError, match="not a router folder"):
         Router.load(tmp_path / "missing", cm)
+    from cola.provenance import weights_hash
     from cola.router import Predictor, Setting
-    from cola.models import weights_hash
 
     predictor = Predictor(torch.zeros(64).double(), torch.ones(64).double(), torch.zeros(2, 64).double(),
                           torch.zeros(2).double())

@@ -6,6 +6,7 @@ import math
 from collections import Counter
 
 import torch
+from conftest import tiny_model
 
 from cola import Chain
 from cola.cli import main
@@ -14,7 +15,6 @@ from cola.generation import RowDecoder, Sampler, generate
 from cola.search.sampling import sampling_records
 from cola.store import read_records
 from cola.tasks import get_task, load_samples
-from conftest import tiny_model
 
 
 def test_sampler_draws_from_the_softmax():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cola.cli import main
-from cola.tasks import DataError, TASKS, load_samples
+from cola.tasks import TASKS, DataError, load_samples
 
 
 def test_real_rows_load_with_all_label_kinds(data_dir):

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..chain import Chain
+from ..errors import UsageError
 from ..evaluate import Evaluator
+from ..records import make_record
 from ..reuse import PrefixCache
 from ..store import read_config, read_records
 from ..tasks import Sample
@@ -28,13 +30,13 @@ def load_menu(folder: str | Path, model: str) -> dict[str, list[str]]:
     the same model (by name)."""
     config = read_config(folder)
     if config.get("static") or "mcts" not in config:
-        raise ValueError(f"{folder} is not a per-sample search run; a menu is built from one")
+        raise UsageError(f"{folder} is not a per-sample search run; a menu is built from one")
     if config["model"] != model:
-        raise ValueError(f"{folder} is a run of another model ({config['model']}, {config['depth']} layers); the menu "
+        raise UsageError(f"{folder} is a run of another model ({config['model']}, {config['depth']} layers); the menu "
                          f"must come from a run of {model}")
     records = read_records(folder)
     if not records:
-        raise ValueError(f"{folder} has no finished records to build a menu from")
+        raise UsageError(f"{folder} has no finished records to build a menu from")
     menu: dict[str, list[str]] = {}
     for record in records:
         for e in record["evaluations"]:
@@ -64,20 +66,14 @@ def menu_records(
 ) -> Iterator[dict]:
     """One record per sample (the shape of a search record): the full chain, then the first ``budget`` chains of
     the menu ranked without the sample, all asked together."""
-    from .run import make_record
-
     full = Chain.full(evaluator.cm.depth)
     for sample in samples:
         start = time.perf_counter()
         chains = [full] + [c for c in ranked(menu, sample.id) if c != full][:budget]
-        requests, prefix, outcomes = evaluator.requests(), PrefixCache(), {}
+        requests, prefix = evaluator.requests(), PrefixCache()
         for i, chain in enumerate(chains):
             requests.submit(i, chain, sample, prefix)
-        while requests:
-            for i, outcome in requests.step():
-                outcomes[i] = outcome
-                if on_evaluation is not None and i:
-                    on_evaluation()
+        outcomes = requests.drain(None if on_evaluation is None else lambda i, _: i and on_evaluation())
         evaluations = [Evaluation(c, outcomes[i].answer, outcomes[i].correct, float(outcomes[i].correct))
                        for i, c in enumerate(chains)]
         yield make_record(sample, SearchResult(evaluations, len(chains) - 1), time.perf_counter() - start)

@@ -10,7 +10,10 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from ..chain import Chain
+from ..errors import UsageError
 from ..evaluate import Evaluator, Outcome
+from ..provenance import evaluator_header
+from ..records import make_record, ordered_records
 from ..reuse import PrefixCache
 from ..store import RunStore
 from ..tasks import Sample
@@ -49,11 +52,11 @@ def search_samples(
     runs each chain alone, exactly; larger batches give outcomes equal up to the rounding of packed matrix
     products. ``on_evaluation()`` is called after every chain evaluated."""
     if reward not in REWARDS:
-        raise ValueError(f"reward must be one of {REWARDS}, not {reward!r}")
+        raise UsageError(f"reward must be one of {REWARDS}, not {reward!r}")
     if reward == "margin" and evaluator.mode != "score":
-        raise ValueError("--reward margin needs --mode score (a multiple-choice task)")
+        raise UsageError("--reward margin needs --mode score (a multiple-choice task)")
     if batch < 1:
-        raise ValueError(f"batch must be at least 1, not {batch}")
+        raise UsageError(f"batch must be at least 1, not {batch}")
     waiting, requests = iter(samples), evaluator.requests()
 
     def start() -> None:
@@ -93,38 +96,15 @@ def _evaluation(chain: Chain, outcome: Outcome, reward: str) -> Evaluation:
     return Evaluation(chain, outcome.answer, outcome.correct, float(value))
 
 
-def _evaluation_dict(e: Evaluation | None) -> dict | None:
-    if e is None:
-        return None
-    return {"chain": str(e.chain), "length": len(e.chain), "answer": e.answer, "correct": e.correct, "reward": e.reward}
-
-
-def make_record(sample: Sample, result: SearchResult, wall_time: float) -> dict:
-    """The stored record of one sample: what the full model did, every chain tried, the best and shortest correct."""
-    evaluations = [_evaluation_dict(e) for e in result.evaluations]
-    first_correct = next((i for i, e in enumerate(result.evaluations[1:], 1) if e.correct), None)
-    return {
-        "id": sample.id,
-        "gold": sample.gold,
-        "true_gold": sample.meta.get("true_gold", sample.gold),
-        "full": _evaluation_dict(result.root),
-        "best": _evaluation_dict(result.best()),
-        "shortest_correct": _evaluation_dict(result.shortest_correct()),
-        "evaluations": evaluations,
-        "simulations": result.simulations,
-        "unique_evaluations": len(evaluations) - 1,
-        "first_correct_at": first_correct,
-        "wall_time": round(wall_time, 3),
-    }
-
-
-def run_search(job: SearchJob, evaluator: Evaluator, samples: Sequence[Sample], store: RunStore,
-               progress: bool = True) -> list[dict]:
-    """Search every sample not yet in the store (:meth:`SearchJob.search`), appending each record as it finishes;
-    returns the records of ``samples``, in their order."""
+def resume(store: RunStore, samples: Sequence[Sample],
+           search: Callable[[list[Sample], Callable[[], None]], Iterator[dict]], progress: bool = True,
+           desc: str = "samples") -> list[dict]:
+    """The one resume loop: ``search(todo, on_evaluation)`` gets the samples not yet in the store and yields their
+    records, each appended (durably) as it comes; returns the records of ``samples``, in their order. A single
+    process (:func:`run_search`) and a Ray driver (:mod:`cola.distributed`) both run through here."""
     done = store.finished_ids()
     todo = [s for s in samples if s.id not in done]
-    with tqdm(desc="samples", unit="sample", disable=not progress, initial=len(samples) - len(todo),
+    with tqdm(desc=desc, unit="sample", disable=not progress, initial=len(samples) - len(todo),
               total=len(samples), dynamic_ncols=True) as bar:
         chains = [0]
 
@@ -133,16 +113,17 @@ def run_search(job: SearchJob, evaluator: Evaluator, samples: Sequence[Sample], 
             if chains[0] % 10 == 0:
                 bar.set_postfix(chains=chains[0], refresh=True)
 
-        for record in job.search(evaluator, todo, counted):
+        for record in search(todo, counted):
             store.append(record)
             bar.update(1)
-    return ordered_records(store, samples)
+    return ordered_records(store.records(), samples)
 
 
-def ordered_records(store: RunStore, samples: Sequence[Sample]) -> list[dict]:
-    """The stored records of ``samples``, in their order (ids are unique within a load)."""
-    by_id = {r["id"]: r for r in store.records()}
-    return [by_id[s.id] for s in samples if s.id in by_id]
+def run_search(job: SearchJob, evaluator: Evaluator, samples: Sequence[Sample], store: RunStore,
+               progress: bool = True) -> list[dict]:
+    """Search every sample not yet in the store (:meth:`SearchJob.search`) in this process, appending each record
+    as it finishes (:func:`resume`); returns the records of ``samples``, in their order."""
+    return resume(store, samples, lambda todo, counted: job.search(evaluator, todo, counted), progress)
 
 
 @dataclass(frozen=True)
@@ -174,14 +155,16 @@ class SearchJob:
     data: str | None = None
     batch: int = 1
     prefix_bytes: int = 4 << 30
+    truncate: bool = False  # inputs past the model's positions lose their first tokens (else they are refused)
 
     def evaluator(self) -> Evaluator:
         """Load the model and ask the task through it."""
-        from ..models import load_model
+        from ..loading import load_model
         from ..tasks import get_task
 
         cm = load_model(self.model, device=self.device, dtype=self.dtype, allow_untested=self.allow_untested)
-        return Evaluator(cm, get_task(self.task), self.mode, self.chat, self.score_style, self.max_new_tokens)
+        return Evaluator(cm, get_task(self.task), self.mode, self.chat, self.score_style, self.max_new_tokens,
+                         self.truncate)
 
     def space(self, depth: int) -> SearchSpace:
         """The search space over chains of a model of ``depth`` layers."""
@@ -193,6 +176,8 @@ class SearchJob:
             from .menu import menu_hash
 
             extra = {"menu": menu_hash(self.menu), **extra}
+        if self.truncate:  # recorded only when set, so that earlier runs resume
+            extra = {"truncate": True, **extra}
         return run_config(evaluator, self.space(evaluator.cm.depth), self.mcts, seed=self.seed, reward=self.reward,
                           n=len(samples), level=self.level, split=self.split, data=self.data,
                           sample_ids=[s.id for s in samples],
@@ -218,25 +203,12 @@ def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **e
     """Everything that decides a run's results, for ``config.json``, with its provenance: the dtype and a content hash
     of the weights (a resume under others is refused) and the software and device (a resume under others is
     warned about, :class:`~cola.store.RunStore`)."""
-    from .. import __version__
-    from ..models import environment, weights_hash
-
-    cm = evaluator.cm
     return {
-        "model": cm.name,
-        "weights": weights_hash(cm),
-        "dtype": str(cm.dtype).removeprefix("torch."),
-        "task": evaluator.task.name,
-        "mode": evaluator.mode,
-        "chat": evaluator.chat,
-        "score_style": evaluator.score_style,
-        "max_new_tokens": evaluator.max_new_tokens or evaluator.task.max_new_tokens,
+        **evaluator_header(evaluator),
         "depth": space.depth,
         "space": {k: v for k, v in asdict(space).items() if k != "depth"},
         "length_bounds": list(space.bounds),
         "mcts": asdict(config),
-        "version": __version__,
-        "environment": environment(cm),
         **extra,
     }
 
@@ -246,7 +218,7 @@ def run_samples(config: dict, data: str | None = None) -> list[Sample]:
     from its data (a file or a folder, as recorded; ``data`` overrides it, e.g. when the run was made elsewhere)."""
     from pathlib import Path
 
-    from ..tasks import DataError, decoy, get_task, load_samples
+    from ..tasks import DataError, get_task, load_samples, with_control
 
     task = get_task(config["task"])
     data = data if data is not None else config.get("data")
@@ -260,5 +232,4 @@ def run_samples(config: dict, data: str | None = None) -> list[Sample]:
     missing = [i for i in config["sample_ids"] if i not in by_id]
     if missing:
         raise DataError(f"{len(missing)} sample(s) of the run are not in its data ({data}), first: {missing[:3]}")
-    chosen = [by_id[i] for i in config["sample_ids"]]
-    return [decoy(s) for s in chosen] if config.get("control") == "decoy" else chosen
+    return with_control([by_id[i] for i in config["sample_ids"]], config.get("control"))

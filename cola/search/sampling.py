@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ..chain import Chain
 from ..evaluate import Evaluator
 from ..generation import Sampler
+from ..records import make_record
 from ..tasks import Sample
 from .mcts import Evaluation, SearchResult
 
@@ -35,8 +36,6 @@ def sampling_records(
 ) -> Iterator[dict]:
     """One record per sample (the shape of a search record, every evaluation the full chain): the greedy answer,
     then ``draws`` sampled ones."""
-    from .run import make_record
-
     full = Chain.full(evaluator.cm.depth)
     for sample in samples:
         start = time.perf_counter()
@@ -51,9 +50,7 @@ def sampling_records(
             requests = evaluator.requests()
             for d in range(draws):
                 requests.submit(d, full, sample, sampler=Sampler(_seed(seed, sample.id, d)))
-            outcomes = {}
-            while requests:
-                outcomes.update(requests.step())
+            outcomes = requests.drain()
             tries = [(outcomes[d].answer, outcomes[d].correct) for d in range(draws)]
         evaluations = [Evaluation(full, greedy.answer, greedy.correct, float(greedy.correct))]
         for answer, correct in tries:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..chain import Chain
+from ..errors import UsageError
 
 ACTION_SETS = ("all", "skip", "repeat")
 
@@ -23,7 +24,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if self.actions not in ACTION_SETS:
-            raise ValueError(f"actions must be one of {ACTION_SETS}, not {self.actions!r}")
+            raise UsageError(f"actions must be one of {ACTION_SETS}, not {self.actions!r}")
 
     @property
     def bounds(self) -> tuple[int, int]:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..chain import Chain
-from ..store import RunStore
+from ..reuse import PrefixCache
+from ..store import FolderLock, RunStore
+from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, mcts
+from .run import SearchJob
 from .space import SearchSpace
 
 
@@ -49,6 +53,22 @@ def static_search(
         mcts(Chain.full(space.depth), evaluate, space, config, random.Random(f"{seed}:static"),
              lambda _: bar.update(1))
     return order
+
+
+def run_static(job: SearchJob, samples: Sequence[Sample], folder: str | Path, progress: bool = True,
+               lock: FolderLock | None = None) -> list[dict]:
+    """``cola search --static``: load the job's model, search one chain for all ``samples`` (its reward the chain's
+    accuracy on them) and store every chain evaluated in ``folder`` (resumable); returns the records, the full chain
+    first. Each sample keeps a prefix cache across the chains (a share of the job's prefix memory)."""
+    evaluator = job.evaluator()
+    prefixes = [PrefixCache(job.prefix_bytes // len(samples)) for _ in samples]
+
+    def verdicts(chain: Chain) -> list[bool]:
+        return [o.correct for o in evaluator.evaluate(chain, samples, prefixes)]
+
+    with RunStore(folder, job.run_config(evaluator, samples, static=True), lock) as store:
+        return static_search(verdicts, len(samples), job.space(evaluator.cm.depth), job.mcts, job.seed, store,
+                             progress)
 
 
 def best_static(records: Sequence[dict]) -> dict:

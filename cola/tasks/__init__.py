@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, Sample, Task, decoy, draw, parse_rows, read_jsonl, row_id
+from ..errors import MissingFileError, UnknownNameError
 from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
+from .base import (
+    DataError,
+    Sample,
+    Task,
+    decoy,
+    draw,
+    parse_rows,
+    read_jsonl,
+    row_id,
+    with_control,
+)
 
 TASKS: dict[str, Task] = {}
 
@@ -29,7 +40,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
+        raise UnknownNameError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}") from None
 
 
 def _hub_rows(task: Task, split: str) -> list[tuple[str, str, dict]]:
@@ -76,7 +87,7 @@ def load_samples(
     if data_file is not None:
         path = Path(data_file)
         if not path.is_file():
-            raise FileNotFoundError(f"data file not found: {path}")
+            raise MissingFileError(f"data file not found: {path}")
         rows, source = _file_rows(path), str(path)
     elif task.generator is not None:
         generated = task.generator(n or task.default_n, seed)
@@ -89,7 +100,7 @@ def load_samples(
             raise DataError(f"task {task.name!r} has no local file for its {split!r} split; it is read from the hub")
         path = Path(data_dir) / task.local_files[split]
         if not path.is_file():
-            raise FileNotFoundError(f"task {task.name!r} expects {task.local_files[split]} under --data-dir; not found: {path}")
+            raise MissingFileError(f"task {task.name!r} expects {task.local_files[split]} under --data-dir; not found: {path}")
         rows, source = _file_rows(path), str(path)
     else:
         split = task.split(split)
@@ -106,4 +117,4 @@ def load_samples(
     return draw(samples, n, seed)
 
 
-__all__ = ["DataError", "Sample", "TASKS", "Task", "decoy", "get_task", "load_samples", "register"]
+__all__ = ["DataError", "Sample", "TASKS", "Task", "decoy", "get_task", "load_samples", "register", "with_control"]

@@ -10,9 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-
-class DataError(ValueError):
-    """A data row that cannot be graded correctly, named by file and line."""
+from ..errors import DataError
 
 
 @dataclass(frozen=True)
@@ -154,3 +152,9 @@ def decoy(sample: Sample) -> Sample:
     else:
         gold = f"{sample.gold}+1"
     return replace(sample, gold=gold, meta={**sample.meta, "true_gold": sample.gold})
+
+
+def with_control(samples: list[Sample], control: str | None) -> list[Sample]:
+    """The samples as a run of ``control`` asks them: decoy golds (:func:`decoy`) for the decoy control, else as
+    they are. Every place that reads or searches a decoy run's samples goes through here."""
+    return [decoy(s) for s in samples] if control == "decoy" else list(samples)

@@ -7,6 +7,7 @@ INSTRUCTION = "Give only the final answer as a number, with no explanation."
 
 
 def parse_row(row: dict, sample_id: str) -> Sample:
+    """A free-answer row: ``question`` and ``answer`` (as a string); also the row of :mod:`cola.tasks.qa_jsonl`."""
     question, answer = require(row, "question", "answer")
     return Sample(id=sample_id, question=question, gold=str(answer))
 

@@ -1,0 +1,48 @@
+"""Launching a search run: the job's run folder, locked, searched in this process or on Ray workers; what
+``cola search`` calls, and what a Python program calls to do the same."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..store import FolderLock, RunStore
+from ..tasks import Sample, get_task
+from .run import SearchJob, run_search
+
+
+def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
+    """The run folder of a job when none is given: ``runs/MODEL-TASK[-SPLIT]-MODE-ACTIONS[-CONTROL|-static]-nN-sSEED``
+    (the split only when it is not the task's default)."""
+    control = f"-{job.control}" if job.control != "none" else "-static" if static else ""
+    split = f"-{job.split}" if job.split not in (None, get_task(job.task).default_split) else ""
+    return f"runs/{job.model.replace('/', '_')}-{job.task}{split}-{job.mode}-{job.actions}{control}-n{n}-s{job.seed}"
+
+
+@dataclass
+class RunResult:
+    """What a search run left: its folder, the records of its samples (in their order), the samples that failed as
+    (id, error) (Ray only; a single process raises), and the model's depth."""
+
+    folder: str
+    records: list[dict]
+    failures: list[tuple[str, str]]
+    depth: int
+
+
+def run_job(job: SearchJob, samples: Sequence[Sample], folder: str, workers: int | None = None,
+            ray_address: str | None = None, gpus_per_worker: float | None = None, progress: bool = True,
+            lock: FolderLock | None = None) -> RunResult:
+    """``cola search``: search (or run the job's control on) every sample not yet recorded in ``folder``, in this
+    process, or on Ray workers when ``workers`` or ``ray_address`` is given (:func:`cola.distributed.run_search_ray`).
+    The folder is locked while it is written (``lock``, taken earlier by the caller, or here)."""
+    if workers is not None or ray_address is not None:
+        from ..distributed import run_search_ray  # Ray is imported only when asked for
+
+        records, failures, depth = run_search_ray(job, samples, folder, workers, ray_address, gpus_per_worker,
+                                                  progress, lock)
+        return RunResult(folder, records, failures, depth)
+    lock = lock or FolderLock(folder)
+    evaluator = job.evaluator()
+    with RunStore(folder, job.run_config(evaluator, samples), lock) as store:
+        return RunResult(folder, run_search(job, evaluator, samples, store, progress), [], evaluator.cm.depth)

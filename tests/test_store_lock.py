@@ -1,0 +1,163 @@
+"""One writer per run folder, records counted once, and the last bad inputs that ended in a traceback or ran
+silently: each is now one line (``cola: error: ...``, exit 2) that says what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cola.cli import main
+from cola.errors import RunLockedError
+from cola.store import LOCK, FolderLock, RunStore, read_records
+
+FIXTURES = Path(__file__).parent / "fixtures" / "runs"
+
+
+def _search_cmd(model, out, n=30, sims=40):
+    return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
+            "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu"]
+
+
+def _no_traceback(err: str) -> None:
+    assert "Traceback" not in err and err.startswith("cola: error: ") and err.count("\n") == 1, err
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(tiny_folder, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "run"
+    procs = [subprocess.Popen(_search_cmd(tiny_folder, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # started together
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, _, err in results if code == 2)
+    winner = next(p for p, (code, _, _) in zip(procs, results) if code == 0)
+    assert f"{out} is being written by process {winner.pid} on " in refused
+    _no_traceback(refused)
+    lines = (out / "records.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in lines]
+    assert len(ids) == len(set(ids)) == 30  # every sample recorded once
+
+
+def test_the_lock_is_one_per_folder_and_released_with_its_holder(tmp_path):
+    store = RunStore(tmp_path / "a", {"task": "t"})
+    with pytest.raises(RunLockedError, match=f"is being written by process {os.getpid()} on "):
+        RunStore(tmp_path / "a", {"task": "t"})
+    with RunStore(tmp_path / "b", {"task": "t"}):  # another folder is another lock
+        pass
+    store.close()
+    with FolderLock(tmp_path / "a") as lock:  # released: the folder may be written again
+        RunStore(tmp_path / "a", {"task": "t"}, lock).close()
+    assert (tmp_path / "a" / LOCK).exists()  # the lock file stays; only the OS lock on it counts
+
+
+def test_a_sigkilled_holder_leaves_no_stale_lock(tiny_folder, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_search_cmd(tiny_folder, out, n=8, sims=30), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    records, deadline = out / "records.jsonl", time.time() + 120
+    while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert f"process {proc.pid} " in (out / LOCK).read_text()  # it held the lock when it died
+    assert main(_search_cmd(tiny_folder, out, n=8, sims=30)[3:]) == 0  # the resume takes the lock at once
+    ids = [r["id"] for r in read_records(out)]
+    assert len(ids) == len(set(ids)) == 8
+
+
+def test_duplicated_records_of_an_old_folder_count_once(tmp_path, capsys):
+    run = tmp_path / "old"
+    shutil.copytree(FIXTURES / "cola", run)
+    lines = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text("\n".join(lines + lines[:3]) + "\n")  # three samples written twice
+    with pytest.warns(UserWarning, match=r"3 record\(s\) repeat a sample id .* counted once"):
+        records = read_records(run)
+    assert [r["id"] for r in records] == [json.loads(line)["id"] for line in lines]
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "cola: warning: " in capsys.readouterr().err  # the command says so too
+    table = (tmp_path / "report" / "accuracy.csv").read_text()
+    assert f",{len(lines)}," in table and f",{len(lines) + 3}," not in table
+
+
+@pytest.mark.parametrize("command", [["layers"], ["generate", "--prompt", "t5"], ["eval", "--task", "synthetic_mc",
+                                                                                  "--mode", "score", "--n", "2"]])
+def test_a_device_that_does_not_exist_is_one_line_listing_those_that_do(tiny_folder, capsys, command):
+    assert main([*command, "--model", str(tiny_folder), "--device", "tpu9"]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert "device 'tpu9' is not on this machine; use one of: cpu" in err
+
+
+def test_an_out_that_is_a_file_is_one_line(tiny_folder, tmp_path, capsys):
+    file = tmp_path / "taken"
+    file.write_text("x")
+    assert main(["search", "--model", str(tiny_folder), "--task", "synthetic", "--n", "1", "--sims", "2", "--out",
+                 str(file), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert f"--out {file}: that is a file, not a folder" in err
+    assert main(["export", "--model", str(tiny_folder), "--chain", "0-2", "--out", str(file)]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert f"--out {file}: that is a file, not a folder" in err
+
+
+def test_a_prompt_past_the_models_context_is_refused_or_truncated_on_request(tiny_folder, capsys):
+    prompt = " ".join(f"t{5 + i % 80}" for i in range(250))  # 250 tokens; the tiny model has 256 positions
+    common = ["generate", "--model", str(tiny_folder), "--prompt", prompt, "--max-new-tokens", "8", "--json"]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert "prompt 0 needs 250 tokens + 8 positions, more than the 256" in err and "--truncate" in err
+    assert main([*common, "--truncate"]) == 0
+    out, err = capsys.readouterr()
+    assert len(json.loads(out)["tokens"]) >= 1
+    assert "its first 2 tokens are dropped (--truncate)" in err
+
+
+def test_a_scoring_context_past_the_models_context_is_refused_before_any_work(tiny_folder, tmp_path, capsys):
+    row = {"id": "long", "question": " ".join(["t7"] * 300), "answerKey": "A",
+           "choices": [{"label": "A", "text": "t8"}, {"label": "B", "text": "t9 t9"}]}
+    data = tmp_path / "long.jsonl"
+    data.write_text(json.dumps(row) + "\n")
+    common = ["eval", "--model", str(tiny_folder), "--task", "mc_jsonl", "--data-file", str(data), "--mode", "score",
+              "--n", "0"]
+    assert main(common) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert "sample 'long' (with its longest option) needs" in err and "more than the 256" in err
+    assert main([*common, "--truncate"]) == 0
+    assert "tokens are dropped (--truncate)" in capsys.readouterr().err
+
+
+def test_corrupt_json_files_name_themselves(tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "cola", run)
+    (run / "config.json").write_text('{"task":\n oops')
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert f"{run / 'config.json'}: not valid JSON" in err and "line 2 column 2" in err
+    shutil.copy(FIXTURES / "cola" / "config.json", run / "config.json")
+    with open(run / "records.jsonl", "a") as f:
+        f.write("{not json}\n")
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert f"{run / 'records.jsonl'}:9: not valid JSON" in err
+    rows, summary = tmp_path / "e.jsonl", tmp_path / "e.json"
+    rows.write_text("{}\n")
+    summary.write_text("[")
+    assert main(["report", "--evals", str(rows), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert f"{summary}: not valid JSON" in err
