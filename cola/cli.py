@@ -43,6 +43,15 @@ def _add_model_args(parser: argparse.ArgumentParser, device: bool = True) -> Non
                              "exactness check against the model's own forward")
 
 
+def _check_chain(args: argparse.Namespace) -> None:
+    """``--chain`` checked against the model's depth from its config, before the weights load."""
+    from .loading import model_depth
+
+    depth = model_depth(args.model)
+    if depth is not None:
+        as_chain(args.chain, depth)
+
+
 def _load(args: argparse.Namespace, device: str | None = None):
     """The model the command names (:func:`cola.loading.load_model`)."""
     from .loading import load_model
@@ -54,6 +63,7 @@ def _load(args: argparse.Namespace, device: str | None = None):
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generation import generate_text
 
+    _check_chain(args)
     cm = _load(args)
     chain = as_chain(args.chain, cm.depth)
     out = generate_text(cm, chain, [args.prompt], chat=args.chat, max_new_tokens=args.max_new_tokens,
@@ -78,6 +88,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import check_export_folder, export_chain
 
     check_export_folder(args.out)  # before the model loads
+    _check_chain(args)
     cm = _load(args, device="cpu")
     chain = as_chain(args.chain, cm.depth)
     out = export_chain(cm, chain, args.out)
@@ -142,6 +153,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         eval_summary_path(args.out)  # a bad name fails before the model loads
     if args.router is not None and args.chain != "full":
         raise UsageError("--router picks each input's chain; it does not take --chain")
+    if args.router is None:
+        _check_chain(args)
     evaluator, samples = _evaluator_and_samples(args)
     task = get_task(args.task)
     batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)

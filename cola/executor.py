@@ -24,6 +24,7 @@ from transformers.masking_utils import (
 from .chain import Chain
 from .errors import ModelLoadError
 from .models import ColaModel, stack_config
+from .packing import attention_configs, packed_mode, packs, run_packed
 from .reuse import PrefixCache
 
 MASK_FUNCTIONS = {
@@ -197,25 +198,25 @@ def run_segments(cm: ColaModel, segments: list[Segment]) -> None:
     position's output); the one layer loop of CoLa. Chain position ``p`` of a row uses its cache slot ``p``.
 
     A step is scheduled by layer: among the segments' next chain positions, the lowest layer index runs next, for
-    every segment whose next layer it is. Unpadded rows of a full-attention layer run together in one call, packed
-    end to end (:func:`cola.packing.run_packed`), unless the model soft-caps attention logits; any other runs alone. One segment alone is thus the plain loop
+    every segment whose next layer it is. Unpadded rows of a layer run together in one call, packed end to end
+    (:func:`cola.packing.run_packed`), where the model's packed attention mode packs that layer's type
+    (:func:`cola.packing.packs`); any other runs alone. One segment alone is thus the plain loop
     over its chain positions, and several get the same results up to the rounding of packed matrix products."""
-    from .packing import attention_configs, run_packed
-
     for seg in segments:
         for layer_type in dict.fromkeys(chain_layer_types(cm, seg.row.chain)[seg.start :]):
             seg.mask(cm, layer_type)
     configs, types = attention_configs(cm) if len(segments) > 1 else [], cm.layer_types
-    packs = getattr(cm.config, "attn_logit_softcapping", None) is None  # packed SDPA has no soft-capping (Gemma 2)
+    mode = packed_mode(cm)
+    packing = {t: packs(cm, mode, t) for t in set(types)}
     while True:
         waiting = [(seg.row.chain[seg.position], seg) for seg in segments if not seg.done]
         if not waiting:
             return
         layer = min(index for index, _ in waiting)
         group = [seg for index, seg in waiting if index == layer]
-        packed = [seg for seg in group if seg.packable] if packs and types[layer] == "full_attention" else []
+        packed = [seg for seg in group if seg.packable] if packing[types[layer]] else []
         if len(packed) > 1:
-            run_packed(cm, layer, packed, configs)
+            run_packed(cm, layer, packed, configs, mode)
         together = {id(seg) for seg in packed} if len(packed) > 1 else set()
         for seg in group:
             if id(seg) not in together:

@@ -153,6 +153,19 @@ def resolve(spec: str) -> str:
     return spec
 
 
+def model_depth(spec: str) -> int | None:
+    """The number of decoder layers of ``spec`` read from its config alone (no weights loaded), or None when the
+    config cannot be read without loading (a hub id not in the local cache, say)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(spec))
+    except (OSError, ValueError):
+        return None
+    config = getattr(config, "text_config", config)
+    return getattr(config, "num_hidden_layers", None)
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | torch.device | None = None,

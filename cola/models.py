@@ -28,6 +28,7 @@ class ColaModel:
     name: str
     weights: Path | str | None = None  # where the weights came from: a GGUF file, a folder or a hub id
     chain_configs: dict = field(default_factory=dict, repr=False)  # memo for cola.executor.chain_config
+    packed_attention: str = "auto"  # how packed rows attend (cola.packing.PACKED_MODES; auto: one call on CUDA)
 
     @property
     def config(self):

@@ -9,12 +9,25 @@ computed. Each row keeps its own cache, one slot per chain position; :class:`Pac
 and values to that row's slot, and :func:`packed_attention` (an attention implementation registered with
 transformers) runs each row's queries against that row's own keys and values only. Results equal running each row
 alone up to floating-point rounding (a product over packed rows is not bitwise equal to one row's).
+
+The attention of packed rows runs one of three ways (:data:`PACKED_MODES`, chosen by ``ColaModel.packed_attention``):
+
+- ``per_row``: one SDPA call per row against its own cache (full-attention layers only): the default on a CPU, where
+  the calls are cheap and a block mask would compute the other rows' scores for nothing;
+- ``one_call``: one SDPA call over every row, its queries against all rows' keys laid end to end under a block-diagonal
+  causal mask (:func:`block_mask`; sliding windows included, so sliding layers pack too): one kernel launch per layer
+  call, the default on CUDA. SDPA has no soft-capping, so a model that soft-caps attention logits (Gemma 2) is not
+  packed in this mode;
+- ``flex``: the same mask as a ``flex_attention`` block mask, with soft-capping as its score modification: Gemma 2
+  packs too; compiled on CUDA, run eagerly (slowly, for tests) on a CPU.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,14 +38,34 @@ if TYPE_CHECKING:
     from .models import ColaModel
 
 PACKED = "cola_packed"
+PACKED_MODES = ("per_row", "one_call", "flex")
+
+
+def packed_mode(cm: ColaModel) -> str:
+    """The way packed rows' attention runs for ``cm``: its ``packed_attention``, or for ``auto`` one call on CUDA
+    and one per row elsewhere."""
+    mode = cm.packed_attention
+    if mode == "auto":
+        return "one_call" if cm.device.type == "cuda" else "per_row"
+    if mode not in PACKED_MODES:
+        raise ValueError(f"packed attention must be auto or one of {PACKED_MODES}, not {mode!r}")
+    return mode
+
+
+def packs(cm: ColaModel, mode: str, layer_type: str) -> bool:
+    """Whether rows of a layer of ``layer_type`` may run packed: full-attention layers always, sliding ones in the
+    modes that mask a window; never under SDPA when the model soft-caps attention logits (SDPA cannot)."""
+    if getattr(cm.config, "attn_logit_softcapping", None) is not None and mode != "flex":
+        return False
+    return layer_type == "full_attention" or (layer_type == "sliding_attention" and mode != "per_row")
 
 
 class PackedCache:
     """The cache of one layer call over packed rows: segment ``i`` holds tokens ``spans[i]`` of the packed sequence
     and writes chain position ``slots[i]`` of its row's cache; :func:`packed_attention` reads ``keys_values``."""
 
-    def __init__(self, rows: list[Row], slots: list[int], spans: list[tuple[int, int]]) -> None:
-        self.rows, self.slots, self.spans = rows, slots, spans
+    def __init__(self, rows: list[Row], slots: list[int], spans: list[tuple[int, int]], mode: str = "per_row") -> None:
+        self.rows, self.slots, self.spans, self.mode = rows, slots, spans, mode
         self.keys_values: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.written: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -44,10 +77,65 @@ class PackedCache:
         return key_states, value_states
 
 
+def block_mask(spans: list[tuple[int, int]], key_lengths: list[int], window: int | None,
+               device: torch.device) -> torch.Tensor:
+    """(queries, keys) bool: query ``j`` of row ``i`` (packed at ``spans[i]``) may read key ``t`` of the keys laid end
+    to end (``key_lengths[i]`` of row ``i``, the row's last tokens, the queries' own last) when ``t`` is of row ``i``,
+    not after the query, and within ``window`` positions of it when the layer slides."""
+    q_lengths = torch.tensor([b - a for a, b in spans], device=device)
+    k_lengths = torch.tensor(key_lengths, device=device)
+    rows = torch.arange(len(spans), device=device)
+    q_row, k_row = rows.repeat_interleave(q_lengths), rows.repeat_interleave(k_lengths)
+    q_start = torch.cumsum(q_lengths, 0) - q_lengths
+    k_start = torch.cumsum(k_lengths, 0) - k_lengths
+    q_index = torch.arange(int(q_lengths.sum()), device=device) - q_start[q_row]  # within its row
+    k_index = torch.arange(int(k_lengths.sum()), device=device) - k_start[k_row]
+    q_at = (k_lengths - q_lengths)[q_row] + q_index  # the query's place among its row's keys
+    distance = q_at[:, None] - k_index[None, :]
+    allowed = (q_row[:, None] == k_row[None, :]) & (distance >= 0)
+    return allowed & (distance < window) if window is not None else allowed
+
+
+@lru_cache(maxsize=None)
+def _flex_attention(device_type: str):
+    """``flex_attention``, compiled on CUDA (one fused kernel), as it is on a CPU (eager: slow, for tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=True) if device_type == "cuda" else flex_attention
+
+
+def _one_call(query, keys, values, mask, scaling, softcap, mode: str):
+    """All packed rows' attention in one kernel call: SDPA under a dense block mask, or flex attention under the
+    same mask as a block mask (with ``softcap`` as its score modification)."""
+    if mode == "one_call":
+        if softcap is not None:  # as transformers' SDPA attention, rather than silently without it
+            raise ValueError("one-call packed attention runs SDPA, which has no attention-logit soft-capping; "
+                             "use packed_attention='flex'")
+        return torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=scaling,
+                                                                enable_gqa=True)
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    blocks = create_block_mask(lambda b, h, q, k: mask[q, k], None, None, mask.shape[0], mask.shape[1],
+                               device=query.device)
+    score_mod = None if softcap is None else (lambda score, b, h, q, k: softcap * torch.tanh(score / softcap))
+    with warnings.catch_warnings():  # eager flex attention on a CPU warns that it is not compiled
+        warnings.simplefilter("ignore")
+        return _flex_attention(query.device.type)(query, keys, values, score_mod=score_mod, block_mask=blocks,
+                                                  scale=scaling, enable_gqa=True)
+
+
 def packed_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, *, packed, **kwargs):
-    """Attention of packed rows: each row's queries against its own keys and values from ``packed``, with SDPA as
-    transformers' SDPA attention calls it (grouped heads, causal for a prompt, all keys for one decoded token)."""
-    if kwargs.get("softcap") is not None:  # as transformers' SDPA attention, rather than silently without it
+    """Attention of packed rows: each row's queries against its own keys and values from ``packed``, as
+    transformers' SDPA attention computes it (grouped heads, causal, the layer's sliding window): per row, or all
+    rows in one call (:data:`PACKED_MODES`)."""
+    softcap = kwargs.get("softcap")
+    if packed.mode != "per_row":
+        mask = block_mask(packed.spans, [k.shape[-2] for k, _ in packed.keys_values], kwargs.get("sliding_window"),
+                          query.device)
+        keys = torch.cat([k for k, _ in packed.keys_values], dim=-2)
+        values = torch.cat([v for _, v in packed.keys_values], dim=-2)
+        return _one_call(query, keys, values, mask, scaling, softcap, packed.mode).transpose(1, 2), None
+    if softcap is not None:  # as transformers' SDPA attention, rather than silently without it
         raise ValueError("packed rows run SDPA attention, which has no attention-logit soft-capping")
     outputs = [
         torch.nn.functional.scaled_dot_product_attention(
@@ -79,15 +167,16 @@ def _packed_attention(configs: list) -> Iterator[None]:
             config._attn_implementation_internal = name
 
 
-def run_packed(cm: ColaModel, layer: int, group: list[Segment], configs: list) -> None:
-    """Several unpadded rows (full attention) through decoder layer ``layer`` in one call, packed end to end;
-    ``configs`` are :func:`attention_configs` of the model."""
+def run_packed(cm: ColaModel, layer: int, group: list[Segment], configs: list, mode: str = "per_row") -> None:
+    """Several unpadded rows through decoder layer ``layer`` in one call, packed end to end; ``configs`` are
+    :func:`attention_configs` of the model, ``mode`` one of :data:`PACKED_MODES`."""
     bounds = [0]
     for seg in group:
         bounds.append(bounds[-1] + seg.hidden.shape[1])
     spans = list(zip(bounds[:-1], bounds[1:]))
-    angles = [seg.rotary(cm, "full_attention") for seg in group]
-    cache = PackedCache([seg.row for seg in group], [seg.position for seg in group], spans)
+    layer_type = cm.layer_types[layer]
+    angles = [seg.rotary(cm, layer_type) for seg in group]
+    cache = PackedCache([seg.row for seg in group], [seg.position for seg in group], spans, mode)
     with _packed_attention(configs):
         hidden = cm.layers[layer](
             torch.cat([seg.hidden for seg in group], dim=1), attention_mask=None,

@@ -60,9 +60,17 @@ def test_cli_generate_json(smol, capsys):
     assert out["tokens"] == direct.tokens and out["text"] == direct.text
 
 
-def test_cli_bad_chain_is_one_clear_error(capsys):
+def test_cli_bad_chain_is_one_clear_error_before_the_model_loads(capsys, monkeypatch):
+    import cola.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the chain was checked")
+
+    monkeypatch.setattr(cola.loading, "load_model", refuse)
     assert main(["generate", "--chain", "0-30", "--prompt", "hi"]) == 2
     assert "layer index 30 out of range for a model with 30 layers" in capsys.readouterr().err
+    assert main(["eval", "--task", "synthetic_mc", "--mode", "score", "--chain", "0-2,x"]) == 2
+    assert "malformed chain token 'x'" in capsys.readouterr().err
 
 
 def test_cli_layers(smol, capsys):

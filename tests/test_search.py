@@ -11,6 +11,7 @@ import time
 import pytest
 
 from cola import Chain
+from cola.cli import main
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
 from cola.store import ConfigMismatch, RunStore
 
@@ -76,11 +77,16 @@ def _lines_without_wall_time(folder):
     return lines
 
 
+def _search(cmd) -> None:
+    """A search command run in this process (the process boundary is not what these tests test)."""
+    assert main(cmd[3:]) == 0
+
+
 def test_sigkill_resume_equals_uninterrupted_run_and_runs_are_deterministic(tiny_folder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first, second, killed = tmp_path / "a", tmp_path / "b", tmp_path / "killed"
-    subprocess.run(_search_cmd(tiny_folder, first), check=True, env=env, capture_output=True)
-    subprocess.run(_search_cmd(tiny_folder, second), check=True, env=env, capture_output=True)
+    _search(_search_cmd(tiny_folder, first))
+    _search(_search_cmd(tiny_folder, second))
     assert _lines_without_wall_time(first) == _lines_without_wall_time(second)  # same seed: identical records
 
     proc = subprocess.Popen(_search_cmd(tiny_folder, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -94,7 +100,7 @@ def test_sigkill_resume_equals_uninterrupted_run_and_runs_are_deterministic(tiny
     assert 2 <= done_before < 6, "the kill must land mid-run"
     with open(records, "a") as f:  # a write torn by the kill
         f.write('{"id": "synthetic-3-5", "gold"')
-    subprocess.run(_search_cmd(tiny_folder, killed), check=True, env=env, capture_output=True)
+    _search(_search_cmd(tiny_folder, killed))
     assert _lines_without_wall_time(killed) == _lines_without_wall_time(first)
 
 
@@ -106,15 +112,12 @@ def test_a_different_config_is_refused(tmp_path):
 
 
 def test_batched_run_equals_one_at_a_time_and_resumes_with_another_batch(tiny_folder, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     alone, together = tmp_path / "alone", tmp_path / "together"
-    subprocess.run(_search_cmd(tiny_folder, alone, n=4), check=True, env=env, capture_output=True)
-    subprocess.run(_search_cmd(tiny_folder, together, n=4) + ["--batch", "3"], check=True, env=env,
-                   capture_output=True)
+    _search(_search_cmd(tiny_folder, alone, n=4))
+    _search(_search_cmd(tiny_folder, together, n=4) + ["--batch", "3"])
     assert json.loads((together / "config.json").read_text())["batch"] == 3
     assert sorted(_lines_without_wall_time(together)) == sorted(_lines_without_wall_time(alone))
     lines = (together / "records.jsonl").read_text().splitlines()
     (together / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if stopped after two samples
-    subprocess.run(_search_cmd(tiny_folder, together, n=4) + ["--batch", "1"], check=True, env=env,
-                   capture_output=True)
+    _search(_search_cmd(tiny_folder, together, n=4) + ["--batch", "1"])
     assert sorted(_lines_without_wall_time(together)) == sorted(_lines_without_wall_time(alone))
