@@ -182,6 +182,13 @@ def smol() -> ColaModel:
 
 
 @pytest.fixture(scope="session")
+def gemma() -> ColaModel:
+    """The second real model (Gemma 3 270M base: 18 layers, five sliding to one global), loaded once per test
+    session; installed by the test set-up (`bash dev/setup.sh --test`)."""
+    return _load_once("gemma3-270m", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR}")

@@ -79,3 +79,10 @@ def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tm
     chain = Chain.parse("0-9,12-29")
     sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "50")), ("arc_easy",))
     _agree(smol, chain, sets, export_chain(smol, chain, tmp_path / "exported"), tmp_path)
+
+
+def test_gemma_score_mode_agrees_with_lm_eval_per_sample(gemma, data_dir, tmp_path):
+    """The second real architecture (sliding and global attention, BOS before the context): lm-eval's HF backend on
+    its converted weights, as a user would point lm-eval at them."""
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "20")), ("arc_easy",))
+    _agree(gemma, Chain.full(gemma.depth), sets, resolve(gemma.name), tmp_path)
