@@ -73,7 +73,7 @@ def published_answer(evaluator: Evaluator, chain: Chain, sample) -> str | None:
     """The published way: patch the layer list, prefill from scratch and greedily `generate` 50 new tokens (EOS
     still ends it) with transformers, then extract the answer."""
     cm = evaluator.cm
-    ids, mask = cm.encode([evaluator.task.prompt(sample)], evaluator.chat)
+    ids, mask = cm.tokenize([evaluator.prompt(sample)], evaluator.chat)  # the prompt CoLa asks
     out = patched_model(cm.model, chain).generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=PUBLISHED_NEW_TOKENS, do_sample=False,
         pad_token_id=cm.tokenizer.pad_token_id)

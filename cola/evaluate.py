@@ -64,9 +64,13 @@ class Evaluator:
             raise UsageError(f"score style must be one of {SCORE_STYLES}, not {self.score_style!r}")
 
     def prompt(self, sample: Sample) -> str:
-        """The text the model reads (generate mode, or the scoring context)."""
+        """The text the model reads (generate mode, or the scoring context). A model with a chat template reads the
+        task's prompt as a user turn (``chat``); a base model, which has none, reads it in the completion format of
+        question-answer text, ``Question: ...\nAnswer:``, so that what it continues with is the answer."""
         if self.mode == "score" and self.score_style == "lmeval":
             return f"Question: {sample.question}\nAnswer:"
+        if not self.cm.has_chat_template:
+            return f"Question: {self.task.prompt(sample)}\nAnswer:"
         return self.cm.format_prompt(self.task.prompt(sample), self.chat)
 
     def prepare(self, sample: Sample) -> Prepared:

@@ -33,7 +33,7 @@ def cluster():
     ray.shutdown()
 
 
-N, SIMS = 4, 12
+N, SIMS = 4, 6
 
 
 def _cmd(model, out, *extra, n=N, sims=SIMS):

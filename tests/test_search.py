@@ -63,7 +63,7 @@ def test_space_children_are_one_edit_away():
     assert all(3 <= len(c) <= 12 for c in children)
 
 
-def _search_cmd(model, out, n=6, sims=25):
+def _search_cmd(model, out, n=4, sims=12):
     return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
             "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu"]
 
@@ -92,14 +92,14 @@ def test_sigkill_resume_equals_uninterrupted_run_and_runs_are_deterministic(tiny
     proc = subprocess.Popen(_search_cmd(tiny_folder, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = killed / "records.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 2):
+    while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 1):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = records.read_text().count("\n")
-    assert 2 <= done_before < 6, "the kill must land mid-run"
+    assert 1 <= done_before < 4, "the kill must land mid-run"
     with open(records, "a") as f:  # a write torn by the kill
-        f.write('{"id": "synthetic-3-5", "gold"')
+        f.write('{"id": "synthetic-3-3", "gold"')
     _search(_search_cmd(tiny_folder, killed))
     assert _lines_without_wall_time(killed) == _lines_without_wall_time(first)
 
@@ -113,11 +113,11 @@ def test_a_different_config_is_refused(tmp_path):
 
 def test_batched_run_equals_one_at_a_time_and_resumes_with_another_batch(tiny_folder, tmp_path):
     alone, together = tmp_path / "alone", tmp_path / "together"
-    _search(_search_cmd(tiny_folder, alone, n=4))
-    _search(_search_cmd(tiny_folder, together, n=4) + ["--batch", "3"])
+    _search(_search_cmd(tiny_folder, alone, n=4, sims=8))
+    _search(_search_cmd(tiny_folder, together, n=4, sims=8) + ["--batch", "3"])
     assert json.loads((together / "config.json").read_text())["batch"] == 3
     assert sorted(_lines_without_wall_time(together)) == sorted(_lines_without_wall_time(alone))
     lines = (together / "records.jsonl").read_text().splitlines()
     (together / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if stopped after two samples
-    _search(_search_cmd(tiny_folder, together, n=4) + ["--batch", "1"])
+    _search(_search_cmd(tiny_folder, together, n=4, sims=8) + ["--batch", "1"])
     assert sorted(_lines_without_wall_time(together)) == sorted(_lines_without_wall_time(alone))

@@ -20,7 +20,7 @@ from cola.store import LOCK, FolderLock, RunStore, read_records
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 
 
-def _search_cmd(model, out, n=30, sims=40):
+def _search_cmd(model, out, n=6, sims=12):
     return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
             "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu"]
 
@@ -43,7 +43,7 @@ def test_a_second_writer_is_refused_while_the_first_runs(tiny_folder, tmp_path):
     _no_traceback(refused)
     lines = (out / "records.jsonl").read_text().splitlines()
     ids = [json.loads(line)["id"] for line in lines]
-    assert len(ids) == len(set(ids)) == 30  # every sample recorded once
+    assert len(ids) == len(set(ids)) == 6  # every sample recorded once
 
 
 def test_the_lock_is_one_per_folder_and_released_with_its_holder(tmp_path):
@@ -61,7 +61,7 @@ def test_the_lock_is_one_per_folder_and_released_with_its_holder(tmp_path):
 def test_a_sigkilled_holder_leaves_no_stale_lock(tiny_folder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "run"
-    proc = subprocess.Popen(_search_cmd(tiny_folder, out, n=8, sims=30), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_search_cmd(tiny_folder, out, n=4, sims=12), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     records, deadline = out / "records.jsonl", time.time() + 120
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 1):
@@ -69,9 +69,9 @@ def test_a_sigkilled_holder_leaves_no_stale_lock(tiny_folder, tmp_path):
     proc.kill()
     proc.wait()
     assert f"process {proc.pid} " in (out / LOCK).read_text()  # it held the lock when it died
-    assert main(_search_cmd(tiny_folder, out, n=8, sims=30)[3:]) == 0  # the resume takes the lock at once
+    assert main(_search_cmd(tiny_folder, out, n=4, sims=12)[3:]) == 0  # the resume takes the lock at once
     ids = [r["id"] for r in read_records(out)]
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 4
 
 
 def test_duplicated_records_of_an_old_folder_count_once(tmp_path, capsys):
