@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -81,8 +82,14 @@ class FolderLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = ""
+            for _ in range(50):  # the holder writes its name just after it takes the lock
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                if holder:
+                    break
+                time.sleep(0.01)
             os.close(fd)
+            holder = holder or "another process"
             raise RunLockedError(f"{self.folder} is being written by {holder}; wait for it to finish (or stop it), "
                                  "or give another --out") from None
         os.ftruncate(fd, 0)
