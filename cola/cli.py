@@ -539,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.set_verbosity_error()  # weight-loading bars and notices drown the command's output
     transformers.utils.logging.disable_progress_bar()
     try:
+        if getattr(args, "device", None) is not None:  # a device this machine lacks fails before any work
+            from .loading import parse_device
+
+            parse_device(args.device)
         return args.func(args)
     except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
         print(f"cola: error: {err}", file=sys.stderr)

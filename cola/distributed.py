@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-from .errors import ModelLoadError, RayMissing
+from .errors import ColaError, ModelLoadError, RayMissing
 from .search.run import SearchJob, resume
 from .store import FolderLock, RunStore
 from .tasks import Sample
@@ -106,6 +106,10 @@ def run_search_ray(
             config, depth = ray.get([pool[0].run_config.remote(list(samples)), pool[0].depth.remote()])
         except ray.exceptions.RayActorError as err:  # the worker could not load the model (or died at once)
             raise ModelLoadError(f"a Ray worker could not start: {_cause(err)}") from None
+        except ray.exceptions.RayTaskError as err:  # a bad input the worker found (a sample too long, say)
+            if isinstance(err.cause, ColaError):
+                raise err.cause from None
+            raise
         failures: list[tuple[str, str]] = []
         with RunStore(folder, {**config, "workers": workers}, lock) as store:
             records = resume(store, samples, lambda todo, _: _dispatch(ray, pool, todo, job.batch, failures),

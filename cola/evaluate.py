@@ -10,7 +10,7 @@ import torch
 from .chain import Chain
 from .errors import UsageError
 from .generation import RowDecoder, Sampler
-from .models import ColaModel
+from .models import ColaModel, ContextTooLong
 from .reuse import PrefixCache
 from .scoring import OptionInputs, OptionScores, option_inputs, score_many
 from .tasks import Sample, Task
@@ -95,9 +95,16 @@ class Evaluator:
         return prepared
 
     def check(self, samples: Sequence[Sample]) -> None:
-        """Prepare every sample now (:meth:`prepare`), so that one too long for the model fails before any work."""
+        """Prepare every sample now (:meth:`prepare`), so that one too long for the model fails before any work. A
+        sample that cannot be prepared for another reason (an option that encodes to no token) fails when it is asked,
+        as it would without this check: a search on Ray reports it and goes on with the others."""
         for sample in samples:
-            self.prepare(sample)
+            try:
+                self.prepare(sample)
+            except ContextTooLong:
+                raise
+            except ValueError:
+                continue
 
     def prompt_ids(self, sample: Sample) -> torch.Tensor:
         """The token ids (1, length) every chain runs over for ``sample``: the prompt, or in score mode the context

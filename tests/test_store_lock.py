@@ -161,3 +161,25 @@ def test_corrupt_json_files_name_themselves(tmp_path, capsys):
     err = capsys.readouterr().err
     _no_traceback(err)
     assert f"{summary}: not valid JSON" in err
+
+
+def test_a_search_refuses_a_sample_past_the_context_before_any_work(tiny_folder, tmp_path, capsys):
+    rows = [{"id": f"q{i}", "question": " ".join(["t7"] * (10 if i else 300)), "answerKey": "A",
+             "choices": [{"label": "A", "text": "t8"}, {"label": "B", "text": "t9"}]} for i in range(3)]
+    data = tmp_path / "mc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["search", "--model", str(tiny_folder), "--task", "mc_jsonl", "--data-file", str(data), "--mode",
+                 "score", "--n", "0", "--sims", "3", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert "sample 'q0' (with its longest option) needs" in err
+    assert not (out / "records.jsonl").exists() and not (out / "config.json").exists()
+
+
+def test_a_missing_device_fails_before_a_run_folder_is_made(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--model", str(tiny_folder), "--task", "synthetic", "--n", "1", "--sims", "2", "--out",
+                 str(out), "--device", "tpu9"]) == 2
+    _no_traceback(capsys.readouterr().err)
+    assert not out.exists()

@@ -171,7 +171,9 @@ class SearchJob:
         return SearchSpace(depth, self.actions, self.max_k, self.max_r, self.min_len, self.max_len)
 
     def run_config(self, evaluator: Evaluator, samples: Sequence[Sample], **extra) -> dict:
-        """The run's ``config.json`` (:func:`run_config`) for these samples."""
+        """The run's ``config.json`` (:func:`run_config`) for these samples. Every sample is prepared first, so one
+        too long for the model is refused here, before any search (every launch asks for the config first)."""
+        evaluator.check(samples)
         if self.menu is not None:
             from .menu import menu_hash
 
