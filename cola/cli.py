@@ -238,6 +238,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         split=None if args.data_file or not task.splits else task.split(args.split),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
         truncate=args.truncate)
+    if args.workers is not None or args.ray_address is not None:
+        from .distributed import require_ray
+
+        require_ray()  # before a run folder is made
     out = args.out or default_folder(job, len(samples), static=args.static)
     with FolderLock(out) as lock:  # a second writer stops here, before the model loads
         if args.static:

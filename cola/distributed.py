@@ -24,7 +24,8 @@ from .tasks import Sample
 WORKER_PREFIX = "cola-search-"  # Ray actor names: cola-search-<run token>-<index>
 
 
-def _ray():
+def require_ray():
+    """The ``ray`` module, or :class:`~cola.errors.RayMissing` saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -94,7 +95,7 @@ def run_search_ray(
     equal share of the CPUs. ``address`` joins an existing cluster (``auto``: the one Ray finds); without it a local
     cluster is started (or the one this process already started is used). The driver holds the folder's lock
     (``lock``, or its own) while it writes."""
-    ray = _ray()
+    ray = require_ray()
     lock = lock or FolderLock(folder)
     workers, gpus_per_worker, cpus = _connect(ray, workers, address, gpus_per_worker)
     token = uuid.uuid4().hex[:8]

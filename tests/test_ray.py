@@ -144,7 +144,7 @@ def test_a_bad_sample_fails_alone_and_is_listed(cluster, tiny_folder, tmp_path, 
     assert sorted(r["id"] for r in read_records(out)) == ["q0", "q1", "q3"]
 
 
-def test_without_ray_the_error_says_how_to_install(monkeypatch, capsys):
+def test_without_ray_the_error_says_how_to_install(monkeypatch, capsys, tmp_path):
     import builtins
 
     from cola.cli import main
@@ -157,8 +157,10 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch, capsys):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.chdir(tmp_path)
     assert main(["search", "--task", "synthetic", "--n", "2", "--workers", "2"]) == 2
     assert "pip install -e .[ray]" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no run folder is left behind
 
 
 def test_a_worker_that_cannot_load_the_model_is_one_clear_error(cluster, tmp_path, capsys):
