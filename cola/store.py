@@ -48,13 +48,15 @@ def read_json(path: str | Path) -> dict:
         raise DataError(f"{path}: not a text (UTF-8) file; restore or delete it") from None
 
 
-def _json_lines(path: Path, lines: list[str]) -> list[dict]:
-    """The JSON objects of ``lines`` of ``path`` (blank lines skipped); a bad line names the file and line."""
+def jsonl_rows(path: str | Path, lines: list[str]) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of ``lines``, read from ``path``: the one JSONL parser (data
+    files, run records, eval outputs); a line that is not JSON is a :class:`~cola.errors.DataError` naming the file
+    and the line."""
     rows = []
     for lineno, line in enumerate(lines, 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
     return rows
@@ -200,7 +202,7 @@ def read_records(folder: str | Path) -> list[dict]:
         return []
     lines = path.read_text(encoding="utf-8").split("\n")
     records, seen, repeated = [], set(), []
-    for record in _json_lines(path, lines[:-1]):
+    for _, record in jsonl_rows(path, lines[:-1]):
         if record["id"] in seen:
             repeated.append(record["id"])
             continue
@@ -245,4 +247,5 @@ def read_eval(path: str | Path) -> tuple[dict, list[dict]]:
     if not path.is_file() or not summary_path.is_file():
         raise MissingFileError(f"not a cola eval output (it needs {path.name} and {summary_path.name} beside it, "
                                 f"from `cola eval --out {path.name}`): {path}")
-    return read_json(summary_path), _json_lines(path, path.read_text(encoding="utf-8").splitlines())
+    rows = [row for _, row in jsonl_rows(path, path.read_text(encoding="utf-8").splitlines())]
+    return read_json(summary_path), rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import warnings
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import DataError
+from ..store import jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,9 @@ class Task:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each non-empty line; a line that is not JSON is a :class:`DataError`."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    """(line number, row) for each non-empty line; a line that is not JSON is a :class:`DataError`
+    (:func:`cola.store.jsonl_rows`)."""
+    return iter(jsonl_rows(path, Path(path).read_text(encoding="utf-8").splitlines()))
 
 
 def row_id(row: dict, fallback: str) -> str:
