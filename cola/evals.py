@@ -26,6 +26,11 @@ from .tasks import Sample
 Progress = Callable[[int], None]
 
 
+def _per_batch(progress: Progress | None):
+    """``progress(done)`` as the evaluator's per-batch callback (which is handed the batch's outcomes)."""
+    return None if progress is None else (lambda outcomes: progress(len(outcomes)))
+
+
 def eval_header(evaluator: Evaluator, samples: Sequence[Sample], batch: int, *, data: str | None = None,
                 split: str | None = None, seed: int = 0, level: int | None = None) -> dict:
     """The part of an evaluation's summary that says what was asked: the model (name, weights hash, dtype, depth),
@@ -51,7 +56,7 @@ def evaluate_chain(evaluator: Evaluator, chain: Chain, samples: Sequence[Sample]
     """``samples`` through ``chain``, ``batch`` at a time; returns the summary (``header`` from :func:`eval_header`,
     the accuracies, the chain, the wall time) and the per-sample rows."""
     start = time.perf_counter()
-    outcomes = evaluator.evaluate_many(chain, samples, batch, progress=progress and (lambda d: progress(len(d))))
+    outcomes = evaluator.evaluate_many(chain, samples, batch, progress=_per_batch(progress))
     rows = [o.to_dict() for o in outcomes]
     full = chain.is_full(evaluator.cm.depth)
     summary = {**header, "kind": "chain", "chain": str(chain), "name": name or ("full" if full else str(chain)),
@@ -89,16 +94,13 @@ def evaluate_router(router: Router, evaluator: Evaluator, samples: Sequence[Samp
     routed = routed_outcomes(router, evaluator, samples, batch, stage("router"))
     routed_s = time.perf_counter() - start
     start = time.perf_counter()
-    full_progress = stage("full")
-    full_outcomes = evaluator.evaluate_many(Chain.full(cm.depth), samples, batch,
-                                            progress=full_progress and (lambda d: full_progress(len(d))))
+    full_outcomes = evaluator.evaluate_many(Chain.full(cm.depth), samples, batch, progress=_per_batch(stage("full")))
     full_s = time.perf_counter() - start
     picks = Counter(str(chain) for chain, _, _ in routed)
     rng = random.Random(f"{seed}:random-pick")
     drawn = rng.choices(sorted(picks), weights=[picks[c] for c in sorted(picks)], k=len(samples))
-    random_progress = stage("random pick")
     random_outcomes = evaluator.evaluate_assigned([Chain.parse(c) for c in drawn], samples, batch,
-                                                  progress=random_progress and (lambda d: random_progress(len(d))))
+                                                  progress=_per_batch(stage("random pick")))
     rows = [{**outcome.to_dict(), "layers": layers, "full_correct": f.correct, "random_chain": drawn[i],
              "random_correct": random_outcomes[i].correct}
             for i, ((chain, layers, outcome), f) in enumerate(zip(routed, full_outcomes))]
