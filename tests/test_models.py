@@ -30,3 +30,30 @@ def test_alias_needs_its_package(monkeypatch):
 def test_default_alias_is_found_through_the_installed_package():
     path = alias_gguf_path("smollm2-135m")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
+
+
+def test_cache_lock_lets_one_process_at_a_time_prepare_a_model(tmp_path, monkeypatch):
+    """Two runs started at once on an alias once assembled Gemma's GGUF file side by side and one failed on its
+    hash: the cache lock serialises them (flock: separate opens conflict, in threads as in processes)."""
+    import threading
+    import time
+
+    from cola.loading import cache_lock
+
+    monkeypatch.setenv("COLA_CACHE", str(tmp_path))
+    inside, overlaps = [], []
+
+    def work() -> None:
+        with cache_lock("model"):
+            inside.append(1)
+            overlaps.append(len(inside))
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == [1, 1, 1]
+    assert (tmp_path / "locks" / "model.lock").exists()
