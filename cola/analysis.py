@@ -307,8 +307,9 @@ class EvalResult:
 
 
 def eval_table(evals: list[EvalResult]) -> pd.DataFrame:
-    """One row per evaluation: group, name, kind, chain length or routed mean length, layers computed per input
-    (a router's include its feature layers), accuracy with its 95% interval; a router's share routed to full depth."""
+    """One row per evaluation: group, name, kind (chain, router or policy), chain length or mean positions asked,
+    layers computed per input (a router's include its feature layers, a policy's every chain it asked), accuracy with
+    its 95% interval; a router's share routed to full depth."""
     rows = []
     for e in evals:
         s = e.summary
@@ -321,27 +322,29 @@ def eval_table(evals: list[EvalResult]) -> pd.DataFrame:
 
 
 def adaptation_table(evals: list[EvalResult]) -> pd.DataFrame:
-    """Every router evaluation against what it must beat, paired on the samples both answered: full depth and the
-    random pick from its library (from its own output), then every other evaluation of its group (static chains,
-    block-influence chains, routers fitted on decoy runs)."""
+    """Every adaptive evaluation (a router or a label-free policy) against what it must beat, paired on the samples
+    both answered: full depth (from its own output, run beside it), a router's random pick from its library, then
+    every other evaluation of its group (static chains, block-influence chains, routers, other policies)."""
     rows = []
-    for router in (e for e in evals if e.summary["kind"] == "router"):
-        mine = router.correct
-        others = [("full depth (same run)", router.summary["baselines"]["full"]["mean_length"],
-                   {r["id"]: bool(r["full_correct"]) for r in router.rows}),
-                  ("random pick, router's frequencies (same run)",
-                   router.summary["baselines"]["random_pick"]["mean_length"],
-                   {r["id"]: bool(r["random_correct"]) for r in router.rows})]
+    for adaptive in (e for e in evals if e.summary["kind"] in ("router", "policy")):
+        s = adaptive.summary
+        mine = adaptive.correct
+        others = [("full depth (same run)", s["baselines"]["full"]["mean_layers" if s["kind"] == "policy"
+                                                                  else "mean_length"],
+                   {r["id"]: bool(r["full_correct"]) for r in adaptive.rows})]
+        if s["kind"] == "router":
+            others.append(("random pick, router's frequencies (same run)", s["baselines"]["random_pick"]["mean_length"],
+                           {r["id"]: bool(r["random_correct"]) for r in adaptive.rows}))
         others += [(o.summary["name"], o.summary["mean_layers"], o.correct) for o in evals
-                   if o is not router and o.group == router.group]
+                   if o is not adaptive and o.group == adaptive.group]
         for name, layers, verdicts in others:
             p = paired(mine, verdicts)
-            rows.append({"group": router.group, "router": router.summary["name"],
-                         "router_layers": router.summary["mean_layers"], "versus": name, "versus_layers": layers,
-                         "samples": p["common"], "router_right": p["a_right"], "versus_right": p["b_right"],
-                         "router_only": p["a_only"], "versus_only": p["b_only"], "mcnemar_p": p["mcnemar_p"]})
-    return pd.DataFrame(rows, columns=["group", "router", "router_layers", "versus", "versus_layers", "samples",
-                                       "router_right", "versus_right", "router_only", "versus_only", "mcnemar_p"])
+            rows.append({"group": adaptive.group, "evaluation": s["name"], "kind": s["kind"],
+                         "layers": s["mean_layers"], "versus": name, "versus_layers": layers, "samples": p["common"],
+                         "right": p["a_right"], "versus_right": p["b_right"], "only": p["a_only"],
+                         "versus_only": p["b_only"], "mcnemar_p": p["mcnemar_p"]})
+    return pd.DataFrame(rows, columns=["group", "evaluation", "kind", "layers", "versus", "versus_layers", "samples",
+                                       "right", "versus_right", "only", "versus_only", "mcnemar_p"])
 
 
 def config_differences(runs: list[Run]) -> dict[str, set]:

@@ -116,6 +116,43 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     _add_truncate(parser)
 
 
+def _add_policy_args(parser: argparse.ArgumentParser) -> None:
+    from .policies import KINDS, RULES
+    from .policies.spec import GENERATE_SIGNALS, SCORE_SIGNALS
+
+    g = parser.add_argument_group("label-free policies (docs/label-free.md)")
+    g.add_argument("--policy", default=None,
+                   help=f"answer with a policy: {', '.join(KINDS)}, or a spec FILE.json (a spec, or an earlier "
+                        "--policy evaluation's summary); full depth runs beside it, paired and timed")
+    g.add_argument("--chains-from", default=None,
+                   help="add chains from a `cola prune --out` file, a `--static` search run, a router folder or a "
+                        "per-sample search run (its fixed-menu ranking), after any --chain")
+    g.add_argument("--top", type=positive_int, default=None, help="take at most this many chains from --chains-from")
+    g.add_argument("--threshold", type=float, action="append", default=None,
+                   help="cascade: keep a step's answer when its confidence is at least this (one per step but the "
+                        "last; 0 always keeps, 1 never)")
+    g.add_argument("--signal", default=None, choices=SCORE_SIGNALS + GENERATE_SIGNALS,
+                   help="confidence: max_prob, margin or certainty of the option softmax (score mode, default "
+                        "max_prob); answer_prob (generate mode)")
+    g.add_argument("--norm", action="store_true", help="score mode: answers and confidences per character (acc_norm)")
+    g.add_argument("--rule", default=None, choices=RULES, help="vote: majority (default), confident or weighted")
+    g.add_argument("--k", type=positive_int, default=None,
+                   help="vote: the first k chains (default all); self-consistency: samples per input")
+    g.add_argument("--temperature", type=float, default=None, help="self-consistency: sampling temperature")
+    g.add_argument("--sample-seed", type=int, default=None, help="self-consistency: seed of the samples (default 0)")
+    g.add_argument("--calibrate", default=None,
+                   help="choose the thresholds (cascade), k and rule (vote), k and temperature (self-consistency) on "
+                        "the dev split: consistency=S (fewest layers agreeing with full depth on a share S, no "
+                        "labels), budget=B (most accurate within B x depth layers) or accuracy")
+    g.add_argument("--dev-n", type=positive_int, default=300, help="dev samples to calibrate on (default 300)")
+    g.add_argument("--ks", default=None, help="k values to calibrate over, e.g. 1,3,5,9")
+    g.add_argument("--rules", default=None, help="vote rules to calibrate over, e.g. majority,confident,weighted")
+    g.add_argument("--temperatures", default=None, help="temperatures to calibrate over, e.g. 0.5,0.7,1.0")
+    g.add_argument("--sweep", action="store_true",
+                   help="also answer every setting of the calibrated family on these samples (one table of answers, "
+                        "replayed): the curve of `cola report`; nothing is chosen from it")
+
+
 def _add_truncate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncate", action="store_true",
                         help="an input longer than the model's context loses its first tokens, with a warning "
@@ -151,8 +188,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.out:
         eval_summary_path(args.out)  # a bad name fails before the model loads
-    if args.router is not None and args.chain != "full":
+    chains = args.chain or ["full"]
+    if args.policy is not None:
+        return _eval_policy(args)
+    if args.router is not None and args.chain:
         raise UsageError("--router picks each input's chain; it does not take --chain")
+    if len(chains) > 1:
+        raise UsageError("several --chain need a policy that asks them: --policy cascade or --policy vote")
+    args.chain = chains[0]
     if args.router is None:
         _check_chain(args)
     evaluator, samples = _evaluator_and_samples(args)
@@ -190,6 +233,97 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         print(f"per-sample answers: {args.out}; summary: {write_eval(args.out, rows, summary)}")
     return 0
+
+
+def _eval_policy(args: argparse.Namespace) -> int:
+    """``cola eval --policy``: build (and, with --calibrate, choose on dev) the policy, answer the samples with it and
+    with full depth, side by side."""
+    from tqdm import tqdm
+
+    from .evals import eval_header
+    from .loading import model_depth
+    from .policies import calibrate, evaluate_policy, make_spec, settings
+    from .policies.calibrate import parse_objective
+    from .store import write_eval
+    from .tasks import get_task, load_samples
+
+    task = get_task(args.task)
+    if args.calibrate:
+        parse_objective(args.calibrate)
+        if args.data_file or not task.splits:
+            raise UsageError(f"--calibrate chooses on the dev split; {args.task} from a data file has none")
+    if args.router is not None and args.policy != "router":
+        raise UsageError("--router belongs to --policy router (or to a plain `cola eval --router`)")
+    options = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
+                   temperature=args.temperature, seed=args.sample_seed, router=args.router)
+
+    def spec_for(depth: int):
+        return make_spec(args.policy, depth, args.chain or (), args.chains_from, args.top, args.threshold or (),
+                         calibrating=bool(args.calibrate), **options)
+
+    depth = model_depth(args.model)
+    if depth is not None:  # a bad spec fails before the weights load
+        spec_for(depth).check(depth, args.mode)
+    evaluator, samples = _evaluator_and_samples(args)
+    spec = spec_for(evaluator.cm.depth)
+    router = None
+    if spec.kind == "router":
+        from .router import Router
+
+        router = Router.load(spec.router, evaluator.cm)
+    batch = args.batch_size or 16
+    split = None if args.data_file or not task.splits else task.split(args.split)
+    header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
+                         level=args.level, split=split)
+    calibration, family = None, []
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else ()
+    rules = args.rules.split(",") if args.rules else ()
+    temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else ()
+    if args.calibrate:
+        dev = load_samples(task, args.data_dir, None, args.dev_n, args.seed, args.level, args.skip_bad_rows, "dev")
+        evaluator.check(dev)
+        with tqdm(total=len(dev), desc=f"{args.task} [calibrate on dev]", unit="sample") as bar:
+            spec, calibration = calibrate(spec, evaluator, dev, args.calibrate, batch, ks, rules, temperatures,
+                                          task.split("dev"), bar.update)
+        chosen = calibration["points"][calibration["chosen"]]
+        print(f"calibrated on {len(dev)} dev samples ({args.calibrate}): {chosen['name']} — dev accuracy "
+              f"{chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with full depth "
+              f"{chosen['agreement']:.1%}")
+    if args.sweep:
+        family = settings(spec, ks, rules, temperatures)
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=len(samples), desc=f"{args.task} [{stage}]", unit="sample")
+        bars[stage].update(done)
+
+    summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration, family,
+                                    progress)
+    for bar in bars.values():
+        bar.close()
+    _print_policy(summary)
+    if args.out:
+        print(f"per-sample answers: {args.out}; summary: {write_eval(args.out, rows, summary)}")
+    return 0
+
+
+def _print_policy(summary: dict) -> None:
+    """A policy evaluation's lines: its accuracy and cost, and full depth's beside it, paired and timed."""
+    n, acc, full = summary["n"], summary["acc"], summary["baselines"]["full"]
+    print(f"policy {summary['name']} ({summary['task']} {summary['split'] or summary['data']}, {summary['mode']} mode)")
+    print(f"  policy:     accuracy {acc['accuracy']:.4f} ({acc['k']}/{n}) [{acc['ci'][0]:.4f}, {acc['ci'][1]:.4f}], "
+          f"{summary['mean_layers']:.2f} layers computed per input ({summary['layers_ratio']:.3f} x full), "
+          f"{summary['mean_chains']:.2f} chains asked, {summary['mean_tokens']:.1f} tokens decoded, "
+          f"{summary['wall_s']:.1f} s ({summary['wall_ratio']:.3f} x full)")
+    print(f"  full depth: accuracy {full['accuracy']:.4f} ({full['k']}/{n}) [{full['ci'][0]:.4f}, {full['ci'][1]:.4f}], "
+          f"{full['mean_layers']:.2f} layers, {full['wall_s']:.1f} s; policy right only {full['policy_only']}, full "
+          f"right only {full['other_only']}: McNemar exact p = {full['mcnemar_p']:.4g}")
+    print(f"  agreement with full depth {summary['agreement']:.1%}; stops: "
+          + ", ".join(f"{k} ({v})" for k, v in summary["stops"].items()))
+    if summary["seen_in_calibration"]:
+        print(f"cola: warning: {summary['seen_in_calibration']} of these samples were used to calibrate the policy "
+              f"(first: {summary['seen_ids'][:3]}); its numbers here are not held-out", file=sys.stderr)
 
 
 def _print_router(summary: dict, router, folder: str) -> None:
@@ -412,10 +546,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="accuracy of one chain on a task, with a 95%% confidence interval")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--chain", default="full", help="chain notation (default: full)")
+    p.add_argument("--chain", action="append", default=None,
+                   help="chain notation (default: full); with --policy cascade or vote, repeat it: the chains in order")
     p.add_argument("--router", default=None,
                    help="a router folder (`cola router fit`): each input through the chain it routes it to, compared "
                         "with full depth and a random pick from its library on the same samples")
+    _add_policy_args(p)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="samples run together (default: 16 in generate mode and with --router, 1 in score mode: each "
                         "alone, exactly as lm-eval; larger is faster, equal up to floating-point rounding)")

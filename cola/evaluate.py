@@ -9,7 +9,7 @@ import torch
 
 from .chain import Chain
 from .errors import UsageError
-from .generation import RowDecoder, Sampler
+from .generation import Generation, RowDecoder, Sampler
 from .models import ColaModel, ContextTooLong
 from .reuse import PrefixCache
 from .scoring import OptionInputs, OptionScores, option_inputs, score_many
@@ -33,6 +33,8 @@ class Outcome:
     margin: float | None = None  # score mode: gold log-likelihood minus the best other option's
     answer_norm: str | None = None  # score mode: the acc_norm choice
     correct_norm: bool | None = None
+    tokens: int | None = None  # generate mode: tokens decoded
+    mean_logprob: float | None = None  # generate mode: mean log-probability of those tokens
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,10 +160,12 @@ class Evaluator:
         """One sample through ``chain`` (:meth:`evaluate`)."""
         return self.evaluate(chain, [sample], [prefix])[0]
 
-    def grade_text(self, chain: Chain, sample: Sample, prompt: str, text: str) -> Outcome:
-        """The outcome of ``text``, generated through ``chain`` for ``sample``."""
-        answer = self.task.extract(text, sample)
-        return Outcome(sample.id, str(chain), prompt, text, answer, sample.gold, bool(self.task.grade(answer, sample)))
+    def grade_text(self, chain: Chain, sample: Sample, prompt: str, generation: Generation) -> Outcome:
+        """The outcome of ``generation``, decoded through ``chain`` for ``sample``."""
+        answer = self.task.extract(generation.text, sample)
+        return Outcome(sample.id, str(chain), prompt, generation.text, answer, sample.gold,
+                       bool(self.task.grade(answer, sample)), tokens=len(generation.tokens),
+                       mean_logprob=generation.mean_logprob)
 
     def option_inputs(self, sample: Sample, prompt: str) -> OptionInputs:
         """Score mode: the sample's options as token ids after its ``prompt`` (:meth:`prompt`), the shared context
@@ -256,7 +260,7 @@ class Requests:
         ev = self.evaluator
         if self.decoder is not None:
             finished = [(self.in_decoder.pop(handle), generation) for handle, generation in self.decoder.step()]
-            return [(p.key, ev.grade_text(p.chain, p.sample, ev.prepare(p.sample).prompt, generation.text))
+            return [(p.key, ev.grade_text(p.chain, p.sample, ev.prepare(p.sample).prompt, generation))
                     for p, generation in finished]
         queued, self.queued = self.queued, []
         prepared = [ev.prepare(p.sample) for p in queued]

@@ -8,7 +8,7 @@ tokens, and it leaves as soon as it stops. :func:`generate` is that loop for a b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +25,12 @@ class Generation:
     tokens: list[int]
     text: str
     stop_reason: str  # "eos", "stop_string", "done" (``is_done`` said so) or "length"
+    logprobs: list[float]  # each new token's log-probability under the chain's next-token distribution
+
+    @property
+    def mean_logprob(self) -> float:
+        """The mean log-probability of the new tokens: the decoder's own confidence in what it wrote."""
+        return sum(self.logprobs) / max(len(self.logprobs), 1)
 
 
 def eos_ids(cm: ColaModel) -> set[int]:
@@ -63,6 +69,7 @@ class _Request:
     tokens: list[int]
     is_done: Callable[[str], bool] | None
     sampler: Sampler | None = None
+    logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -118,9 +125,12 @@ class RowDecoder:
                     request.segment = Segment(request.row, hidden[b : b + 1])
             logits = advance(self.cm, [r.segment for r in going])
             greedy = logits.argmax(-1).tolist()
-            for b, request in enumerate(going):
+            chosen = [greedy[b] if r.sampler is None else r.sampler.draw(logits[b]) for b, r in enumerate(going)]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)[torch.arange(len(going)), chosen].tolist()
+            for request, token, logprob in zip(going, chosen, logprobs):
                 request.segment = None
-                self._take(request, greedy[b] if request.sampler is None else request.sampler.draw(logits[b]))
+                request.logprobs.append(logprob)
+                self._take(request, token)
         done, self.finished = self.finished, []
         return done
 
@@ -131,7 +141,7 @@ class RowDecoder:
             self.active.append(request)
         else:
             text = self.cm.tokenizer.decode(request.tokens, skip_special_tokens=True)
-            self.finished.append((request.key, Generation(request.tokens, text, reason or "length")))
+            self.finished.append((request.key, Generation(request.tokens, text, reason or "length", request.logprobs)))
 
 
 @torch.inference_mode()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -299,15 +300,24 @@ def _html(md: list[str], folder: Path) -> str:
            f"<body>{''.join(body)}</body></html>\n"
 
 
-def figure_accuracy_layers(table: pd.DataFrame, depth: int, path: Path, title: str) -> str:
+def figure_accuracy_layers(table: pd.DataFrame, depth: int, path: Path, title: str,
+                           curves: Sequence[tuple[str, list[dict]]] = ()) -> str:
+    """Accuracy against layers computed per input: one point per evaluation of ``table`` (chains, routers, policies),
+    and per swept policy family (``curves``: name, points) a line through its settings."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for kind, marker, color in (("chain", "o", "tab:blue"), ("router", "*", "tab:red")):
+    for name, points in curves:
+        points = sorted(points, key=lambda p: p["mean_layers"])
+        ax.plot([p["mean_layers"] for p in points], [p["accuracy"] for p in points], "-", marker=".", linewidth=0.8,
+                markersize=3, alpha=0.6, label=f"{name}: every setting (swept)")
+    for kind, marker, color, label in (("chain", "o", "tab:blue", "one chain"),
+                                       ("router", "*", "tab:red", "router (layers incl. features)"),
+                                       ("policy", "D", "tab:green", "policy (chosen on dev)")):
         rows = table[table["kind"] == kind]
         if rows.empty:
             continue
         ax.errorbar(rows["mean_layers"], rows["share"], yerr=[rows["share"] - rows["ci_low"],
-                    rows["ci_high"] - rows["share"]], fmt=marker, color=color, capsize=2, markersize=7 if kind ==
-                    "router" else 5, label="router (layers incl. features)" if kind == "router" else "one chain")
+                    rows["ci_high"] - rows["share"]], fmt=marker, color=color, capsize=2,
+                    markersize=7 if kind == "router" else 5, label=label)
         for _, row in rows.iterrows():
             ax.annotate(row["name"], (row["mean_layers"], row["share"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")
@@ -315,12 +325,36 @@ def figure_accuracy_layers(table: pd.DataFrame, depth: int, path: Path, title: s
     ax.set_xlabel("layers computed per input (mean)")
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=6, frameon=False, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return (f"Accuracy against layers computed per input, {title}: every evaluation of the table, one chain for "
-            "every input (full depth, block-influence and static chains) and routers.")
+    return (f"Accuracy against layers computed per input, {title}: every evaluation of the table (one chain for every "
+            "input, routers, label-free policies), and a line through every setting of each swept policy family.")
+
+
+def _policy_section(results: list[EvalResult], md: list[str]) -> None:
+    """*Label-free policies*: each policy's accuracy, cost and wall time against full depth run beside it, and where
+    its settings were chosen."""
+    policies = [e for e in results if e.summary["kind"] == "policy"]
+    if not policies:
+        return
+    md += ["", "## Label-free policies", "",
+           "Each policy answered its inputs without their gold; full depth ran in the same process on the same inputs "
+           "(its wall time measured side by side). Layers computed per input count every chain the policy asked, after "
+           "the prefixes earlier chains on the input ran (the prefix cache's counters). *Chosen on* names the split "
+           "its thresholds, k, rule or temperature were calibrated on; a policy evaluated on inputs it was calibrated "
+           "on is flagged above.", "",
+           "| policy | group | accuracy [95% CI] | full depth | McNemar p | layers (× full) | chains asked | tokens "
+           "| wall (× full) | chosen on |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in policies:
+        s, full = e.summary, e.summary["baselines"]["full"]
+        cal = s.get("calibration")
+        chosen = f"{cal['split']} ({cal['n']}, {cal['objective']})" if cal else "given"
+        md.append(f"| {s['name']} | {e.group} | {s['accuracy']:.3f} [{s['acc']['ci'][0]:.3f}, {s['acc']['ci'][1]:.3f}] "
+                  f"| {full['accuracy']:.3f} | {full['mcnemar_p']:.3g} | {s['mean_layers']:.2f} "
+                  f"({s['layers_ratio']:.3f}) | {s['mean_chains']:.2f} | {s['mean_tokens']:.1f} | "
+                  f"{s['wall_s']:.1f} s ({s['wall_ratio']:.3f}) | {chosen} |")
 
 
 def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures: list[tuple[str, str]]) -> None:
@@ -342,16 +376,31 @@ def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures:
             md.append(f"| {r['name']} | {r['kind']} | {chain} | {r['mean_layers']:.2f} | "
                       f"{r['share']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['k']}/{r['n']}) | {r['n']} |")
         depth = next(e.summary["depth"] for e in results if e.group == group)
+        curves = [(e.summary["name"], e.summary["sweep"]) for e in results
+                  if e.group == group and e.summary.get("sweep")]
         path = out / f"accuracy_layers-{i}.png"
-        figures.append((path.name, figure_accuracy_layers(rows, depth, path, group)))
+        figures.append((path.name, figure_accuracy_layers(rows, depth, path, group, curves)))
     for e in results:
         if e.summary.get("seen_in_fit"):
             md += ["", f"**{e.summary['name']}: {e.summary['seen_in_fit']} of its {e.summary['n']} samples were used "
                    "to fit or select the router: its numbers are not held-out.**"]
+        if e.summary.get("seen_in_calibration"):
+            md += ["", f"**{e.summary['name']}: {e.summary['seen_in_calibration']} of its {e.summary['n']} samples "
+                   "were used to calibrate the policy: its numbers are not held-out.**"]
+    _policy_section(results, md)
 
     versus = analysis.adaptation_table(results)
     versus.to_csv(out / "adaptation.csv", index=False)
     routers = [e for e in results if e.summary["kind"] == "router"]
+    policies = [e for e in results if e.summary["kind"] == "policy"]
+    if policies:
+        md += ["", "### Each policy, paired", "",
+               "| policy | group | its layers | versus | its layers | samples | policy right | its right | policy only "
+               "| it only | McNemar p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for _, v in versus[versus["kind"] == "policy"].iterrows():
+            md.append(f"| {v['evaluation']} | {v['group']} | {v['layers']:.2f} | {v['versus']} | "
+                      f"{v['versus_layers']:.2f} | {v['samples']} | {v['right']} | {v['versus_right']} | {v['only']} | "
+                      f"{v['versus_only']} | {v['mcnemar_p']:.3g} |")
     if not routers:
         return
     md += ["", "## Label-free adaptation", "",
@@ -371,6 +420,6 @@ def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures:
                f"the full chain: {_pct(s['full_share'])} of inputs (all of them would be a collapse to full depth).",
                "", "| versus | its layers | samples | router right | its right | router only | it only | McNemar p |",
                "|---|---|---|---|---|---|---|---|"]
-        for _, v in versus[versus["router"] == s["name"]].iterrows():
-            md.append(f"| {v['versus']} | {v['versus_layers']:.2f} | {v['samples']} | {v['router_right']} | "
-                      f"{v['versus_right']} | {v['router_only']} | {v['versus_only']} | {v['mcnemar_p']:.3g} |")
+        for _, v in versus[(versus["kind"] == "router") & (versus["evaluation"] == s["name"])].iterrows():
+            md.append(f"| {v['versus']} | {v['versus_layers']:.2f} | {v['samples']} | {v['right']} | "
+                      f"{v['versus_right']} | {v['only']} | {v['versus_only']} | {v['mcnemar_p']:.3g} |")

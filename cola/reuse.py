@@ -10,7 +10,7 @@ the positions after the longest prefix the trie holds. Memory is bounded: least 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -124,3 +124,18 @@ class PrefixCache:
     def computed_fraction(self) -> float:
         """Share of requested prompt layer-applications actually computed."""
         return self.layers_computed / max(self.layers_requested, 1)
+
+
+def layers_computed(chains: Sequence[Sequence[int]]) -> int:
+    """Chain positions a :class:`PrefixCache` computes when ``chains`` are asked in this order on one prompt (and
+    nothing is evicted): each chain's positions after the longest prefix an earlier chain ran."""
+    seen: set[tuple[int, ...]] = set()
+    total = 0
+    for chain in chains:
+        layers = tuple(chain)
+        shared = 0
+        while shared < len(layers) and layers[: shared + 1] in seen:
+            shared += 1
+        total += len(layers) - shared
+        seen.update(layers[:p] for p in range(shared + 1, len(layers) + 1))
+    return total

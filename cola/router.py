@@ -37,6 +37,7 @@ from .errors import RouterError, UsageError
 from .evaluate import Evaluator
 from .executor import prompt_segment, run_segments
 from .models import ColaModel
+from . import reuse
 from .reuse import PrefixCache
 from .tasks import Sample
 
@@ -90,7 +91,7 @@ def chain_library(right: dict[Chain, set[str]], depth: int, size: int = 8, min_s
 def layers_computed(chain: Chain, features: int) -> int:
     """Chain positions run over an input: the ``features`` layers of the full chain, then the chain's positions
     after the prefix it shares with them."""
-    return features + len(chain) - chain.common_prefix(Chain(tuple(range(features))))
+    return reuse.layers_computed([range(features), chain])
 
 
 @torch.inference_mode()

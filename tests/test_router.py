@@ -179,12 +179,12 @@ def test_router_learns_a_planted_chain_and_beats_full_depth_held_out(tiny_folder
     assert "not held-out" not in text  # fitted on the train file, evaluated on the test file
     table = pd.read_csv(report / "adaptation.csv")
     row = table[table["versus"].str.startswith("full depth")].iloc[0]
-    assert (row["router_only"], row["versus_only"]) == (full["router_only"], full["other_only"])
+    assert (row["only"], row["versus_only"]) == (full["router_only"], full["other_only"])
     row = table[table["versus"] == "short"].iloc[0]
     by_id = {r["id"]: r["correct"] for r in short_rows}
-    assert row["router_only"] == sum(r["correct"] and not by_id[r["id"]] for r in rows)
+    assert row["only"] == sum(r["correct"] and not by_id[r["id"]] for r in rows)
     assert row["versus_only"] == sum(by_id[r["id"]] and not r["correct"] for r in rows)
-    assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(row["router_only"], row["versus_only"]))
+    assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(row["only"], row["versus_only"]))
     evaluations = pd.read_csv(report / "evaluations.csv")
     assert sorted(evaluations["kind"]) == ["chain", "router"]
     image = matplotlib.image.imread(report / "accuracy_layers-0.png")

@@ -37,6 +37,11 @@ def load_menu(folder: str | Path, model: str) -> dict[str, list[str]]:
     records = read_records(folder)
     if not records:
         raise UsageError(f"{folder} has no finished records to build a menu from")
+    return right_samples(records)
+
+
+def right_samples(records: Sequence[dict]) -> dict[str, list[str]]:
+    """Chain -> ids of the samples it answered right in search ``records``."""
     menu: dict[str, list[str]] = {}
     for record in records:
         for e in record["evaluations"]:

@@ -1,0 +1,75 @@
+"""A policy evaluation: its per-sample rows and a summary in the shape of :mod:`cola.evals`' (what ``cola eval
+--out`` writes), with full depth run in the same process on the same samples, paired (McNemar) and timed side by
+side."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from ..evals import accuracies
+from ..evaluate import Evaluator
+from ..stats import paired, wilson_interval
+from ..tasks import Sample
+from .calibrate import sweep, table_requests
+from .run import ask_table, run_policy
+from .spec import PolicySpec
+
+FULL = PolicySpec("chain")
+
+
+def _mean(rows: Sequence[dict], field: str) -> float:
+    return sum(r[field] for r in rows) / max(len(rows), 1)
+
+
+def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int, header: dict,
+                    name: str | None = None, router=None, calibration: dict | None = None,
+                    family: Sequence[PolicySpec] = (),
+                    progress: Callable[[str, int], None] | None = None) -> tuple[dict, list[dict]]:
+    """``samples`` answered by ``spec`` (timed), then by full depth (timed, same harness), after one untimed warm-up
+    batch. ``calibration`` is what :func:`~cola.policies.calibrate.calibrate` returned, if the spec came from it
+    (the summary counts the samples it saw); ``family`` (the calibrated family) is also swept on these samples, for
+    the report's curve: one table of answers, replayed per setting. ``progress(stage, done)`` names the stage."""
+
+    def stage(label: str):
+        return None if progress is None else (lambda done: progress(label, done))
+
+    run_policy(FULL, evaluator, samples[:batch], batch)  # warm-up: the first calls of a process are slow
+    start = time.perf_counter()
+    rows = run_policy(spec, evaluator, samples, batch, router, stage("policy"))
+    policy_s = time.perf_counter() - start
+    start = time.perf_counter()
+    full = run_policy(FULL, evaluator, samples, batch, progress=stage("full"))
+    full_s = time.perf_counter() - start
+    for row, f in zip(rows, full):
+        row["full_answer"], row["full_correct"] = f["answer"], f["correct"]
+    n = len(rows)
+    p = paired({r["id"]: r["correct"] for r in rows}, {r["id"]: r["full_correct"] for r in rows})
+    seen: list[str] = []
+    if calibration is not None and calibration.get("task") == header["task"] and calibration.get("split") == header[
+            "split"]:
+        ids = set(calibration["ids"])
+        seen = [s.id for s in samples if s.id in ids]
+    summary = {
+        **header, "kind": "policy", "policy": spec.to_dict(), "name": name or spec.describe(evaluator.mode),
+        "mean_layers": _mean(rows, "layers"), "mean_length": _mean(rows, "positions"),
+        "mean_chains": _mean(rows, "chains_asked"), "mean_tokens": _mean(rows, "tokens"),
+        "agreement": sum(r["answer"] == r["full_answer"] for r in rows) / n,
+        "wall_s": round(policy_s, 3), "stops": dict(Counter(r["stop"] for r in rows).most_common()),
+        "baselines": {"full": {"k": p["b_right"], "accuracy": p["b_right"] / n,
+                               "ci": list(wilson_interval(p["b_right"], n)), "policy_only": p["a_only"],
+                               "other_only": p["b_only"], "mcnemar_p": p["mcnemar_p"],
+                               "mean_layers": _mean(full, "layers"), "mean_tokens": _mean(full, "tokens"),
+                               "wall_s": round(full_s, 3)}},
+        "layers_ratio": _mean(rows, "layers") / max(_mean(full, "layers"), 1e-9),
+        "wall_ratio": policy_s / max(full_s, 1e-9),
+        "calibration": None if calibration is None else {k: v for k, v in calibration.items() if k != "ids"},
+        "seen_in_calibration": len(seen), "seen_ids": seen[:20],
+        **accuracies(rows, "generate")}  # one answer per input: acc (a policy has no separate acc_norm)
+    if family:
+        table = ask_table(evaluator, samples, table_requests(family, evaluator.cm.depth), spec, batch,
+                          stage("sweep"))
+        summary["sweep"] = sweep(family, samples, table, evaluator.cm.depth)
+    return summary, rows
+

@@ -1,0 +1,196 @@
+"""The one harness every label-free policy runs in, live or replayed from a table of answers.
+
+A policy is asked in rounds: each round, every unfinished input names its next request (a chain, or one seeded
+sample of a chain) from what it has been told so far (:func:`next_request`); the round's requests run together
+(:class:`~cola.evaluate.Requests`, each input keeping one :class:`~cola.reuse.PrefixCache` across its rounds, so a
+chain that shares a prefix with one asked before computes only the rest); when no input asks any more, each
+answers (:func:`decide`). The layers computed per input are the prefix cache's counters, as the router's are.
+
+The same decisions replay from a *table* (every request of a family of settings asked once per input,
+:func:`ask_table`): a cascade's thresholds or a vote's k and rule are then swept without running the model again,
+with the layers each setting would compute counted the way the prefix cache counts them
+(:func:`cola.reuse.layers_computed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..chain import Chain
+from ..evaluate import Evaluator, Outcome
+from ..generation import Sampler
+from ..reuse import PrefixCache, layers_computed
+from ..tasks import Sample
+from .signals import confidence
+from .spec import PolicySpec
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question a policy asks of one input: ``chain`` greedily, or its seeded sample ``draw`` at ``temperature``."""
+
+    chain: Chain
+    draw: int | None = None
+    temperature: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return str(self.chain) if self.draw is None else f"{self.chain}#T{self.temperature:g}#{self.draw}"
+
+
+@dataclass
+class Asked:
+    """What one request answered, as a policy sees it (no gold: ``correct`` is kept for the record, never read)."""
+
+    chain: str
+    draw: int | None
+    answer: str | None
+    correct: bool
+    confidence: float
+    tokens: int  # decoded (generate mode; 0 in score mode)
+
+
+def keeps(threshold: float, conf: float) -> bool:
+    """A cascade step keeps its answer when its confidence is at least the threshold; 1 never keeps."""
+    return threshold < 1.0 and conf >= threshold
+
+
+def next_request(spec: PolicySpec, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
+    """The next request of one input under ``spec`` given what it was told (``asked``), or None when it answers."""
+    n = len(asked)
+    if spec.kind in ("chain", "router"):
+        return Request(chains[0]) if n == 0 else None
+    if spec.kind == "cascade":
+        if n == 0:
+            return Request(chains[0])
+        if n == len(chains) or keeps(spec.thresholds[n - 1], asked[-1].confidence):
+            return None
+        return Request(chains[n])
+    if spec.kind == "vote":
+        return Request(chains[n]) if n < spec.k else None
+    if spec.temperature == 0:  # self-consistency of greedy answers: every sample is the same one
+        return Request(chains[0]) if n == 0 else None
+    return Request(chains[0], n, spec.temperature) if n < spec.k else None
+
+
+def decide(spec: PolicySpec, asked: Sequence[Asked]) -> tuple[int | None, str]:
+    """Which asked answer the policy gives (an index into ``asked``, None when none has an answer) and why."""
+    if spec.kind in ("chain", "router"):
+        return 0, "one chain"
+    if spec.kind == "cascade":
+        n = len(asked)
+        return n - 1, f"kept at step {n}" if n < len(spec.chains) else "last step"
+    answered = [i for i, a in enumerate(asked) if a.answer is not None]
+    if not answered:
+        return None, "no answer"
+    if spec.rule == "confident":
+        best = max(answered, key=lambda i: (asked[i].confidence, -i))
+        return best, "most confident"
+    score: dict[str, float] = {}
+    for i in answered:
+        score[asked[i].answer] = score.get(asked[i].answer, 0.0) + (asked[i].confidence if spec.rule == "weighted"
+                                                                     else 1.0)
+    top = max(score.values())
+    best = next(i for i in answered if score[asked[i].answer] == top)  # ties: the answer asked first
+    votes = sum(1 for i in answered if asked[i].answer == asked[best].answer)
+    return best, f"{spec.rule} {votes}/{len(asked)}"
+
+
+def draw_seed(seed: int, sample_id: str, draw: int) -> int:
+    """The sampler seed of one input's ``draw``: the same for every run of the same spec seed."""
+    return int(hashlib.sha256(f"{seed}:{sample_id}:{draw}".encode()).hexdigest()[:12], 16)
+
+
+def to_asked(evaluator: Evaluator, sample: Sample, request: Request, outcome: Outcome, spec: PolicySpec) -> Asked:
+    """A graded outcome as the policy sees it: the answer (``acc_norm``'s with ``norm``) and its confidence."""
+    n_chars = evaluator.prepare(sample).inputs.n_chars if spec.norm and evaluator.mode == "score" else None
+    answer, correct = ((outcome.answer_norm, bool(outcome.correct_norm)) if n_chars is not None
+                       else (outcome.answer, outcome.correct))
+    conf = confidence(outcome, spec.signal_in(evaluator.mode), n_chars)
+    return Asked(str(request.chain), request.draw, answer, correct, conf, outcome.tokens or 0)
+
+
+def ask(evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[PrefixCache],
+        wanted: Sequence[tuple[int, Request]], spec: PolicySpec) -> list[Asked]:
+    """Run the requests ``wanted`` ((input index, request) pairs) together, each through its input's prefix cache."""
+    requests = evaluator.requests()
+    for j, (i, request) in enumerate(wanted):
+        sampler = None if request.draw is None else Sampler(draw_seed(spec.seed, samples[i].id, request.draw),
+                                                            request.temperature)
+        requests.submit(j, request.chain, samples[i], prefixes[i], sampler)
+    outcomes = requests.drain()
+    return [to_asked(evaluator, samples[i], r, outcomes[j], spec) for j, (i, r) in enumerate(wanted)]
+
+
+def policy_row(spec: PolicySpec, sample: Sample, asked: Sequence[Asked], layers: int) -> dict:
+    """One input's line of a policy evaluation: the answer, why it stopped, its cost and everything it asked."""
+    chosen, why = decide(spec, asked)
+    answer = None if chosen is None else asked[chosen].answer
+    return {"id": sample.id, "gold": sample.gold, "answer": answer,
+            "correct": bool(chosen is not None and asked[chosen].correct), "stop": why, "layers": layers,
+            "positions": sum(len(Chain.parse(a.chain)) for a in asked), "chains_asked": len(asked),
+            "tokens": sum(a.tokens for a in asked), "asked": [asdict(a) for a in asked]}
+
+
+def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
+               router=None, progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Answer ``samples`` with the policy ``spec``, ``batch`` inputs at a time (module doc); a ``router`` policy
+    needs the loaded :class:`~cola.router.Router`. Returns one row per input (:func:`policy_row`), in order."""
+    cm = evaluator.cm
+    chains = spec.check(cm.depth, evaluator.mode)
+    rows: list[dict] = []
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        prefixes = [PrefixCache() for _ in chunk]
+        own = [chains] * len(chunk)
+        if spec.kind == "router":
+            from ..router import prompt_features
+
+            features = torch.stack([prompt_features(cm, evaluator.prompt_ids(s), router.setting.features, p)
+                                    for s, p in zip(chunk, prefixes)])
+            own = [[c] for c in router.route(cm, features)]
+        asked: list[list[Asked]] = [[] for _ in chunk]
+        while True:
+            wanted = [(i, r) for i in range(len(chunk)) if (r := next_request(spec, own[i], asked[i])) is not None]
+            if not wanted:
+                break
+            for (i, _), answer in zip(wanted, ask(evaluator, chunk, prefixes, wanted, spec)):
+                asked[i].append(answer)
+        rows += [policy_row(spec, s, a, p.layers_computed) for s, a, p in zip(chunk, asked, prefixes)]
+        if progress is not None:
+            progress(len(chunk))
+    return rows
+
+
+def ask_table(evaluator: Evaluator, samples: Sequence[Sample], requests: Sequence[Request], spec: PolicySpec,
+              batch: int = 16, progress: Callable[[int], None] | None = None) -> list[dict[str, Asked]]:
+    """Every request asked once on every input, in the given order (one round each, so later chains reuse the
+    prefixes of earlier ones); per input, request key -> :class:`Asked` (confidence by ``spec``'s signal)."""
+    table: list[dict[str, Asked]] = []
+    for start in range(0, len(samples), batch):
+        chunk = samples[start : start + batch]
+        prefixes = [PrefixCache() for _ in chunk]
+        answers: list[dict[str, Asked]] = [{} for _ in chunk]
+        for request in requests:
+            wanted = [(i, request) for i in range(len(chunk))]
+            for (i, _), answer in zip(wanted, ask(evaluator, chunk, prefixes, wanted, spec)):
+                answers[i][request.key] = answer
+        table += answers
+        if progress is not None:
+            progress(len(chunk))
+    return table
+
+
+def replay(spec: PolicySpec, chains: Sequence[Chain], sample: Sample, answers: dict[str, Asked]) -> dict:
+    """One input's row under ``spec`` from its table of ``answers`` (:func:`ask_table`), as :func:`run_policy` would
+    give it, the layers counted as its prefix cache would count them."""
+    asked: list[Asked] = []
+    requests: list[Request] = []
+    while (request := next_request(spec, chains, asked)) is not None:
+        requests.append(request)
+        asked.append(answers[request.key])
+    return policy_row(spec, sample, asked, layers_computed([r.chain for r in requests]))

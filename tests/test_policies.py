@@ -1,0 +1,267 @@
+"""Label-free policies on a tiny random-weight model: a cascade on a planted task escalates exactly the inputs its
+cheap chain is not confident on and computes the hand-counted layers; thresholds 0 and 1; a vote of identical chains
+is the chain; self-consistency at temperature 0 is greedy decoding; the decoder's token log-probabilities; replaying a
+table equals the live run; calibration; every bad spec is one clear error; the spec round-trips through `cola eval
+--out`."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from cola import Chain
+from cola.cli import main
+from cola.errors import ColaError
+from cola.evaluate import Evaluator
+from cola.generation import generate
+from cola.policies import (
+    PolicySpec,
+    ask_table,
+    calibrate,
+    chains_from,
+    confidence,
+    make_spec,
+    option_probabilities,
+    replay,
+    run_policy,
+    settings,
+    sweep,
+)
+from cola.policies.calibrate import choose, parse_objective, table_requests
+from cola.reuse import layers_computed
+from cola.store import read_eval
+from cola.tasks import get_task
+
+from conftest import tiny_model
+
+CHEAP = Chain((0, 1, 4, 5))
+FULL = Chain.full(6)
+
+
+def mc_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = " ".join(f"t{rng.randrange(10, 40)}" for _ in range(5))
+        options = rng.sample(range(50, 90), 4)
+        rows.append({"id": f"q{i}", "question": words, "answerKey": "A",
+                     "choices": [{"label": label, "text": f"t{o}"} for label, o in zip("ABCD", options)]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama")
+
+
+@pytest.fixture(scope="module")
+def planted(tiny):
+    """Questions whose gold is the cheap chain's answer where it is confident (max_prob at least the median: the
+    *marked* inputs) and another option elsewhere, so the cheap chain is right exactly on the marked ones."""
+    task = get_task("mc_jsonl")
+    rows = mc_rows(40)
+    evaluator = Evaluator(tiny, task, "score", chat=False)
+    samples = [task.parse_row(r, r["id"]) for r in rows]
+    cheap = evaluator.evaluate_many(CHEAP, samples, 1)
+    conf = [confidence(o, "max_prob") for o in cheap]
+    threshold = sorted(conf)[len(conf) // 2]
+    marked = {o.id for o, c in zip(cheap, conf) if c >= threshold}
+    for r, o in zip(rows, cheap):
+        r["answerKey"] = o.answer if r["id"] in marked else next(lab for lab in "ABCD" if lab != o.answer)
+    samples = [task.parse_row(r, r["id"]) for r in rows]
+    return evaluator, samples, rows, marked, threshold
+
+
+def test_cascade_escalates_exactly_the_unmarked_inputs_and_counts_layers_by_hand(planted):
+    evaluator, samples, _, marked, threshold = planted
+    spec = PolicySpec("cascade", (str(CHEAP), "full"), (threshold,))
+    rows = run_policy(spec, evaluator, samples, batch=8)
+    escalated = {r["id"] for r in rows if r["chains_asked"] == 2}
+    assert escalated == {s.id for s in samples} - marked and 0 < len(marked) < len(samples)
+    assert all(r["correct"] for r in rows if r["id"] in marked)
+    # the escalation reuses the cheap chain's first two positions (0, 1): 4 + (6 - 2) layers
+    assert sum(r["layers"] for r in rows) == 4 * len(marked) + 8 * (len(samples) - len(marked))
+    assert {r["stop"] for r in rows if r["id"] in marked} == {"kept at step 1"}
+
+
+def test_threshold_zero_never_escalates_and_one_always_does(planted):
+    evaluator, samples, *_ = planted
+    never = run_policy(PolicySpec("cascade", (str(CHEAP), "full"), (0.0,)), evaluator, samples, 8)
+    always = run_policy(PolicySpec("cascade", (str(CHEAP), "full"), (1.0,)), evaluator, samples, 8)
+    assert {r["chains_asked"] for r in never} == {1} and {r["chains_asked"] for r in always} == {2}
+    full = run_policy(PolicySpec("chain"), evaluator, samples, 8)
+    assert [r["answer"] for r in always] == [r["answer"] for r in full]
+    assert [r["answer"] for r in never] == [r["asked"][0]["answer"] for r in always]
+
+
+def test_a_vote_of_identical_chains_is_the_chain_and_computes_it_once(planted):
+    evaluator, samples, *_ = planted
+    alone = run_policy(PolicySpec("chain", (str(CHEAP),)), evaluator, samples, 8)
+    for rule in ("majority", "confident", "weighted"):
+        vote = run_policy(PolicySpec("vote", (str(CHEAP),) * 3, k=3, rule=rule), evaluator, samples, 8)
+        assert [r["answer"] for r in vote] == [r["answer"] for r in alone]
+        assert [r["layers"] for r in vote] == [4] * len(samples)  # the second and third reuse the first's prefix
+
+
+def test_vote_ties_go_to_the_chain_listed_first(planted):
+    evaluator, samples, *_ = planted
+    chains = ("0-1,4-5", "0-5", "0,2-5")
+    rows = run_policy(PolicySpec("vote", chains, k=3), evaluator, samples, 8)
+    for r in rows:
+        answers = [a["answer"] for a in r["asked"]]
+        top = max(answers.count(a) for a in answers)
+        assert r["answer"] == next(a for a in answers if answers.count(a) == top)
+    assert any(len(set(a["answer"] for a in r["asked"])) == 3 for r in rows)  # the tie rule was exercised
+
+
+def test_replaying_a_table_equals_the_live_run(planted):
+    evaluator, samples, *_ = planted
+    family = settings(PolicySpec("cascade", ("0-1,4-5", "0-3", "full"), (0.5, 0.5)))
+    table = ask_table(evaluator, samples, table_requests(family, 6), family[0], batch=8)
+    for spec in family[::37]:
+        live = run_policy(spec, evaluator, samples, 8)
+        chains = [Chain.parse(c, 6) for c in spec.chains]
+        replayed = [replay(spec, chains, s, t) for s, t in zip(samples, table)]
+        assert [(r["answer"], r["layers"], r["chains_asked"]) for r in live] == \
+               [(r["answer"], r["layers"], r["chains_asked"]) for r in replayed]
+
+
+def test_layers_computed_counts_what_a_prefix_cache_computes():
+    assert layers_computed([(0, 1, 4, 5), range(6)]) == 8
+    assert layers_computed([(0, 1, 2), (0, 1, 2), (0, 1)]) == 3
+    assert layers_computed([(0, 2), (1, 2), (0, 2, 3)]) == 5
+
+
+def test_calibration_objectives_choose_on_the_points_given():
+    points = [{"accuracy": 0.50, "mean_layers": 30, "agreement": 1.00, "mean_chains": 1},
+              {"accuracy": 0.52, "mean_layers": 25, "agreement": 0.96, "mean_chains": 1.4},
+              {"accuracy": 0.40, "mean_layers": 20, "agreement": 0.80, "mean_chains": 1}]
+    assert choose(points, parse_objective("consistency=0.95"), 30) == 1
+    assert choose(points, parse_objective("budget=0.7"), 30) == 2
+    assert choose(points, parse_objective("accuracy"), 30) == 1
+    with pytest.raises(ColaError, match="agrees"):
+        choose(points, ("consistency", 1.0 + 1e-6), 30)
+    for bad in ("consistency", "consistency=1.5", "speed=2", "accuracy=1"):
+        with pytest.raises(ColaError):
+            parse_objective(bad)
+
+
+def test_calibrate_uses_only_the_samples_it_is_given_and_meets_its_target(planted):
+    evaluator, samples, *_ = planted
+    spec = PolicySpec("cascade", (str(CHEAP), "full"), (1.0,))
+    chosen, info = calibrate(spec, evaluator, samples[:20], "consistency=0.9", batch=8, split="dev")
+    assert info["ids"] == [s.id for s in samples[:20]]
+    point = info["points"][info["chosen"]]
+    assert point["agreement"] >= 0.9 and chosen.thresholds == tuple(point["policy"]["thresholds"])
+    cheaper = [p for p in info["points"] if p["mean_layers"] < point["mean_layers"]]
+    assert all(p["agreement"] < 0.9 for p in cheaper)
+    rows = run_policy(chosen, evaluator, samples[:20], 8)  # the point is what the live policy does on those inputs
+    assert sum(r["layers"] for r in rows) / 20 == pytest.approx(point["mean_layers"])
+
+
+def test_signals_by_hand():
+    probs = option_probabilities([math.log(0.6), math.log(0.3), math.log(0.1)])
+    assert probs == pytest.approx([0.6, 0.3, 0.1])
+    assert option_probabilities([-2.0, -4.0], n_chars=[2, 4]) == pytest.approx([0.5, 0.5])
+    from cola.evaluate import Outcome
+
+    o = Outcome("x", "0-5", "p", [math.log(0.6), math.log(0.3), math.log(0.1)], "A", "A", True)
+    assert confidence(o, "max_prob") == pytest.approx(0.6)
+    assert confidence(o, "margin") == pytest.approx(0.3)
+    entropy = -(0.6 * math.log(0.6) + 0.3 * math.log(0.3) + 0.1 * math.log(0.1))
+    assert confidence(o, "certainty") == pytest.approx(1 - entropy / math.log(3))
+    g = Outcome("x", "0-5", "p", "text", "12", "12", True, tokens=3, mean_logprob=math.log(0.5))
+    assert confidence(g, "answer_prob") == pytest.approx(0.5)
+    assert confidence(Outcome("x", "0-5", "p", "text", None, "12", False, tokens=3, mean_logprob=0.0),
+                      "answer_prob") == 0.0
+
+
+def test_decoder_log_probabilities_are_the_models_own(tiny):
+    ids = torch.tensor([[1, 14, 27, 33, 8]])
+    out = generate(tiny, FULL, ids, max_new_tokens=6)[0]
+    whole = torch.cat([ids, torch.tensor([out.tokens])], dim=1)
+    with torch.no_grad():
+        logits = tiny.model(whole).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)
+    expected = [float(logprobs[ids.shape[1] - 1 + i, t]) for i, t in enumerate(out.tokens)]
+    assert out.logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_self_consistency_at_temperature_zero_is_greedy_and_seeded_samples_repeat(tiny):
+    task = get_task("mc_jsonl")
+    samples = [task.parse_row(r, r["id"]) for r in mc_rows(12, seed=3)]
+    evaluator = Evaluator(tiny, task, "generate", chat=False)
+    greedy = run_policy(PolicySpec("chain"), evaluator, samples, 4)
+    sc0 = run_policy(PolicySpec("self-consistency", k=5, temperature=0.0), evaluator, samples, 4)
+    assert [(r["answer"], r["tokens"]) for r in sc0] == [(r["answer"], r["tokens"]) for r in greedy]
+    hot = PolicySpec("self-consistency", k=4, temperature=1.0, seed=7)
+    a, b = run_policy(hot, evaluator, samples, 4), run_policy(hot, evaluator, samples, 4)
+    assert [r["asked"] for r in a] == [r["asked"] for r in b]
+    assert all(r["chains_asked"] == 4 for r in a)
+    assert any(len({x["tokens"] for x in r["asked"]} | {r["tokens"]}) > 1 for r in a)  # the samples differ
+
+
+@pytest.mark.parametrize("spec, match", [
+    (PolicySpec("cascade", ("0-3,9", "full"), (0.5,)), "out of range"),
+    (PolicySpec("cascade", ("0-5,0-5,0-5", "full"), (0.5,)), "longer than the maximum"),
+    (PolicySpec("cascade", ("0-x", "full"), (0.5,)), "malformed"),
+    (PolicySpec("cascade", ("0-3", "full"), (1.5,)), r"outside \[0, 1\]"),
+    (PolicySpec("cascade", ("0-3", "full"), ()), "needs 1 threshold"),
+    (PolicySpec("vote", ("0-3", "full"), k=3), "needs 3 chains"),
+    (PolicySpec("self-consistency", k=3), "needs --mode generate"),
+    (PolicySpec("hedge"), "unknown policy"),
+    (PolicySpec("chain", signal="answer_prob"), "does not exist in score mode"),
+])
+def test_a_bad_spec_is_one_clear_error(spec, match):
+    with pytest.raises(ColaError, match=match):
+        spec.check(6, "score")
+
+
+def test_missing_files_and_unknown_keys_are_clear_errors(tmp_path):
+    with pytest.raises(ColaError, match="not found"):
+        chains_from(tmp_path / "nope.json", 6)
+    with pytest.raises(ColaError, match="not found"):
+        PolicySpec.load(tmp_path / "nope.json")
+    with pytest.raises(ColaError, match="unknown key"):
+        PolicySpec.from_dict({"kind": "vote", "chainz": ["full"]})
+    (tmp_path / "bi.json").write_text(json.dumps({"block_influence": [0.1] * 6, "chains": {"2": "0-1,4-5",
+                                                                                          "1": "0-3,5"}}))
+    assert chains_from(tmp_path / "bi.json", 6) == ["0-3,5", "0-1,4-5"]
+    cascade = make_spec("cascade", 6, (), str(tmp_path / "bi.json"), calibrating=True)
+    assert cascade.chains == ("0-1,4-5", "0-3,5", "0-5") and cascade.thresholds == (1.0, 1.0)
+
+
+def test_cola_eval_policy_round_trips_its_spec_through_the_jsonl(tiny_folder, planted, tmp_path, capsys):
+    _, _, rows, *_ = planted
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(data),
+              "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "8"]
+    first = tmp_path / "cascade.jsonl"
+    assert main(common + ["--policy", "cascade", "--chain", str(CHEAP), "--threshold", "0.4", "--signal", "margin",
+                          "--out", str(first)]) == 0
+    summary, per_sample = read_eval(first)
+    spec = PolicySpec.from_dict(summary["policy"])
+    assert spec == PolicySpec("cascade", (str(CHEAP), "0-5"), (0.4,), signal="margin")
+    assert summary["baselines"]["full"]["mcnemar_p"] <= 1 and len(per_sample) == len(rows)
+    again = tmp_path / "again.jsonl"
+    assert main(common + ["--policy", str(first.with_suffix(".json")), "--out", str(again)]) == 0
+    assert [(r["answer"], r["layers"]) for r in read_eval(again)[1]] == [(r["answer"], r["layers"]) for r in per_sample]
+    assert "McNemar" in capsys.readouterr().out
+    assert main(common + ["--policy", "cascade", "--chain", "0-3,9", "--threshold", "0.4"]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_sweep_points_are_replayed_settings_on_the_reported_samples(planted):
+    evaluator, samples, *_ = planted
+    family = settings(PolicySpec("vote", (str(CHEAP), "full", "0-3"), k=3), ks=(1, 3), rules=("majority", "confident"))
+    assert [(s.k, s.rule) for s in family] == [(1, "majority"), (1, "confident"), (3, "majority"), (3, "confident")]
+    table = ask_table(evaluator, samples, table_requests(family, 6), family[0], 8)
+    points = sweep(family, samples, table, 6)
+    live = run_policy(family[2], evaluator, samples, 8)
+    assert points[2]["k"] == sum(r["correct"] for r in live)
+    assert points[0]["mean_layers"] == 4 and points[0]["mean_chains"] == 1
