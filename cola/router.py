@@ -265,18 +265,26 @@ class Router:
         return [self.library[int(i)] for i in picks]
 
 
+def route_inputs(router: Router, evaluator: Evaluator, samples: Sequence[Sample],
+                 prefixes: Sequence[PrefixCache]) -> list[Chain]:
+    """The chain ``router`` picks for each sample, from its features computed through its prefix cache (so the
+    routed chain reuses the feature layers it starts with)."""
+    cm = evaluator.cm
+    features = torch.stack([prompt_features(cm, evaluator.prompt_ids(s), router.setting.features, p)
+                            for s, p in zip(samples, prefixes)])
+    return router.route(cm, features)
+
+
 def routed_outcomes(router: Router, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
                     progress: Callable[[int], None] | None = None) -> list[tuple[Chain, int, object]]:
     """Route and answer ``samples``, ``batch`` at a time: each sample's features through its prefix cache, its
     routed chain then run with the samples routed alike (reusing the feature layers it shares). Returns (chain,
     layers computed, outcome) per sample, in order; ``progress(done)`` after each batch."""
-    cm, results = evaluator.cm, []
+    results = []
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
         prefixes = [PrefixCache() for _ in chunk]
-        features = torch.stack([prompt_features(cm, evaluator.prompt_ids(s), router.setting.features, p)
-                                for s, p in zip(chunk, prefixes)])
-        chains = router.route(cm, features)
+        chains = route_inputs(router, evaluator, chunk, prefixes)
         outcomes = evaluator.evaluate_assigned(chains, chunk, len(chunk), prefixes)
         results += list(zip(chains, [p.layers_computed for p in prefixes], outcomes))
         if progress is not None:

@@ -265,3 +265,46 @@ def test_sweep_points_are_replayed_settings_on_the_reported_samples(planted):
     live = run_policy(family[2], evaluator, samples, 8)
     assert points[2]["k"] == sum(r["correct"] for r in live)
     assert points[0]["mean_layers"] == 4 and points[0]["mean_chains"] == 1
+
+
+def test_report_lists_each_policy_paired_and_draws_its_sweep(tiny_folder, planted, tmp_path, capsys):
+    import matplotlib.image
+    import pandas as pd
+
+    _, _, rows, *_ = planted
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(data),
+              "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "8"]
+    assert main(common + ["--policy", "cascade", "--chain", str(CHEAP), "--threshold", "0.5", "--sweep",
+                          "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert main(common + ["--chain", str(CHEAP), "--name", "cheap", "--out", str(tmp_path / "cheap.jsonl")]) == 0
+    assert main(["report", "--evals", str(tmp_path / "c.jsonl"), str(tmp_path / "cheap.jsonl"),
+                 "--out", str(tmp_path / "report")]) == 0
+    summary, _ = read_eval(tmp_path / "c.jsonl")
+    assert len(summary["sweep"]) == 21 and summary["calibration"] is None
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Label-free policies" in text and summary["name"] in text
+    table = pd.read_csv(tmp_path / "report" / "adaptation.csv")
+    versus = table[(table["kind"] == "policy") & (table["versus"] == "cheap")].iloc[0]
+    assert versus["layers"] == pytest.approx(summary["mean_layers"]) and versus["samples"] == len(rows)
+    evaluations = pd.read_csv(tmp_path / "report" / "evaluations.csv")
+    assert set(evaluations["kind"]) == {"policy", "chain"}
+    image = matplotlib.image.imread(tmp_path / "report" / "accuracy_layers-0.png")
+    assert image.shape[0] > 100 and image.std() > 0
+
+
+def test_the_router_as_a_policy_routes_and_counts_as_the_router_evaluation_does(planted):
+    from cola.router import Predictor, Router, Setting, routed_outcomes
+
+    evaluator, samples, *_ = planted
+    dim = evaluator.cm.config.hidden_size
+    g = torch.Generator().manual_seed(0)
+    predictor = Predictor(torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64),
+                          torch.randn(2, dim, generator=g, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    router = Router({}, [FULL, CHEAP], Setting(2, 1.0, "none", 0.0), predictor)
+    rows = run_policy(PolicySpec("router", router="r"), evaluator, samples, 8, router=router)
+    expected = routed_outcomes(router, evaluator, samples, 8)
+    assert [(r["asked"][0]["chain"], r["layers"], r["answer"]) for r in rows] == \
+           [(str(c), layers, o.answer) for c, layers, o in expected]
+    assert len({r["asked"][0]["chain"] for r in rows}) == 2  # both chains are routed to

@@ -18,8 +18,6 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-import torch
-
 from ..chain import Chain
 from ..evaluate import Evaluator, Outcome
 from ..generation import Sampler
@@ -148,11 +146,9 @@ def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample]
         prefixes = [PrefixCache() for _ in chunk]
         own = [chains] * len(chunk)
         if spec.kind == "router":
-            from ..router import prompt_features
+            from ..router import route_inputs
 
-            features = torch.stack([prompt_features(cm, evaluator.prompt_ids(s), router.setting.features, p)
-                                    for s, p in zip(chunk, prefixes)])
-            own = [[c] for c in router.route(cm, features)]
+            own = [[c] for c in route_inputs(router, evaluator, chunk, prefixes)]
         asked: list[list[Asked]] = [[] for _ in chunk]
         while True:
             wanted = [(i, r) for i in range(len(chunk)) if (r := next_request(spec, own[i], asked[i])) is not None]
