@@ -195,6 +195,9 @@ def main() -> None:
     task = get_task(args.task)
     samples = load_samples(task, args.data_dir, n=args.n, seed=0)
     sections = args.sections.split(",")
+    unknown = sorted(set(sections) - {"mcts", "growth", "compare"})
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; sections: mcts, growth, compare")
     print(f"model {args.model} on {cm.device} ({cm.dtype}), {torch.get_num_threads()} threads, task {task.name}")
     if "mcts" in sections:
         arc = load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0)
