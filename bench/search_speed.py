@@ -190,14 +190,14 @@ def main() -> None:
     parser.add_argument("--prefix-gib", type=float, default=8.0,
                         help="prefix-cache memory of the searches in flight in `compare` (default 8; cola search: 4)")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    cm = load_model(args.model)
-    task = get_task(args.task)
-    samples = load_samples(task, args.data_dir, n=args.n, seed=0)
     sections = args.sections.split(",")
     unknown = sorted(set(sections) - {"mcts", "growth", "compare"})
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; sections: mcts, growth, compare")
+    torch.manual_seed(0)
+    cm = load_model(args.model)
+    task = get_task(args.task)
+    samples = load_samples(task, args.data_dir, n=args.n, seed=0)
     print(f"model {args.model} on {cm.device} ({cm.dtype}), {torch.get_num_threads()} threads, task {task.name}")
     if "mcts" in sections:
         arc = load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0)
