@@ -73,7 +73,7 @@ def table_requests(family: Sequence[PolicySpec], depth: int) -> list[Request]:
 
 
 def sweep(family: Sequence[PolicySpec], samples: Sequence[Sample], table: Sequence[dict[str, Asked]],
-          depth: int) -> list[dict]:
+          depth: int, mode: str | None = None) -> list[dict]:
     """Each setting replayed on every input of ``table``: its spec and name, accuracy, mean layers computed, mean
     chains asked and tokens decoded, and its agreement with full depth's answers."""
     full = str(Chain.full(depth))
@@ -83,7 +83,7 @@ def sweep(family: Sequence[PolicySpec], samples: Sequence[Sample], table: Sequen
         rows = [replay(spec, chains, s, answers) for s, answers in zip(samples, table)]
         n = len(rows)
         k = sum(r["correct"] for r in rows)
-        points.append({"policy": spec.to_dict(), "name": spec.describe(), "k": k, "n": n, "accuracy": k / n,
+        points.append({"policy": spec.to_dict(), "name": spec.describe(mode), "k": k, "n": n, "accuracy": k / n,
                        "mean_layers": sum(r["layers"] for r in rows) / n,
                        "mean_chains": sum(r["chains_asked"] for r in rows) / n,
                        "mean_tokens": sum(r["tokens"] for r in rows) / n,
@@ -126,7 +126,7 @@ def calibrate(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample],
     for s in family:
         s.check(depth, evaluator.mode)
     table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, progress)
-    points = sweep(family, samples, table, depth)
+    points = sweep(family, samples, table, depth, evaluator.mode)
     chosen = choose(points, target, depth)
     return family[chosen], {"objective": objective, "task": evaluator.task.name, "split": split, "n": len(samples),
                             "ids": [s.id for s in samples], "chosen": chosen, "points": points}

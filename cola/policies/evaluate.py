@@ -70,6 +70,6 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
     if family:
         table = ask_table(evaluator, samples, table_requests(family, evaluator.cm.depth), spec, batch,
                           stage("sweep"))
-        summary["sweep"] = sweep(family, samples, table, evaluator.cm.depth)
+        summary["sweep"] = sweep(family, samples, table, evaluator.cm.depth, evaluator.mode)
     return summary, rows
 
