@@ -5,7 +5,8 @@
 # three calibrated on ARC-Easy dev, and swept on test for the report's curves where --sweep is given),
 # static, router, generate (ARC-Easy test 300, generate mode), transfer (ARC-Challenge test 500).
 # Everything is chosen on train (prune, search runs, router) or dev (--calibrate); test only reports. An evaluation
-# whose summary exists is not run again (delete it to re-measure). SWEEP= (empty) leaves the vote's test sweep out.
+# whose summary exists is not run again (delete it to re-measure). SWEEP= (empty) runs the vote live,
+# without its test sweep (by default it is swept on test and replayed from the sweep's table: not timed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=$1; STAGE=$2
@@ -30,7 +31,7 @@ case $STAGE in
   cascade-menu)
     C eval "${EASY[@]}" --policy cascade --chains-from "$MENU" --top 2 --calibrate consistency=0.95 --name "cascade menu top 2 (consistency 0.95)" --out "$OUT/cascade-menu-consistency.jsonl" ;;
   vote)
-    C eval "${EASY[@]}" --dev-n 200 --policy vote --chain full --chains-from "$MENU" --top 8 --calibrate accuracy --ks 3,5,9 --rules majority,confident,weighted ${SWEEP---sweep} --name "vote full + menu (k, rule on dev)" --out "$OUT/vote-menu.jsonl" ;;
+    C eval "${EASY[@]}" --dev-n 200 --policy vote --chain full --chains-from "$MENU" --top 8 --calibrate accuracy --ks 3,5,9 --rules majority,confident,weighted ${SWEEP---sweep --replay} --name "vote full + menu (k, rule on dev)" --out "$OUT/vote-menu.jsonl" ;;
   static)  # the best chain of `cola search --static` on 100 dev samples (or the chain given as a third argument)
     best=${3:-$(.venv/bin/python -c "from cola.search.static import best_static; from cola.store import read_records; print(best_static(read_records('results/runs/$M-arc_easy-dev-static-n100-s0'))['chain'])")}
     C eval "${EASY[@]}" --chain "$best" --name "best static (dev)" --out "$OUT/static.jsonl" ;;

@@ -151,6 +151,9 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sweep", action="store_true",
                    help="also answer every setting of the calibrated family on these samples (one table of answers, "
                         "replayed): the curve of `cola report`; nothing is chosen from it")
+    g.add_argument("--replay", action="store_true",
+                   help="with --sweep: answer the policy and full depth from the sweep's table instead of running them "
+                        "again (the same answers and layers, one pass less, no wall times)")
 
 
 def _add_truncate(parser: argparse.ArgumentParser) -> None:
@@ -289,6 +292,8 @@ def _eval_policy(args: argparse.Namespace) -> int:
         print(f"calibrated on {len(dev)} dev samples ({args.calibrate}): {chosen['name']} — dev accuracy "
               f"{chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with full depth "
               f"{chosen['agreement']:.1%}")
+    if args.replay and not args.sweep:
+        raise UsageError("--replay answers from the sweep's table: it needs --sweep")
     if args.sweep:
         family = settings(spec, ks, rules, temperatures)
     bars: dict[str, tqdm] = {}
@@ -299,7 +304,7 @@ def _eval_policy(args: argparse.Namespace) -> int:
         bars[stage].update(done)
 
     summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration, family,
-                                    progress)
+                                    args.replay, progress)
     for bar in bars.values():
         bar.close()
     _print_policy(summary)
@@ -315,10 +320,12 @@ def _print_policy(summary: dict) -> None:
     print(f"  policy:     accuracy {acc['accuracy']:.4f} ({acc['k']}/{n}) [{acc['ci'][0]:.4f}, {acc['ci'][1]:.4f}], "
           f"{summary['mean_layers']:.2f} layers computed per input ({summary['layers_ratio']:.3f} x full), "
           f"{summary['mean_chains']:.2f} chains asked, {summary['mean_tokens']:.1f} tokens decoded, "
-          f"{summary['wall_s']:.1f} s ({summary['wall_ratio']:.3f} x full)")
+          + ("replayed from the sweep (not timed)" if summary["replayed"] else
+             f"{summary['wall_s']:.1f} s ({summary['wall_ratio']:.3f} x full)"))
     print(f"  full depth: accuracy {full['accuracy']:.4f} ({full['k']}/{n}) [{full['ci'][0]:.4f}, {full['ci'][1]:.4f}], "
-          f"{full['mean_layers']:.2f} layers, {full['wall_s']:.1f} s; policy right only {full['policy_only']}, full "
-          f"right only {full['other_only']}: McNemar exact p = {full['mcnemar_p']:.4g}")
+          f"{full['mean_layers']:.2f} layers" + ("" if summary["replayed"] else f", {full['wall_s']:.1f} s")
+          + f"; policy right only {full['policy_only']}, full right only {full['other_only']}: McNemar exact p = "
+          f"{full['mcnemar_p']:.4g}")
     print(f"  agreement with full depth {summary['agreement']:.1%}; stops: "
           + ", ".join(f"{k} ({v})" for k, v in summary["stops"].items()))
     if summary["seen_in_calibration"]:

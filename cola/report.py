@@ -354,7 +354,8 @@ def _policy_section(results: list[EvalResult], md: list[str]) -> None:
         md.append(f"| {s['name']} | {e.group} | {s['accuracy']:.3f} [{s['acc']['ci'][0]:.3f}, {s['acc']['ci'][1]:.3f}] "
                   f"| {full['accuracy']:.3f} | {full['mcnemar_p']:.3g} | {s['mean_layers']:.2f} "
                   f"({s['layers_ratio']:.3f}) | {s['mean_chains']:.2f} | {s['mean_tokens']:.1f} | "
-                  f"{s['wall_s']:.1f} s ({s['wall_ratio']:.3f}) | {chosen} |")
+                  + ("replayed, not timed" if s.get("replayed") else f"{s['wall_s']:.1f} s ({s['wall_ratio']:.3f})")
+                  + f" | {chosen} |")
 
 
 def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures: list[tuple[str, str]]) -> None:

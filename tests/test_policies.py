@@ -308,3 +308,18 @@ def test_the_router_as_a_policy_routes_and_counts_as_the_router_evaluation_does(
     assert [(r["asked"][0]["chain"], r["layers"], r["answer"]) for r in rows] == \
            [(str(c), layers, o.answer) for c, layers, o in expected]
     assert len({r["asked"][0]["chain"] for r in rows}) == 2  # both chains are routed to
+
+
+def test_a_replayed_evaluation_equals_the_live_one_but_is_not_timed(planted):
+    from cola.policies import evaluate_policy
+
+    evaluator, samples, *_ = planted
+    spec = PolicySpec("vote", (str(CHEAP), "full", "0-3"), k=3, rule="confident")
+    family = settings(spec, ks=(1, 3))
+    header = {"task": "mc_jsonl", "split": None}
+    live, live_rows = evaluate_policy(spec, evaluator, samples, 8, header, family=family)
+    again, rows = evaluate_policy(spec, evaluator, samples, 8, header, family=family, replayed=True)
+    keys = ("answer", "correct", "layers", "chains_asked", "full_correct")
+    assert [[r[k] for k in keys] for r in rows] == [[r[k] for k in keys] for r in live_rows]
+    assert again["sweep"] == live["sweep"] and again["wall_s"] is None and live["wall_s"] > 0
+    assert again["baselines"]["full"]["mcnemar_p"] == live["baselines"]["full"]["mcnemar_p"]

@@ -8,12 +8,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from ..chain import Chain
+from ..errors import UsageError
 from ..evals import accuracies
 from ..evaluate import Evaluator
 from ..stats import paired, wilson_interval
 from ..tasks import Sample
 from .calibrate import sweep, table_requests
-from .run import ask_table, run_policy
+from .run import ask_table, replay, run_policy
 from .spec import PolicySpec
 
 FULL = PolicySpec("chain")
@@ -25,23 +27,38 @@ def _mean(rows: Sequence[dict], field: str) -> float:
 
 def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int, header: dict,
                     name: str | None = None, router=None, calibration: dict | None = None,
-                    family: Sequence[PolicySpec] = (),
+                    family: Sequence[PolicySpec] = (), replayed: bool = False,
                     progress: Callable[[str, int], None] | None = None) -> tuple[dict, list[dict]]:
     """``samples`` answered by ``spec`` (timed), then by full depth (timed, same harness), after one untimed warm-up
     batch. ``calibration`` is what :func:`~cola.policies.calibrate.calibrate` returned, if the spec came from it
     (the summary counts the samples it saw); ``family`` (the calibrated family) is also swept on these samples, for
-    the report's curve: one table of answers, replayed per setting. ``progress(stage, done)`` names the stage."""
+    the report's curve: one table of answers, replayed per setting. With ``replayed`` (and a ``family``), the policy
+    and full depth are replayed from that table instead of run again: the same answers and layers (the harness is
+    one), at the cost of one pass, and no wall times. ``progress(stage, done)`` names the stage."""
 
     def stage(label: str):
         return None if progress is None else (lambda done: progress(label, done))
 
-    run_policy(FULL, evaluator, samples[:batch], batch)  # warm-up: the first calls of a process are slow
-    start = time.perf_counter()
-    rows = run_policy(spec, evaluator, samples, batch, router, stage("policy"))
-    policy_s = time.perf_counter() - start
-    start = time.perf_counter()
-    full = run_policy(FULL, evaluator, samples, batch, progress=stage("full"))
-    full_s = time.perf_counter() - start
+    depth = evaluator.cm.depth
+    points, table = None, None
+    if family:
+        table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, stage("sweep"))
+        points = sweep(family, samples, table, depth, evaluator.mode)
+    if replayed:
+        if table is None or spec.kind == "router":
+            raise UsageError("a replayed evaluation needs the sweep's table (--sweep), and a router is not swept")
+        chains = [Chain.parse(c, depth) for c in spec.chains]
+        rows = [replay(spec, chains, s, t) for s, t in zip(samples, table)]
+        full = [replay(FULL, [Chain.full(depth)], s, t) for s, t in zip(samples, table)]
+        policy_s = full_s = None
+    else:
+        run_policy(FULL, evaluator, samples[:batch], batch)  # warm-up: the first calls of a process are slow
+        start = time.perf_counter()
+        rows = run_policy(spec, evaluator, samples, batch, router, stage("policy"))
+        policy_s = time.perf_counter() - start
+        start = time.perf_counter()
+        full = run_policy(FULL, evaluator, samples, batch, progress=stage("full"))
+        full_s = time.perf_counter() - start
     for row, f in zip(rows, full):
         row["full_answer"], row["full_correct"] = f["answer"], f["correct"]
     n = len(rows)
@@ -56,20 +73,18 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
         "mean_layers": _mean(rows, "layers"), "mean_length": _mean(rows, "positions"),
         "mean_chains": _mean(rows, "chains_asked"), "mean_tokens": _mean(rows, "tokens"),
         "agreement": sum(r["answer"] == r["full_answer"] for r in rows) / n,
-        "wall_s": round(policy_s, 3), "stops": dict(Counter(r["stop"] for r in rows).most_common()),
+        "wall_s": None if policy_s is None else round(policy_s, 3), "replayed": replayed, "stops": dict(Counter(r["stop"] for r in rows).most_common()),
         "baselines": {"full": {"k": p["b_right"], "accuracy": p["b_right"] / n,
                                "ci": list(wilson_interval(p["b_right"], n)), "policy_only": p["a_only"],
                                "other_only": p["b_only"], "mcnemar_p": p["mcnemar_p"],
                                "mean_layers": _mean(full, "layers"), "mean_tokens": _mean(full, "tokens"),
-                               "wall_s": round(full_s, 3)}},
+                               "wall_s": None if full_s is None else round(full_s, 3)}},
         "layers_ratio": _mean(rows, "layers") / max(_mean(full, "layers"), 1e-9),
-        "wall_ratio": policy_s / max(full_s, 1e-9),
+        "wall_ratio": None if policy_s is None else policy_s / max(full_s, 1e-9),
         "calibration": None if calibration is None else {k: v for k, v in calibration.items() if k != "ids"},
         "seen_in_calibration": len(seen), "seen_ids": seen[:20],
         **accuracies(rows, "generate")}  # one answer per input: acc (a policy has no separate acc_norm)
-    if family:
-        table = ask_table(evaluator, samples, table_requests(family, evaluator.cm.depth), spec, batch,
-                          stage("sweep"))
-        summary["sweep"] = sweep(family, samples, table, evaluator.cm.depth, evaluator.mode)
+    if points is not None:
+        summary["sweep"] = points
     return summary, rows
 
