@@ -38,8 +38,8 @@ case $STAGE in
   router)
     C eval "${EASY[@]}" --router "results/routers/$M-arc_easy" --name "router" --out "$OUT/router.jsonl" ;;
   generate)
-    C eval "${GEN[@]}" --policy vote --chain full --chains-from "$MENU" --top 8 --calibrate accuracy --ks 1,3,5,9 --rules majority --sweep --name "vote full + menu, generate" --out "$OUT/gen-vote.jsonl"
-    C eval "${GEN[@]}" --policy self-consistency --calibrate accuracy --ks 1,3,5,9 --temperatures 0.7,1.0 --sweep --name "self-consistency, generate" --out "$OUT/gen-sc.jsonl" ;;
+    C eval "${GEN[@]}" --policy vote --chain full --chains-from "$MENU" --top 8 --calibrate accuracy --ks 1,3,5,9 --rules majority --sweep --replay --name "vote full + menu, generate" --out "$OUT/gen-vote.jsonl"
+    C eval "${GEN[@]}" --policy self-consistency --calibrate accuracy --ks 1,3,5,9 --temperatures 0.7 --sweep --replay --name "self-consistency, generate" --out "$OUT/gen-sc.jsonl" ;;
   transfer)
     for p in cascade-bi-budget vote-menu; do
       C eval "${HARD[@]}" --policy "$OUT/$p.json" --name "$p (chosen on ARC-Easy dev)" --out "$OUT/hard-$p.jsonl"
