@@ -3,7 +3,7 @@
 #   bash bench/label_free.sh MODEL STAGE      MODEL: smollm2-135m | gemma3-270m
 # Stages: chains (full depth and block-influence chains, ARC-Easy test 1000), cascade-bi, cascade-menu, vote (all
 # three calibrated on ARC-Easy dev, and swept on test for the report's curves where --sweep is given),
-# static, router, generate (ARC-Easy test 300, generate mode), transfer (ARC-Challenge test 500).
+# static, router, generate (ARC-Easy test 300, generate mode), transfer (ARC-Challenge test 500), wall (the timed run).
 # Everything is chosen on train (prune, search runs, router) or dev (--calibrate); test only reports. An evaluation
 # whose summary exists is not run again (delete it to re-measure). SWEEP= (empty) runs the vote live,
 # without its test sweep (by default it is swept on test and replayed from the sweep's table: not timed).
@@ -45,5 +45,7 @@ case $STAGE in
       C eval "${HARD[@]}" --policy "$OUT/$p.json" --name "$p (chosen on ARC-Easy dev)" --out "$OUT/hard-$p.jsonl"
     done
     C eval "${HARD[@]}" --chain full --out "$OUT/hard-full.jsonl" ;;
+  wall)  # the chosen budget cascade and full depth timed side by side on 300 inputs; run it alone on the machine
+    C eval "${EASY[@]}" --n 300 --policy "${3:-$OUT/cascade-bi-budget.json}" --name "cascade (budget 0.85), timed" --out "$OUT/wall-cascade-bi-budget.jsonl" ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
