@@ -265,10 +265,12 @@ def _eval_policy(args: argparse.Namespace) -> int:
                          calibrating=bool(args.calibrate), **options)
 
     depth = model_depth(args.model)
-    if depth is not None:  # a bad spec fails before the weights load
-        spec_for(depth).check(depth, args.mode)
+    spec = None if depth is None else spec_for(depth)
+    if spec is not None:  # a bad spec fails before the weights load
+        spec.check(depth, args.mode)
     evaluator, samples = _evaluator_and_samples(args)
-    spec = spec_for(evaluator.cm.depth)
+    if spec is None or depth != evaluator.cm.depth:
+        spec = spec_for(evaluator.cm.depth)
     router = None
     if spec.kind == "router":
         from .router import Router

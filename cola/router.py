@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 
 from .chain import Chain, as_chain
+from . import reuse
 from .errors import RouterError, UsageError
 from .evaluate import Evaluator
 from .executor import prompt_segment, run_segments
 from .models import ColaModel
-from . import reuse
 from .reuse import PrefixCache
 from .tasks import Sample
 

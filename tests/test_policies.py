@@ -76,6 +76,14 @@ def planted(tiny):
     return evaluator, samples, rows, marked, threshold
 
 
+def eval_command(folder, rows: list[dict], tmp_path) -> list[str]:
+    """`cola eval` of the tiny model folder in score mode on ``rows`` (written as a data file under ``tmp_path``)."""
+    data = tmp_path / "planted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ["eval", "--model", str(folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(data),
+            "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "8"]
+
+
 def test_cascade_escalates_exactly_the_unmarked_inputs_and_counts_layers_by_hand(planted):
     evaluator, samples, _, marked, threshold = planted
     spec = PolicySpec("cascade", (str(CHEAP), "full"), (threshold,))
@@ -237,10 +245,7 @@ def test_missing_files_and_unknown_keys_are_clear_errors(tmp_path):
 
 def test_cola_eval_policy_round_trips_its_spec_through_the_jsonl(tiny_folder, planted, tmp_path, capsys):
     _, _, rows, *_ = planted
-    data = tmp_path / "planted.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(data),
-              "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "8"]
+    common = eval_command(tiny_folder, rows, tmp_path)
     first = tmp_path / "cascade.jsonl"
     assert main(common + ["--policy", "cascade", "--chain", str(CHEAP), "--threshold", "0.4", "--signal", "margin",
                           "--out", str(first)]) == 0
@@ -272,10 +277,7 @@ def test_report_lists_each_policy_paired_and_draws_its_sweep(tiny_folder, plante
     import pandas as pd
 
     _, _, rows, *_ = planted
-    data = tmp_path / "planted.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(data),
-              "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "8"]
+    common = eval_command(tiny_folder, rows, tmp_path)
     assert main(common + ["--policy", "cascade", "--chain", str(CHEAP), "--threshold", "0.5", "--sweep",
                           "--out", str(tmp_path / "c.jsonl")]) == 0
     assert main(common + ["--chain", str(CHEAP), "--name", "cheap", "--out", str(tmp_path / "cheap.jsonl")]) == 0

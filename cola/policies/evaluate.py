@@ -47,7 +47,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
     if replayed:
         if table is None or spec.kind == "router":
             raise UsageError("a replayed evaluation needs the sweep's table (--sweep), and a router is not swept")
-        chains = [Chain.parse(c, depth) for c in spec.chains]
+        chains = spec.check(depth, evaluator.mode)
         rows = [replay(spec, chains, s, t) for s, t in zip(samples, table)]
         full = [replay(FULL, [Chain.full(depth)], s, t) for s, t in zip(samples, table)]
         policy_s = full_s = None
@@ -73,7 +73,8 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
         "mean_layers": _mean(rows, "layers"), "mean_length": _mean(rows, "positions"),
         "mean_chains": _mean(rows, "chains_asked"), "mean_tokens": _mean(rows, "tokens"),
         "agreement": sum(r["answer"] == r["full_answer"] for r in rows) / n,
-        "wall_s": None if policy_s is None else round(policy_s, 3), "replayed": replayed, "stops": dict(Counter(r["stop"] for r in rows).most_common()),
+        "wall_s": None if policy_s is None else round(policy_s, 3), "replayed": replayed,
+        "stops": dict(Counter(r["stop"] for r in rows).most_common()),
         "baselines": {"full": {"k": p["b_right"], "accuracy": p["b_right"] / n,
                                "ci": list(wilson_interval(p["b_right"], n)), "policy_only": p["a_only"],
                                "other_only": p["b_only"], "mcnemar_p": p["mcnemar_p"],

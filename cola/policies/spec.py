@@ -139,7 +139,7 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
     first), a ``cola router fit`` folder (its library) or a per-sample search run (the fixed menu's ranking: the
     chains right on the most samples first). The full chain is left out; a policy adds it where it belongs."""
     from ..search.menu import ranked, right_samples
-    from ..search.static import best_static
+    from ..search.static import ranked_static
     from ..store import read_config, read_json, read_records
 
     path = Path(path)
@@ -156,11 +156,7 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
         config = read_config(path)
         records = read_records(path)
         if config.get("static"):
-            chains = []
-            while records:
-                best = best_static(records)
-                chains.append(best["chain"])
-                records = [r for r in records if r is not best]
+            chains = [r["chain"] for r in ranked_static(records)]
         else:
             chains = [str(c) for c in ranked(right_samples(records), sample_id="")]
         if config.get("depth") not in (None, depth):

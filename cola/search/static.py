@@ -71,6 +71,11 @@ def run_static(job: SearchJob, samples: Sequence[Sample], folder: str | Path, pr
                              progress)
 
 
+def ranked_static(records: Sequence[dict]) -> list[dict]:
+    """The chains of a static run, highest accuracy first, the shorter first among equals (then the smaller chain)."""
+    return sorted(records, key=lambda r: (-r["k"], r["length"], Chain.parse(r["chain"]).layers))
+
+
 def best_static(records: Sequence[dict]) -> dict:
     """The chain of highest accuracy, the shorter first among equals (then the smaller chain)."""
-    return min(records, key=lambda r: (-r["k"], r["length"], Chain.parse(r["chain"]).layers))
+    return ranked_static(records)[0]
