@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from .chain import as_chain
 from .errors import ColaError, UsageError
@@ -31,6 +32,18 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
     return value
+
+
+def number_list(kind: type) -> Callable[[str], list]:
+    """An argparse type: comma-separated numbers of ``kind`` (int or float), e.g. ``1,3,5``."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, e.g. "
+                                             f"{'1,3,5' if kind is int else '0.5,0.7'}; not {text!r}") from None
+    parse.__name__ = f"{kind.__name__} list"
+    return parse
 
 
 def _add_model_args(parser: argparse.ArgumentParser, device: bool = True) -> None:
@@ -145,9 +158,9 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
                         "the dev split: consistency=S (fewest layers agreeing with full depth on a share S, no "
                         "labels), budget=B (most accurate within B x depth layers) or accuracy")
     g.add_argument("--dev-n", type=positive_int, default=300, help="dev samples to calibrate on (default 300)")
-    g.add_argument("--ks", default=None, help="k values to calibrate over, e.g. 1,3,5,9")
+    g.add_argument("--ks", type=number_list(int), default=(), help="k values to calibrate over, e.g. 1,3,5,9")
     g.add_argument("--rules", default=None, help="vote rules to calibrate over, e.g. majority,confident,weighted")
-    g.add_argument("--temperatures", default=None, help="temperatures to calibrate over, e.g. 0.5,0.7,1.0")
+    g.add_argument("--temperatures", type=number_list(float), default=(), help="temperatures to calibrate over, e.g. 0.5,0.7,1.0")
     g.add_argument("--sweep", action="store_true",
                    help="also answer every setting of the calibrated family on these samples (one table of answers, "
                         "replayed): the curve of `cola report`; nothing is chosen from it")
@@ -281,9 +294,8 @@ def _eval_policy(args: argparse.Namespace) -> int:
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
                          level=args.level, split=split)
     calibration, family = None, []
-    ks = [int(k) for k in args.ks.split(",")] if args.ks else ()
+    ks, temperatures = args.ks, args.temperatures
     rules = args.rules.split(",") if args.rules else ()
-    temperatures = [float(t) for t in args.temperatures.split(",")] if args.temperatures else ()
     if args.calibrate:
         dev = load_samples(task, args.data_dir, None, args.dev_n, args.seed, args.level, args.skip_bad_rows, "dev")
         evaluator.check(dev)
@@ -457,7 +469,7 @@ def _print_search(args: argparse.Namespace, out: str, records: list[dict], depth
 def cmd_prune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .prune import block_influence, pruned_chains
+    from .prune import block_influence, pruned_chains, save_influence
     from .tasks import get_task
 
     evaluator, samples = _evaluator_and_samples(args)
@@ -478,10 +490,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for m, chain in chains.items():
         print(f"  m={m:<3d} {len(chain):3d} layers  {chain}")
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump({"model": cm.name, "task": args.task, "split": split, "mode": args.mode, "n": len(samples),
-                       "seed": args.seed, "block_influence": influence,
-                       "chains": {str(m): str(c) for m, c in chains.items()}}, f, indent=2)
+        save_influence(args.out, influence, chains, model=cm.name, task=args.task, split=split, mode=args.mode,
+                       n=len(samples), seed=args.seed)
     return 0
 
 
@@ -494,7 +504,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     router, summary = fit_from_runs(
         args.runs, data=args.data_dir, data_file=args.data_file, dev_file=args.dev_file, fit_n=args.fit_n,
         dev_n=args.dev_n, seed=args.seed, size=args.k, most=args.candidates, min_support=args.min_support,
-        library=library, budget=args.budget, feature_layers=[int(f) for f in args.features.split(",")],
+        library=library, budget=args.budget, feature_layers=args.features,
         batch=args.batch_size, device=args.device, allow_untested=args.allow_untested, progress=not args.quiet)
     router.save(args.out)
     info, depth = summary["library_search"], summary["depth"]
@@ -645,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the library itself, chains separated by ';' (instead of the greedy cover of the runs)")
     p.add_argument("--budget", type=positive_float, default=0.85,
                    help="most layers computed per input on dev, as a share of depth (default 0.85)")
-    p.add_argument("--features", default="2,4,8",
+    p.add_argument("--features", type=number_list(int), default=[2, 4, 8],
                    help="feature layer counts to choose from on dev (default 2,4,8)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="samples run together (default 16)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")

@@ -7,7 +7,9 @@ influential layers is one label-free chain for a whole task, to be evaluated on 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 
@@ -44,3 +46,12 @@ def pruned_chains(influence: list[float], most: int) -> dict[int, Chain]:
     first)."""
     order = sorted(range(len(influence)), key=lambda i: (influence[i], -i))
     return {m: Chain(tuple(i for i in range(len(influence)) if i not in set(order[:m]))) for m in range(1, most + 1)}
+
+
+def save_influence(path: str | Path, influence: list[float], chains: dict[int, Chain], **about: object) -> Path:
+    """Write a ``cola prune --out`` file: ``about`` (model, task, split, mode, n, seed), the block influence of every
+    layer and the chains without the m least influential layers, as JSON (what ``--chains-from`` reads)."""
+    path = Path(path)
+    data = {**about, "block_influence": influence, "chains": {str(m): str(c) for m, c in chains.items()}}
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path

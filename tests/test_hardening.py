@@ -95,6 +95,10 @@ def test_a_level_filter_that_keeps_nothing(tmp_path):
     (["search", "--task", "synthetic", "--sims", "0"], "at least 1"),
     (["search", "--task", "synthetic", "--batch", "-2"], "at least 1"),
     (["search", "--task", "synthetic", "--prefix-gib", "0"], "above 0"),
+    (["eval", "--task", "synthetic", "--policy", "vote", "--ks", "1,three"], "comma-separated int values"),
+    (["eval", "--task", "synthetic", "--policy", "self-consistency", "--temperatures", "0.7;1"],
+     "comma-separated float values"),
+    (["router", "fit", "--runs", "r", "--out", "o", "--features", "2,4.5"], "comma-separated int values"),
 ])
 def test_closed_choices_are_checked_by_the_parser(capsys, no_model, args, choice):
     with pytest.raises(SystemExit) as exit_info:
@@ -215,3 +219,10 @@ def test_weights_hash_is_of_the_files_and_cached(tmp_path, monkeypatch):
     assert weights_hash(cm) == expected
     memo = json.loads((tmp_path / "cache" / "weight-hashes.json").read_text())
     assert list(memo.values()) == [file_hash]
+
+
+def test_number_lists_parse_to_their_kind():
+    assert cli.number_list(int)("1,3,9") == [1, 3, 9]
+    assert cli.number_list(float)("0.5,1") == [0.5, 1.0]
+    with pytest.raises(argparse.ArgumentTypeError, match="not '1,,3'"):
+        cli.number_list(int)("1,,3")
