@@ -438,8 +438,12 @@ def fit_from_runs(
     evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
     full, known, search_info = Chain.full(cm.depth), None, None
     if library is None:  # the candidates asked on every searched sample, then covered greedily
+        from tqdm import tqdm
+
         pool = [full] + candidates(records, cm.depth, most)
-        verdicts = library_verdicts(evaluator, pool, searched, batch)
+        with tqdm(total=len(pool) * len(searched), desc="library candidates", unit="eval", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            verdicts = library_verdicts(evaluator, pool, searched, batch, bar.update)
         right = {c: {s.id for s, v in zip(searched, verdicts[:, k].tolist()) if v} for k, c in enumerate(pool)}
         chosen = chain_library(right, cm.depth, size, min_support)
         search_info = {"candidates": len(pool) - 1, "searched": len(searched),
