@@ -19,8 +19,8 @@ HARD=(--model "$M" --task arc_challenge --data-dir ../shared/data --mode score -
 C() {  # cola eval ... --out F.jsonl, unless F.json exists
   local out="${@: -1}"; [ -f "${out%.jsonl}.json" ] && { echo "have ${out%.jsonl}.json"; return; }; .venv/bin/cola "$@"
 }
-bi() { .venv/bin/python -c "import json,sys; print(json.load(open('$BI'))['chains'][sys.argv[1]])" "$1"; }
-most=$(.venv/bin/python -c "import json; print(max(json.load(open('$BI'))['chains'], key=int))")
+bi() { .venv/bin/python -c "import sys; from cola.prune import load_pruned; print(load_pruned('$BI')[int(sys.argv[1])])" "$1"; }
+most=$(.venv/bin/python -c "from cola.prune import load_pruned; print(max(load_pruned('$BI')))")
 case $STAGE in
   chains)
     C eval "${EASY[@]}" --chain full --out "$OUT/full.jsonl"

@@ -42,7 +42,6 @@ def number_list(kind: type) -> Callable[[str], list]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, e.g. "
                                              f"{'1,3,5' if kind is int else '0.5,0.7'}; not {text!r}") from None
-    parse.__name__ = f"{kind.__name__} list"
     return parse
 
 

@@ -17,6 +17,7 @@ from .chain import Chain
 from .errors import UsageError
 from .executor import Row, Segment, embed, new_cache, run_segments
 from .models import ColaModel
+from .store import read_json
 
 
 @torch.inference_mode()
@@ -50,8 +51,17 @@ def pruned_chains(influence: list[float], most: int) -> dict[int, Chain]:
 
 def save_influence(path: str | Path, influence: list[float], chains: dict[int, Chain], **about: object) -> Path:
     """Write a ``cola prune --out`` file: ``about`` (model, task, split, mode, n, seed), the block influence of every
-    layer and the chains without the m least influential layers, as JSON (what ``--chains-from`` reads)."""
+    layer and the chains without the m least influential layers, as JSON (read back by :func:`load_pruned`)."""
     path = Path(path)
     data = {**about, "block_influence": influence, "chains": {str(m): str(c) for m, c in chains.items()}}
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
+
+
+def load_pruned(path: str | Path) -> dict[int, str]:
+    """The chains of a ``cola prune --out`` file (:func:`save_influence`): m -> the chain without the m least
+    influential layers (notation), m ascending."""
+    data = read_json(path)
+    if "block_influence" not in data or "chains" not in data:
+        raise UsageError(f"{path}: not a `cola prune --out` file (it has no block_influence and chains)")
+    return {int(m): data["chains"][m] for m in sorted(data["chains"], key=int)}

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from .chain import Chain, as_chain
 from . import reuse
@@ -324,8 +325,6 @@ def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[S
     summary: each library chain's train and dev accuracy, the chosen setting's dev accuracy, layers and full share.
     ``known``: the library's verdicts (:func:`library_verdicts`) on the first ``len(known)`` train samples, already
     computed (the searched samples, asked while building the library); only the rest are evaluated."""
-    from tqdm import tqdm
-
     cm = evaluator.cm
     if set(s.id for s in train) & set(s.id for s in dev):
         raise UsageError("train and dev samples share ids: select on samples the fit has not seen")
@@ -438,8 +437,6 @@ def fit_from_runs(
     evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
     full, known, search_info = Chain.full(cm.depth), None, None
     if library is None:  # the candidates asked on every searched sample, then covered greedily
-        from tqdm import tqdm
-
         pool = [full] + candidates(records, cm.depth, most)
         with tqdm(total=len(pool) * len(searched), desc="library candidates", unit="eval", disable=not progress,
                   dynamic_ncols=True) as bar:

@@ -138,6 +138,7 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
     ``top`` of them: a ``cola prune --out`` JSON (m = 1, 2, ...), a ``cola search --static`` run (highest accuracy
     first), a ``cola router fit`` folder (its library) or a per-sample search run (the fixed menu's ranking: the
     chains right on the most samples first). The full chain is left out; a policy adds it where it belongs."""
+    from ..prune import load_pruned
     from ..search.menu import ranked, right_samples
     from ..search.static import ranked_static
     from ..store import read_config, read_json, read_records
@@ -146,10 +147,7 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
     if not path.exists():
         raise MissingFileError(f"chain source not found: {path}")
     if path.is_file():
-        data = read_json(path)
-        if "block_influence" not in data or "chains" not in data:
-            raise UsageError(f"{path}: not a `cola prune --out` file (it has no block_influence and chains)")
-        chains = [data["chains"][m] for m in sorted(data["chains"], key=int)]
+        chains = list(load_pruned(path).values())
     elif (path / "predictor.safetensors").exists():
         chains = read_json(path / "config.json")["library"]
     else:
