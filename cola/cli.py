@@ -10,9 +10,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .chain import as_chain
 from .errors import ColaError, UsageError
+from .store import check_folder, check_out_file
 from .loading import DEFAULT_MODEL
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -194,18 +196,61 @@ def _evaluator_and_samples(args: argparse.Namespace):
     return evaluator, samples
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+class _Bars:
+    """One tqdm bar per stage of an evaluation (``progress(stage, done)``), each of ``total`` samples."""
 
+    def __init__(self, total: int, task: str) -> None:
+        self.total, self.task, self.bars = total, task, {}
+
+    def __call__(self, stage: str, done: int) -> None:
+        from tqdm import tqdm
+
+        if stage not in self.bars:
+            self.bars[stage] = tqdm(total=self.total, desc=f"{self.task} [{stage}]", unit="sample")
+        self.bars[stage].update(done)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _eval_store(args: argparse.Namespace, lock, config: dict):
+    """The evaluation's output (:class:`~cola.store.EvalStore`; in memory without --out), and what an interrupt
+    says it kept."""
+    from .store import EvalStore
+
+    store = EvalStore(args.out, config, lock) if args.out else EvalStore(None, config)
+    args.kept = lambda: f"{store.kept()}; run the same command again to resume" if args.out else store.kept()
+    if store.finished is not None:
+        print(f"{args.out}: this evaluation is finished already (same config); its results follow (delete the file to "
+              "run it again)", file=sys.stderr)
+    return store
+
+
+def _finish_eval(args: argparse.Namespace, store, rows: list[dict], summary: dict) -> None:
+    """Write the output (rows and summary, each whole) and say where it is, and whether its wall times are of one
+    uninterrupted process."""
+    if store.finished is None:
+        store.finish(rows, summary)
+    if summary.get("wall_processes") and summary["wall_processes"] > 1:
+        print(f"note: resumed; wall times are sums of each batch's time over {summary['wall_processes']} processes",
+              file=sys.stderr)
+    if args.out:
+        print(f"per-sample answers: {args.out}; summary: {store.summary_path}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from .evals import eval_header, evaluate_chain, evaluate_router
-    from .store import eval_summary_path, write_eval
+    from .store import eval_lock
     from .tasks import get_task
 
-    if args.out:
-        eval_summary_path(args.out)  # a bad name fails before the model loads
+    lock = eval_lock(args.out) if args.out else None  # a bad --out or a second writer fails before the model loads
     chains = args.chain or ["full"]
     if args.policy is not None:
-        return _eval_policy(args)
+        return _eval_policy(args, lock)
     if args.router is not None and args.chain:
         raise UsageError("--router picks each input's chain; it does not take --chain")
     if len(chains) > 1:
@@ -222,16 +267,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .router import Router
 
         router = Router.load(args.router, evaluator.cm)
-        bars: dict[str, tqdm] = {}
-
-        def progress(stage: str, done: int) -> None:
-            if stage not in bars:
-                bars[stage] = tqdm(total=len(samples), desc=f"{args.task} [{stage}]", unit="sample")
-            bars[stage].update(done)
-
-        summary, rows = evaluate_router(router, evaluator, samples, batch, header, args.name, args.seed, progress)
-        for bar in bars.values():
-            bar.close()
+        store = _eval_store(args, lock, {**header, "kind": "router", "router": str(router.folder),
+                                         "library": [str(c) for c in router.library],
+                                         "setting": router.setting.__dict__})
+        with _Bars(len(samples), args.task) as bars:
+            summary, rows = store.finished or evaluate_router(router, evaluator, samples, batch, header, args.name,
+                                                              args.seed, bars, store)
         if summary["seen_in_fit"]:
             print(f"cola: warning: {summary['seen_in_fit']} of these samples were used to fit or select "
                   f"{args.router} (first: {summary['seen_ids'][:3]}); its numbers here are not held-out",
@@ -239,18 +280,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _print_router(summary, router, args.router)
     else:
         chain = as_chain(args.chain, evaluator.cm.depth)
-        with tqdm(total=len(samples), desc=f"{args.task} [{chain}]", unit="sample") as bar:
-            summary, rows = evaluate_chain(evaluator, chain, samples, batch, header, args.name, bar.update)
+        store = _eval_store(args, lock, {**header, "kind": "chain", "chain": str(chain)})
+        with _Bars(len(samples), args.task) as bars:
+            summary, rows = store.finished or evaluate_chain(evaluator, chain, samples, batch, header, args.name,
+                                                             lambda done: bars(str(chain), done), store)
     for name in ("acc", "acc_norm") if args.mode == "score" else ("acc",):
         m = summary[name]
         print(f"{args.task} {name}: {m['accuracy']:.4f} ({m['k']}/{len(rows)}), 95% CI [{m['ci'][0]:.4f}, "
               f"{m['ci'][1]:.4f}]  {'router ' + args.router if args.router else 'chain ' + summary['chain']}")
-    if args.out:
-        print(f"per-sample answers: {args.out}; summary: {write_eval(args.out, rows, summary)}")
+    _finish_eval(args, store, rows, summary)
     return 0
 
 
-def _eval_policy(args: argparse.Namespace) -> int:
+def _eval_policy(args: argparse.Namespace, lock) -> int:
     """``cola eval --policy``: build (and, with --calibrate, choose on dev) the policy, answer the samples with it and
     with full depth, side by side."""
     from tqdm import tqdm
@@ -259,7 +301,6 @@ def _eval_policy(args: argparse.Namespace) -> int:
     from .loading import model_depth
     from .policies import calibrate, evaluate_policy, make_spec, settings
     from .policies.calibrate import parse_objective
-    from .store import write_eval
     from .tasks import get_task, load_samples
 
     task = get_task(args.task)
@@ -269,6 +310,8 @@ def _eval_policy(args: argparse.Namespace) -> int:
             raise UsageError(f"--calibrate chooses on the dev split; {args.task} from a data file has none")
     if args.router is not None and args.policy != "router":
         raise UsageError("--router belongs to --policy router (or to a plain `cola eval --router`)")
+    if args.replay and not args.sweep:
+        raise UsageError("--replay answers from the sweep's table: it needs --sweep")
     options = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
                    temperature=args.temperature, seed=args.sample_seed, router=args.router)
 
@@ -292,37 +335,35 @@ def _eval_policy(args: argparse.Namespace) -> int:
     split = None if args.data_file or not task.splits else task.split(args.split)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
                          level=args.level, split=split)
-    calibration, family = None, []
     ks, temperatures = args.ks, args.temperatures
     rules = args.rules.split(",") if args.rules else ()
+    store = _eval_store(args, lock, {
+        **header, "kind": "policy", "policy": spec.to_dict(), "calibrate": args.calibrate,
+        "dev_n": args.dev_n if args.calibrate else None, "ks": list(ks), "rules": list(rules),
+        "temperatures": list(temperatures), "sweep": args.sweep, "replay": args.replay})
+    if store.finished is not None:
+        _print_policy(store.finished[0])
+        summary, rows = store.finished
+        _finish_eval(args, store, rows, summary)
+        return 0
+    calibration, family = None, []
     if args.calibrate:
         dev = load_samples(task, args.data_dir, None, args.dev_n, args.seed, args.level, args.skip_bad_rows, "dev")
         evaluator.check(dev)
         with tqdm(total=len(dev), desc=f"{args.task} [calibrate on dev]", unit="sample") as bar:
             spec, calibration = calibrate(spec, evaluator, dev, args.calibrate, batch, ks, rules, temperatures,
-                                          task.split("dev"), bar.update)
+                                          task.split("dev"), bar.update, store)
         chosen = calibration["points"][calibration["chosen"]]
         print(f"calibrated on {len(dev)} dev samples ({args.calibrate}): {chosen['name']} — dev accuracy "
               f"{chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with full depth "
               f"{chosen['agreement']:.1%}")
-    if args.replay and not args.sweep:
-        raise UsageError("--replay answers from the sweep's table: it needs --sweep")
     if args.sweep:
         family = settings(spec, ks, rules, temperatures)
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage: str, done: int) -> None:
-        if stage not in bars:
-            bars[stage] = tqdm(total=len(samples), desc=f"{args.task} [{stage}]", unit="sample")
-        bars[stage].update(done)
-
-    summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration, family,
-                                    args.replay, progress)
-    for bar in bars.values():
-        bar.close()
+    with _Bars(len(samples), args.task) as bars:
+        summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration,
+                                        family, args.replay, bars, store)
     _print_policy(summary)
-    if args.out:
-        print(f"per-sample answers: {args.out}; summary: {write_eval(args.out, rows, summary)}")
+    _finish_eval(args, store, rows, summary)
     return 0
 
 
@@ -397,6 +438,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
         require_ray()  # before a run folder is made
     out = args.out or default_folder(job, len(samples), static=args.static)
+
+    def kept() -> str:
+        from .store import read_records
+
+        done = len(read_records(out)) if (Path(out) / "config.json").exists() else 0
+        what = "chain evaluations" if args.static else f"of {len(samples)} samples"
+        return f"{done} {what} recorded in {out}; run the same command again to resume"
+
+    args.kept = kept
     with FolderLock(out) as lock:  # a second writer stops here, before the model loads
         if args.static:
             return _static_search(args, job, samples, out, lock)
@@ -471,6 +521,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .prune import block_influence, pruned_chains, save_influence
     from .tasks import get_task
 
+    if args.out:
+        check_out_file(args.out)  # before the model loads
     evaluator, samples = _evaluator_and_samples(args)
     cm = evaluator.cm
 
@@ -499,6 +551,7 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     selected on dev samples, written as a folder."""
     from .router import fit_from_runs
 
+    check_folder(args.out)  # before the model loads
     library = args.library.split(";") if args.library else None
     router, summary = fit_from_runs(
         args.runs, data=args.data_dir, data_file=args.data_file, dev_file=args.dev_file, fit_n=args.fit_n,
@@ -534,6 +587,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.runs and not args.evals:
         raise UsageError("give search run folders and/or --evals F.jsonl (cola eval outputs)")
+    check_folder(args.out)
     out = build_report(args.runs, args.out, args.evals or [])
     print(f"report: {out / 'report.md'} and {out / 'report.html'}")
     return 0
@@ -705,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
     except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.store), so say what is kept and stop
+        kept = getattr(args, "kept", None)
+        print(f"\ninterrupted: {kept() if kept else 'nothing was written'}", file=sys.stderr)
+        return 130
     finally:
         warnings.showwarning = shown
 

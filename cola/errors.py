@@ -40,6 +40,14 @@ class ModelLoadError(ColaError, RuntimeError):
     """A model that cannot be found or loaded, with what to do about it."""
 
 
+class CorruptCache(ModelLoadError):
+    """A cached model conversion whose files differ from what was written."""
+
+
+class NonFiniteError(ColaError, ArithmeticError):
+    """A forward gave NaN or infinite logits (corrupt weights, or an overflow in a 16-bit dtype)."""
+
+
 class ConfigMismatch(ColaError, ValueError):
     """The run folder holds results of another configuration."""
 

@@ -10,33 +10,28 @@ and how many of the samples the router saw when it was fitted or selected.
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .chain import Chain
 from .errors import UsageError
-from .evaluate import Evaluator
-from .provenance import model_header
+from .evaluate import Evaluator, Outcome
+from .provenance import evaluator_header
 from .router import Router, routed_outcomes
 from .stats import paired, wilson_interval
+from .store import EvalStore, chunks
 from .tasks import Sample
 
 Progress = Callable[[int], None]
 
 
-def _per_batch(progress: Progress | None):
-    """``progress(done)`` as the evaluator's per-batch callback (which is handed the batch's outcomes)."""
-    return None if progress is None else (lambda outcomes: progress(len(outcomes)))
-
-
 def eval_header(evaluator: Evaluator, samples: Sequence[Sample], batch: int, *, data: str | None = None,
                 split: str | None = None, seed: int = 0, level: int | None = None) -> dict:
-    """The part of an evaluation's summary that says what was asked: the model (name, weights hash, dtype, depth),
-    the task, its prompt format, where the samples come from and how many, and the batch size."""
-    return {**model_header(evaluator.cm), "task": evaluator.task.name, "mode": evaluator.mode, "chat": evaluator.chat,
-            "score_style": evaluator.score_style, "data": data, "level": level, "split": split, "seed": seed,
+    """The part of an evaluation's summary that says what was asked: the evaluator's header as a search records it
+    (:func:`~cola.provenance.evaluator_header`: the model, its weights hash and dtype, the task and how it is asked,
+    the software), where the samples come from and how many, and the batch size."""
+    return {**evaluator_header(evaluator), "data": data, "level": level, "split": split, "seed": seed,
             "n": len(samples), "batch": batch}
 
 
@@ -52,16 +47,19 @@ def accuracies(rows: Sequence[dict], mode: str) -> dict:
 
 
 def evaluate_chain(evaluator: Evaluator, chain: Chain, samples: Sequence[Sample], batch: int, header: dict,
-                   name: str | None = None, progress: Progress | None = None) -> tuple[dict, list[dict]]:
-    """``samples`` through ``chain``, ``batch`` at a time; returns the summary (``header`` from :func:`eval_header`,
-    the accuracies, the chain, the wall time) and the per-sample rows."""
-    start = time.perf_counter()
-    outcomes = evaluator.evaluate_many(chain, samples, batch, progress=_per_batch(progress))
-    rows = [o.to_dict() for o in outcomes]
+                   name: str | None = None, progress: Progress | None = None,
+                   store: EvalStore | None = None) -> tuple[dict, list[dict]]:
+    """``samples`` through ``chain``, ``batch`` at a time, each batch recorded in ``store`` as it finishes (resumed
+    from it); returns the summary (``header`` from :func:`eval_header`, the accuracies, the chain, the wall time) and
+    the per-sample rows."""
+    store = store or EvalStore()
+    units, seconds = store.stage("chain", chunks(samples, batch),
+                                 lambda unit: [o.to_dict() for o in evaluator.evaluate(chain, unit)], progress)
+    rows = [row for unit in units for row in unit]
     full = chain.is_full(evaluator.cm.depth)
     summary = {**header, "kind": "chain", "chain": str(chain), "name": name or ("full" if full else str(chain)),
-               "mean_length": len(chain), "mean_layers": len(chain), "wall_s": round(time.perf_counter() - start, 3),
-               **accuracies(rows, evaluator.mode)}
+               "mean_length": len(chain), "mean_layers": len(chain), "wall_s": round(seconds, 3),
+               "wall_processes": store.processes("chain"), **accuracies(rows, evaluator.mode)}
     return summary, rows
 
 
@@ -70,12 +68,13 @@ def _same_file(a: str | None, b: str | None) -> bool:
 
 
 def evaluate_router(router: Router, evaluator: Evaluator, samples: Sequence[Sample], batch: int, header: dict,
-                    name: str | None = None, seed: int = 0,
-                    progress: Callable[[str, int], None] | None = None) -> tuple[dict, list[dict]]:
+                    name: str | None = None, seed: int = 0, progress: Callable[[str, int], None] | None = None,
+                    store: EvalStore | None = None) -> tuple[dict, list[dict]]:
     """Every sample through the chain ``router`` picks for it, then full depth and a *random pick* from the same
     library with the router's pick frequencies on the same samples (seeded by ``seed``), each paired with the router
-    (McNemar). ``progress(stage, done)`` names the stage (``router``, ``full``, ``random pick``). Returns the summary
-    and the per-sample rows (the routed outcome, its layers computed, and the baselines' verdicts)."""
+    (McNemar); each batch of each stage is recorded in ``store`` as it finishes (resumed from it).
+    ``progress(stage, done)`` names the stage (``router``, ``full``, ``random pick``). Returns the summary and the
+    per-sample rows (the routed outcome, its layers computed, and the baselines' verdicts)."""
     cm = evaluator.cm
     fitted = router.config
     if (fitted["mode"], fitted["score_style"], fitted["chat"]) != (evaluator.mode, evaluator.score_style,
@@ -90,20 +89,30 @@ def evaluate_router(router: Router, evaluator: Evaluator, samples: Sequence[Samp
     def stage(label: str) -> Progress | None:
         return None if progress is None else (lambda done: progress(label, done))
 
-    start = time.perf_counter()
-    routed = routed_outcomes(router, evaluator, samples, batch, stage("router"))
-    routed_s = time.perf_counter() - start
-    start = time.perf_counter()
-    full_outcomes = evaluator.evaluate_many(Chain.full(cm.depth), samples, batch, progress=_per_batch(stage("full")))
-    full_s = time.perf_counter() - start
+    store = store or EvalStore()
+
+    def routed_unit(unit: Sequence[Sample]) -> list[dict]:
+        return [{"chain": str(chain), "layers": layers, "outcome": outcome.to_dict()}
+                for chain, layers, outcome in routed_outcomes(router, evaluator, unit, len(unit))]
+
+    units, routed_s = store.stage("router", chunks(samples, batch), routed_unit, stage("router"))
+    routed = [(Chain.parse(r["chain"]), r["layers"], Outcome(**r["outcome"])) for unit in units for r in unit]
+    full_chain = Chain.full(cm.depth)
+    units, full_s = store.stage("full", chunks(samples, batch),
+                                lambda unit: [o.correct for o in evaluator.evaluate(full_chain, unit)], stage("full"))
+    full_correct = [c for unit in units for c in unit]
     picks = Counter(str(chain) for chain, _, _ in routed)
     rng = random.Random(f"{seed}:random-pick")
     drawn = rng.choices(sorted(picks), weights=[picks[c] for c in sorted(picks)], k=len(samples))
-    random_outcomes = evaluator.evaluate_assigned([Chain.parse(c) for c in drawn], samples, batch,
-                                                  progress=_per_batch(stage("random pick")))
-    rows = [{**outcome.to_dict(), "layers": layers, "full_correct": f.correct, "random_chain": drawn[i],
-             "random_correct": random_outcomes[i].correct}
-            for i, ((chain, layers, outcome), f) in enumerate(zip(routed, full_outcomes))]
+    assigned = dict(zip((s.id for s in samples), drawn))
+    groups = [[s for s, c in zip(samples, drawn) if c == chain] for chain in dict.fromkeys(drawn)]
+    units, _ = store.stage("random pick", [unit for group in groups for unit in chunks(group, batch)],
+                           lambda unit: [o.correct for o in evaluator.evaluate(Chain.parse(assigned[unit[0].id]), unit)],
+                           stage("random pick"))
+    random_correct = dict(zip((s.id for group in groups for s in group), (c for unit in units for c in unit)))
+    rows = [{**outcome.to_dict(), "layers": layers, "full_correct": f, "random_chain": drawn[i],
+             "random_correct": random_correct[samples[i].id]}
+            for i, ((chain, layers, outcome), f) in enumerate(zip(routed, full_correct))]
     n = len(rows)
 
     def versus(field: str) -> dict:
@@ -119,6 +128,7 @@ def evaluate_router(router: Router, evaluator: Evaluator, samples: Sequence[Samp
         "seen_in_fit": len(seen), "seen_ids": seen[:20],
         "mean_length": sum(len(chain) for chain, _, _ in routed) / n,
         "mean_layers": sum(layers for _, layers, _ in routed) / n, "routed_s": round(routed_s, 3),
+        "wall_processes": store.processes("router", "full"),
         "picks": dict(picks.most_common()), "full_share": picks.get(full, 0) / n,
         "baselines": {"full": {**versus("full_correct"), "mean_length": cm.depth, "wall_s": round(full_s, 3)},
                       "random_pick": {**versus("random_correct"),

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .chain import Chain
-from .errors import UsageError
+from .errors import NonFiniteError, UsageError
 from .generation import Generation, RowDecoder, Sampler
 from .models import ColaModel, ContextTooLong
 from .reuse import PrefixCache
@@ -259,11 +259,25 @@ class Requests:
         """Run one step; returns (key, outcome) of the requests that finished in it."""
         ev = self.evaluator
         if self.decoder is not None:
-            finished = [(self.in_decoder.pop(handle), generation) for handle, generation in self.decoder.step()]
+            try:
+                stepped = self.decoder.step()
+            except NonFiniteError as err:
+                raise self._named(err, self.in_decoder[err.key]) from None
+            finished = [(self.in_decoder.pop(handle), generation) for handle, generation in stepped]
             return [(p.key, ev.grade_text(p.chain, p.sample, ev.prepare(p.sample).prompt, generation))
                     for p, generation in finished]
         queued, self.queued = self.queued, []
         prepared = [ev.prepare(p.sample) for p in queued]
-        scores = score_many(ev.cm, [(p.chain, prep.inputs, p.prefix) for p, prep in zip(queued, prepared)])
+        try:
+            scores = score_many(ev.cm, [(p.chain, prep.inputs, p.prefix) for p, prep in zip(queued, prepared)])
+        except NonFiniteError as err:
+            raise self._named(err, queued[err.row]) from None
         return [(p.key, ev.grade_scores(p.chain, p.sample, prep.prompt, s))
                 for p, prep, s in zip(queued, prepared, scores)]
+
+    def _named(self, err: NonFiniteError, pending: _Pending) -> NonFiniteError:
+        """``err`` with the chain and the input it came from, and what to do."""
+        return NonFiniteError(f"non-finite logits (NaN or inf) from chain {pending.chain} on sample "
+                              f"{pending.sample.id!r} ({self.evaluator.task.name}); no answer is read from them. The "
+                              "weights hold NaN or inf values (a corrupt file?) or a 16-bit dtype overflowed: "
+                              "reinstall the weights (a corrupt CoLa cache is rebuilt at load) or use --dtype float32")

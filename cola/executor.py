@@ -9,7 +9,7 @@ position, so the weights are shared but the cache entries are not.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -22,7 +22,7 @@ from transformers.masking_utils import (
 )
 
 from .chain import Chain
-from .errors import ModelLoadError
+from .errors import ModelLoadError, NonFiniteError
 from .models import ColaModel, stack_config
 from .packing import attention_configs, packed_mode, packs, run_packed
 from .reuse import PrefixCache
@@ -302,7 +302,21 @@ def advance(cm: ColaModel, segments: list[Segment]) -> torch.Tensor:
     run_segments(cm, segments)
     for seg in segments:
         seg.row.length += seg.hidden.shape[1]
-    return lm_head(cm, torch.cat([seg.hidden[:, -1:] for seg in segments]))[:, -1]
+    logits = lm_head(cm, torch.cat([seg.hidden[:, -1:] for seg in segments]))[:, -1]
+    check_finite(logits, [seg.row.chain for seg in segments])
+    return logits
+
+
+def check_finite(logits: torch.Tensor, chains: Sequence[Chain]) -> None:
+    """Raise :class:`~cola.errors.NonFiniteError` when a row of ``logits`` (one per chain, or per row of one chain)
+    holds NaN or inf, never answering from it (argmax of NaN logits is token 0); ``row`` on the error says which,
+    for the caller to name its input."""
+    finite = torch.isfinite(logits).reshape(logits.shape[0], -1).all(-1)
+    if not bool(finite.all()):
+        row = int((~finite).nonzero()[0])
+        err = NonFiniteError(f"non-finite logits (NaN or inf) from chain {chains[min(row, len(chains) - 1)]}")
+        err.row = row
+        raise err
 
 
 @torch.inference_mode()
@@ -333,6 +347,11 @@ def check_exact(cm: ColaModel, tokens: int = 16) -> float:
     with torch.inference_mode():
         expected = cm.model(ids).logits.float()
     got = forward(cm, Chain.full(cm.depth), ids).float()
+    if not bool(torch.isfinite(expected).all() and torch.isfinite(got).all()):
+        raise NonFiniteError(f"{cm.name!r}: the model's own forward gives non-finite logits (NaN or inf) on the "
+                             "load-time probe: its weights hold NaN or inf values (a corrupt file?) or the dtype "
+                             f"{str(cm.dtype).removeprefix('torch.')} overflows; reinstall or re-download the weights, "
+                             "or try --dtype float32")
     diff = float((got - expected).abs().max())
     scale = max(1.0, float(expected.abs().max()))
     tolerance = (1e-4 if cm.dtype == torch.float32 else 2e-2) * scale

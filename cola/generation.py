@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .chain import Chain
+from .errors import NonFiniteError
 from .executor import Row, Segment, advance, embed, prompt_segment
 from .models import ColaModel
 from .reuse import PrefixCache
@@ -123,7 +124,11 @@ class RowDecoder:
                 hidden = embed(self.cm, tokens[:, None])
                 for b, request in enumerate(decoding):
                     request.segment = Segment(request.row, hidden[b : b + 1])
-            logits = advance(self.cm, [r.segment for r in going])
+            try:
+                logits = advance(self.cm, [r.segment for r in going])
+            except NonFiniteError as err:
+                err.key = going[err.row].key  # the caller names its input
+                raise
             greedy = logits.argmax(-1).tolist()
             chosen = [greedy[b] if r.sampler is None else r.sampler.draw(logits[b]) for b, r in enumerate(going)]
             logprobs = torch.log_softmax(logits.float(), dim=-1)[torch.arange(len(going)), chosen].tolist()

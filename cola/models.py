@@ -27,6 +27,7 @@ class ColaModel:
     tokenizer: PreTrainedTokenizerBase
     name: str
     weights: Path | str | None = None  # where the weights came from: a GGUF file, a folder or a hub id
+    loaded_weights: str | None = None  # sha256 of the files actually loaded, where verified (a GGUF's conversion)
     chain_configs: dict = field(default_factory=dict, repr=False)  # memo for cola.executor.chain_config
     packed_attention: str = "auto"  # how packed rows attend (cola.packing.PACKED_MODES; auto: one call on CUDA)
 

@@ -12,11 +12,8 @@ import torch
 
 from ._version import __version__
 from .evaluate import Evaluator
-from .loading import cache_root
+from .loading import WEIGHT_SUFFIXES, cache_root, file_sha256
 from .models import ColaModel
-
-WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
-
 
 def _weight_files(weights: Path | str) -> list[Path]:
     """The files holding the weights: the file itself, a folder's weight files, or a hub id's cached snapshot."""
@@ -37,11 +34,7 @@ def _file_sha256(path: Path, memo: dict) -> str:
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     if key not in memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 24), b""):
-                digest.update(block)
-        memo[key] = digest.hexdigest()
+        memo[key] = file_sha256(path)
     return memo[key]
 
 
@@ -96,9 +89,12 @@ def evaluator_header(evaluator: Evaluator) -> dict:
 
 
 def model_header(cm: ColaModel) -> dict:
-    """What identifies the model a result was computed with: its name, a content hash of its weights (a resume under
-    other weights is refused), its dtype and depth."""
-    return {"model": cm.name, "weights": weights_hash(cm), "dtype": str(cm.dtype).removeprefix("torch."),
+    """What identifies the model a result was computed with: its name, a content hash of its weights as given (the
+    GGUF file, a folder's files), of the weights actually loaded where they are others (a GGUF's verified
+    conversion), its dtype and depth. A resume under other weights, loaded weights or dtype is refused."""
+    weights = weights_hash(cm)
+    loaded = {"loaded_weights": cm.loaded_weights} if cm.loaded_weights not in (None, weights) else {}
+    return {"model": cm.name, "weights": weights, **loaded, "dtype": str(cm.dtype).removeprefix("torch."),
             "depth": cm.depth}
 
 

@@ -17,7 +17,7 @@ from .chain import Chain
 from .errors import UsageError
 from .executor import Row, Segment, embed, new_cache, run_segments
 from .models import ColaModel
-from .store import read_json
+from .store import read_json, write_atomic
 
 
 @torch.inference_mode()
@@ -53,8 +53,9 @@ def save_influence(path: str | Path, influence: list[float], chains: dict[int, C
     """Write a ``cola prune --out`` file: ``about`` (model, task, split, mode, n, seed), the block influence of every
     layer and the chains without the m least influential layers, as JSON (read back by :func:`load_pruned`)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = {**about, "block_influence": influence, "chains": {str(m): str(c) for m, c in chains.items()}}
-    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    write_atomic(path, json.dumps(data, indent=2))
     return path
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pandas as pd  # noqa: E402
 from . import analysis  # noqa: E402
 from .analysis import ACTION_NAMES, EvalResult, Run  # noqa: E402
 from .errors import UsageError
+from .store import no_interrupts
 
 
 def _pct(x: float) -> str:
@@ -127,17 +130,24 @@ def build_report(folders: list[str | Path], out: str | Path, evals: list[str | P
     if not runs and not results:
         raise UsageError("no finished records in the given run folders, and no evaluations (--evals)")
     out.mkdir(parents=True, exist_ok=True)
-    md: list[str] = ["# CoLa report", ""]
-    figures: list[tuple[str, str]] = []
-    if runs:
-        _search_sections(runs, out, md, figures)
-    if results:
-        _eval_sections(results, out, md, figures)
-    md += ["", "## Figures", ""]
-    for name, caption in figures:
-        md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(_html(md, out))
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))  # every file made whole here, then moved in
+    try:
+        md: list[str] = ["# CoLa report", ""]
+        figures: list[tuple[str, str]] = []
+        if runs:
+            _search_sections(runs, staging, md, figures)
+        if results:
+            _eval_sections(results, staging, md, figures)
+        md += ["", "## Figures", ""]
+        for name, caption in figures:
+            md += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+        (staging / "report.md").write_text("\n".join(md) + "\n")
+        (staging / "report.html").write_text(_html(md, staging))
+        with no_interrupts():
+            for path in sorted(staging.iterdir()):
+                path.replace(out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -40,6 +40,7 @@ from .evaluate import Evaluator
 from .executor import prompt_segment, run_segments
 from .models import ColaModel
 from .reuse import PrefixCache
+from .store import no_interrupts, read_json, write_atomic
 from .tasks import Sample
 
 CONFIG, PREDICTOR = "config.json", "predictor.safetensors"
@@ -216,9 +217,12 @@ class Router:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.predictor.tensors().items()}, str(folder / PREDICTOR))
+        tmp = folder / f".{PREDICTOR}.tmp"
+        with no_interrupts():  # whole or not at all
+            save_file({k: v.contiguous() for k, v in self.predictor.tensors().items()}, str(tmp))
+            tmp.replace(folder / PREDICTOR)
         config = {**self.config, "library": [str(c) for c in self.library], "setting": self.setting.__dict__}
-        (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        write_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")
         return folder
 
     @classmethod
@@ -231,8 +235,8 @@ class Router:
         if not (folder / CONFIG).is_file() or not (folder / PREDICTOR).is_file():
             raise RouterError(f"{folder} is not a router folder (it needs {CONFIG} and {PREDICTOR}; "
                               "make one with `cola router fit`)")
+        config = read_json(folder / CONFIG)
         try:
-            config = json.loads((folder / CONFIG).read_text())
             library = [Chain.parse(c) for c in config["library"]]
             setting = Setting(**config["setting"])
         except (ValueError, KeyError, TypeError) as err:

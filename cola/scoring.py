@@ -3,6 +3,7 @@ next-token log-probabilities restricted to label tokens."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import torch
 from transformers import DynamicCache
 
 from .chain import Chain
+from .errors import NonFiniteError
 from .executor import advance, forward, prompt_segment
 from .models import ColaModel
 from .reuse import PrefixCache
@@ -120,8 +122,14 @@ def score_many(
     segments = [prompt_segment(cm, chain, torch.tensor([inputs.context], device=cm.device), prefix)
                 for chain, inputs, prefix in requests]
     logits = advance(cm, segments)
-    return [finish_scores(cm, chain, inputs, logits[b : b + 1], seg.row.cache)
-            for b, ((chain, inputs, _), seg) in enumerate(zip(requests, segments))]
+    scores = []
+    for b, ((chain, inputs, _), seg) in enumerate(zip(requests, segments)):
+        try:
+            scores.append(finish_scores(cm, chain, inputs, logits[b : b + 1], seg.row.cache))
+        except NonFiniteError as err:
+            err.row = b
+            raise
+    return scores
 
 
 @torch.inference_mode()
@@ -148,6 +156,8 @@ def finish_scores(
         logprobs = torch.log_softmax(row.float(), dim=-1)
         at = torch.arange(len(cont), device=device) + len(ctx) - shared
         sums.append(float(logprobs[at, torch.tensor(cont, device=device)].sum()))
+    if not all(math.isfinite(x) for x in sums):
+        raise NonFiniteError(f"non-finite option log-likelihoods (NaN or inf) from chain {chain}")
     return OptionScores(sums, inputs.n_chars, [len(c) for _, c in inputs.pairs])
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -37,20 +36,10 @@ from cola.store import read_eval
 from cola.tasks import get_task
 
 from conftest import tiny_model
+from helpers import mc_rows
 
 CHEAP = Chain((0, 1, 4, 5))
 FULL = Chain.full(6)
-
-
-def mc_rows(n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        words = " ".join(f"t{rng.randrange(10, 40)}" for _ in range(5))
-        options = rng.sample(range(50, 90), 4)
-        rows.append({"id": f"q{i}", "question": words, "answerKey": "A",
-                     "choices": [{"label": label, "text": f"t{o}"} for label, o in zip("ABCD", options)]})
-    return rows
 
 
 @pytest.fixture(scope="module")

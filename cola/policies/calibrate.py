@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from ..chain import Chain
 from ..errors import UsageError
 from ..evaluate import Evaluator
+from ..store import EvalStore
 from ..tasks import Sample
 from .run import Asked, Request, ask_table, replay
 from .spec import PolicySpec
@@ -117,15 +118,17 @@ def choose(points: Sequence[dict], objective: tuple[str, float | None], depth: i
 
 def calibrate(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], objective: str, batch: int = 16,
               ks: Sequence[int] = (), rules: Sequence[str] = (), temperatures: Sequence[float] = (),
-              split: str | None = None, progress: Callable[[int], None] | None = None) -> tuple[PolicySpec, dict]:
+              split: str | None = None, progress: Callable[[int], None] | None = None,
+              store: EvalStore | None = None) -> tuple[PolicySpec, dict]:
     """Choose ``spec``'s settings on ``samples`` (a dev split) by ``objective``; returns the chosen spec and what the
-    choice saw (split, sample ids, every setting's point, the chosen index)."""
+    choice saw (split, sample ids, every setting's point, the chosen index). The table of answers on dev is recorded
+    in ``store`` (stage ``calibrate``) as it is asked, so an interrupted evaluation resumes it."""
     target = parse_objective(objective)
     family = settings(spec, ks, rules, temperatures)
     depth = evaluator.cm.depth
     for s in family:
         s.check(depth, evaluator.mode)
-    table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, progress)
+    table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, progress, store, "calibrate")
     points = sweep(family, samples, table, depth, evaluator.mode)
     chosen = choose(points, target, depth)
     return family[chosen], {"objective": objective, "task": evaluator.task.name, "split": split, "n": len(samples),

@@ -4,7 +4,6 @@ side."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -13,6 +12,7 @@ from ..errors import UsageError
 from ..evals import accuracies
 from ..evaluate import Evaluator
 from ..stats import paired, wilson_interval
+from ..store import EvalStore
 from ..tasks import Sample
 from .calibrate import sweep, table_requests
 from .run import ask_table, replay, run_policy
@@ -28,21 +28,26 @@ def _mean(rows: Sequence[dict], field: str) -> float:
 def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int, header: dict,
                     name: str | None = None, router=None, calibration: dict | None = None,
                     family: Sequence[PolicySpec] = (), replayed: bool = False,
-                    progress: Callable[[str, int], None] | None = None) -> tuple[dict, list[dict]]:
+                    progress: Callable[[str, int], None] | None = None,
+                    store: EvalStore | None = None) -> tuple[dict, list[dict]]:
     """``samples`` answered by ``spec`` (timed), then by full depth (timed, same harness), after one untimed warm-up
     batch. ``calibration`` is what :func:`~cola.policies.calibrate.calibrate` returned, if the spec came from it
     (the summary counts the samples it saw); ``family`` (the calibrated family) is also swept on these samples, for
     the report's curve: one table of answers, replayed per setting. With ``replayed`` (and a ``family``), the policy
     and full depth are replayed from that table instead of run again: the same answers and layers (the harness is
-    one), at the cost of one pass, and no wall times. ``progress(stage, done)`` names the stage."""
+    one), at the cost of one pass, and no wall times. Each batch of each stage (``sweep``, ``policy``, ``full``) is
+    recorded in ``store`` as it finishes and read back on a resume; wall times are then sums of the batches' times
+    over the processes that ran them (``wall_processes``). ``progress(stage, done)`` names the stage."""
 
     def stage(label: str):
         return None if progress is None else (lambda done: progress(label, done))
 
+    store = store or EvalStore()
     depth = evaluator.cm.depth
     points, table = None, None
     if family:
-        table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, stage("sweep"))
+        table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, stage("sweep"), store,
+                          "sweep")
         points = sweep(family, samples, table, depth, evaluator.mode)
     if replayed:
         if table is None or spec.kind == "router":
@@ -53,12 +58,9 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
         policy_s = full_s = None
     else:
         run_policy(FULL, evaluator, samples[:batch], batch)  # warm-up: the first calls of a process are slow
-        start = time.perf_counter()
-        rows = run_policy(spec, evaluator, samples, batch, router, stage("policy"))
-        policy_s = time.perf_counter() - start
-        start = time.perf_counter()
-        full = run_policy(FULL, evaluator, samples, batch, progress=stage("full"))
-        full_s = time.perf_counter() - start
+        rows = run_policy(spec, evaluator, samples, batch, router, stage("policy"), store, "policy")
+        full = run_policy(FULL, evaluator, samples, batch, progress=stage("full"), store=store, stage="full")
+        policy_s, full_s = store.seconds("policy"), store.seconds("full")
     for row, f in zip(rows, full):
         row["full_answer"], row["full_correct"] = f["answer"], f["correct"]
     n = len(rows)
@@ -74,6 +76,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
         "mean_chains": _mean(rows, "chains_asked"), "mean_tokens": _mean(rows, "tokens"),
         "agreement": sum(r["answer"] == r["full_answer"] for r in rows) / n,
         "wall_s": None if policy_s is None else round(policy_s, 3), "replayed": replayed,
+        "wall_processes": None if policy_s is None else store.processes("policy", "full"),
         "stops": dict(Counter(r["stop"] for r in rows).most_common()),
         "baselines": {"full": {"k": p["b_right"], "accuracy": p["b_right"] / n,
                                "ci": list(wilson_interval(p["b_right"], n)), "policy_only": p["a_only"],

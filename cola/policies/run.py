@@ -22,6 +22,7 @@ from ..chain import Chain
 from ..evaluate import Evaluator, Outcome
 from ..generation import Sampler
 from ..reuse import PrefixCache, layers_computed
+from ..store import EvalStore, chunks
 from ..tasks import Sample
 from .signals import confidence
 from .spec import PolicySpec
@@ -135,14 +136,14 @@ def policy_row(spec: PolicySpec, sample: Sample, asked: Sequence[Asked], layers:
 
 
 def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
-               router=None, progress: Callable[[int], None] | None = None) -> list[dict]:
+               router=None, progress: Callable[[int], None] | None = None, store: EvalStore | None = None,
+               stage: str = "policy") -> list[dict]:
     """Answer ``samples`` with the policy ``spec``, ``batch`` inputs at a time (module doc); a ``router`` policy
-    needs the loaded :class:`~cola.router.Router`. Returns one row per input (:func:`policy_row`), in order."""
-    cm = evaluator.cm
-    chains = spec.check(cm.depth, evaluator.mode)
-    rows: list[dict] = []
-    for start in range(0, len(samples), batch):
-        chunk = samples[start : start + batch]
+    needs the loaded :class:`~cola.router.Router`. Returns one row per input (:func:`policy_row`), in order; each
+    batch is recorded in ``store`` as stage ``stage`` as it finishes (and read back from it on a resume)."""
+    chains = spec.check(evaluator.cm.depth, evaluator.mode)
+
+    def unit_rows(chunk: Sequence[Sample]) -> list[dict]:
         prefixes = [PrefixCache() for _ in chunk]
         own = [chains] * len(chunk)
         if spec.kind == "router":
@@ -156,29 +157,30 @@ def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample]
                 break
             for (i, _), answer in zip(wanted, ask(evaluator, chunk, prefixes, wanted, spec)):
                 asked[i].append(answer)
-        rows += [policy_row(spec, s, a, p.layers_computed) for s, a, p in zip(chunk, asked, prefixes)]
-        if progress is not None:
-            progress(len(chunk))
-    return rows
+        return [policy_row(spec, s, a, p.layers_computed) for s, a, p in zip(chunk, asked, prefixes)]
+
+    units, _ = (store or EvalStore()).stage(stage, chunks(samples, batch), unit_rows, progress)
+    return [row for unit in units for row in unit]
 
 
 def ask_table(evaluator: Evaluator, samples: Sequence[Sample], requests: Sequence[Request], spec: PolicySpec,
-              batch: int = 16, progress: Callable[[int], None] | None = None) -> list[dict[str, Asked]]:
+              batch: int = 16, progress: Callable[[int], None] | None = None, store: EvalStore | None = None,
+              stage: str = "table") -> list[dict[str, Asked]]:
     """Every request asked once on every input, in the given order (one round each, so later chains reuse the
-    prefixes of earlier ones); per input, request key -> :class:`Asked` (confidence by ``spec``'s signal)."""
-    table: list[dict[str, Asked]] = []
-    for start in range(0, len(samples), batch):
-        chunk = samples[start : start + batch]
+    prefixes of earlier ones); per input, request key -> :class:`Asked` (confidence by ``spec``'s signal). Each
+    batch is recorded in ``store`` as stage ``stage`` as it finishes (and read back from it on a resume)."""
+
+    def unit_answers(chunk: Sequence[Sample]) -> list[dict[str, dict]]:
         prefixes = [PrefixCache() for _ in chunk]
-        answers: list[dict[str, Asked]] = [{} for _ in chunk]
+        answers: list[dict[str, dict]] = [{} for _ in chunk]
         for request in requests:
             wanted = [(i, request) for i in range(len(chunk))]
             for (i, _), answer in zip(wanted, ask(evaluator, chunk, prefixes, wanted, spec)):
-                answers[i][request.key] = answer
-        table += answers
-        if progress is not None:
-            progress(len(chunk))
-    return table
+                answers[i][request.key] = asdict(answer)
+        return answers
+
+    units, _ = (store or EvalStore()).stage(stage, chunks(samples, batch), unit_answers, progress)
+    return [{key: Asked(**a) for key, a in answers.items()} for unit in units for answers in unit]
 
 
 def replay(spec: PolicySpec, chains: Sequence[Chain], sample: Sample, answers: dict[str, Asked]) -> dict:

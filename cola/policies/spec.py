@@ -27,6 +27,15 @@ GENERATE_SIGNALS = ("answer_prob",)  # exp(mean log-probability of the answer's 
 RULES = ("majority", "confident", "weighted")
 
 
+# field -> (JSON types it takes, what to say, element type of a list)
+_TYPES = {"kind": ((str,), "a policy name", None), "chains": ((list,), "a list of chains in notation", str),
+          "thresholds": ((list,), "a list of numbers in [0, 1]", (int, float)),
+          "signal": ((str, type(None)), "a signal name or null", None), "norm": ((bool,), "true or false", None),
+          "rule": ((str,), "a vote rule", None), "k": ((int,), "a whole number", None),
+          "temperature": ((int, float), "a number", None), "seed": ((int,), "a whole number", None),
+          "router": ((str, type(None)), "a router folder or null", None)}
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """One label-free policy (module doc). ``chains`` are in chain notation (``full`` allowed)."""
@@ -49,14 +58,25 @@ class PolicySpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> PolicySpec:
-        """A spec from :meth:`to_dict`'s data (or a JSON file's); unknown keys are an error."""
+    def from_dict(cls, data: dict, where: str = "policy spec") -> PolicySpec:
+        """A spec from :meth:`to_dict`'s data (or a JSON file's, named ``where`` in errors); unknown keys and values
+        of the wrong JSON type are errors."""
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: holds a JSON {type(data).__name__}; expected an object such as "
+                             '{"kind": "cascade", "chains": ["0-20", "full"], "thresholds": [0.9]}')
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UsageError(f"policy spec: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         if "kind" not in data:
-            raise UsageError("policy spec: it needs a 'kind', one of " + ", ".join(KINDS))
+            raise UsageError(f"{where}: it needs a 'kind', one of " + ", ".join(KINDS))
+        for key, value in data.items():
+            expected = _TYPES[key]
+            if not isinstance(value, expected[0]) or isinstance(value, bool) and bool not in expected[0]:
+                raise UsageError(f"{where}: {key!r} is {json.dumps(value)}; expected {expected[1]}")
+            if isinstance(value, list) and not all(isinstance(v, expected[2]) and not isinstance(v, bool)
+                                                   for v in value):
+                raise UsageError(f"{where}: {key!r} is {json.dumps(value)}; expected {expected[1]}")
         d = dict(data)
         d["chains"] = tuple(str(c) for c in d.get("chains", ("full",)))
         d["thresholds"] = tuple(float(t) for t in d.get("thresholds", ()))
@@ -65,14 +85,13 @@ class PolicySpec:
     @classmethod
     def load(cls, path: str | Path) -> PolicySpec:
         """A spec from a JSON file: the spec itself, or a ``cola eval --out`` summary that holds one."""
+        from ..store import read_json
+
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"policy spec file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{path}: not JSON ({e})") from None
-        return cls.from_dict(data.get("policy", data) if isinstance(data, dict) else data)
+        data = read_json(path)
+        return cls.from_dict(data.get("policy", data), str(path))
 
     def with_(self, **changes) -> PolicySpec:
         """A copy with ``changes`` (a calibrated threshold, another k)."""

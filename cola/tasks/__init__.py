@@ -99,6 +99,8 @@ def load_samples(
         if split not in task.local_files:
             raise DataError(f"task {task.name!r} has no local file for its {split!r} split; it is read from the hub")
         path = Path(data_dir) / task.local_files[split]
+        if not path.is_file() and path.with_name(path.name + ".gz").is_file():  # shipped compressed
+            path = path.with_name(path.name + ".gz")
         if not path.is_file():
             raise MissingFileError(f"task {task.name!r} expects {task.local_files[split]} under --data-dir; not found: {path}")
         rows, source = _file_rows(path), str(path)

@@ -76,9 +76,10 @@ class Task:
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each non-empty line; a line that is not JSON is a :class:`DataError`
+    """(line number, row) for each non-empty line of a JSONL file, ``.jsonl.gz`` read as it is; a line that is not a
+    JSON object, or a file that is not UTF-8 text, is a :class:`DataError` naming the file and the line
     (:func:`cola.store.jsonl_rows`)."""
-    return iter(jsonl_rows(path, Path(path).read_text(encoding="utf-8").splitlines()))
+    return iter(jsonl_rows(path))
 
 
 def row_id(row: dict, fallback: str) -> str:
