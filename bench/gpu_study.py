@@ -14,7 +14,10 @@ Sections (all by default, or pick with --sections):
   d  answer agreement of --batch 64 with --batch 1 on --agree-n samples (--agree-sims simulations);
   e  one-call packed attention (cola.packing ``one_call``) against the per-row path: the score-mode search of
      section a on --attn-n samples, timed both ways, with its records compared, and the largest logit difference of
-     one packed prefill.
+     one packed prefill;
+  f  batch invariance in bfloat16 on this device: --agree-n samples x 3 chains, each alone against all together,
+     with batch-invariant products (cola.invariant, off by default on CUDA) and without: numbers and verdicts that
+     differ.
 --tiny scales everything down (a few samples and simulations, the offline synthetic tasks) so that a test runs the
 whole script on a CPU in seconds: a broken script is caught before a GPU is spent on it. The script installs
 nothing; the device needs the repository's set-up (`bash dev/setup.sh`), which brings the embedded model.
@@ -39,11 +42,12 @@ from search_speed import section_compare  # noqa: E402
 from cola import Chain, load_model  # noqa: E402
 from cola.evaluate import Evaluator  # noqa: E402
 from cola.executor import advance, prompt_segment  # noqa: E402
+from cola.invariant import make_batch_invariant  # noqa: E402
 from cola.search import MCTSConfig, SearchSpace  # noqa: E402
 from cola.search.run import search_samples  # noqa: E402
 from cola.tasks import get_task, load_samples  # noqa: E402
 
-SECTIONS = ("a", "b", "c", "d", "e")
+SECTIONS = ("a", "b", "c", "d", "e", "f")
 
 
 def sync(device: torch.device) -> None:
@@ -154,6 +158,37 @@ def section_e(args, tasks) -> dict:
     return out
 
 
+def section_f(args, tasks) -> dict:
+    """Batch invariance in bf16 on this device: each (chain, sample) alone against all of them run together, with the
+    rows' products kept apart (cola.invariant) and without, per-row attention: how many differ in any number and how
+    many in verdict."""
+    cm = load_model(args.model, device=args.device, dtype="bfloat16")
+    cm.packed_attention = "per_row"
+    chains = [Chain.full(cm.depth), Chain.parse(f"0-{cm.depth // 2},{cm.depth // 2}-{cm.depth - 1}"),
+              Chain.parse(f"0-{cm.depth // 3},{cm.depth // 3 + 2}-{cm.depth - 1}")]
+    out = {}
+    for invariant in (True, False):
+        make_batch_invariant(cm.model, invariant)
+        for mode in ("score", "generate"):
+            evaluator = Evaluator(cm, tasks[mode], mode=mode)
+            samples = args.samples[mode][: args.agree_n]
+            pairs = [(c, s) for c in chains for s in samples]
+            alone = {(str(c), s.id): evaluator.evaluate(c, [s])[0] for c, s in pairs}
+            requests = evaluator.requests()
+            for c, s in pairs:
+                requests.submit((str(c), s.id), c, s)
+            together = requests.drain()
+            numbers = sum((a.output, a.mean_logprob) != (together[k].output, together[k].mean_logprob)
+                          for k, a in alone.items())
+            flips = sum(a.correct != together[k].correct for k, a in alone.items())
+            key = f"{'invariant' if invariant else 'plain'}-{mode}"
+            out[key] = {"evaluations": len(pairs), "numbers_differ": numbers, "verdicts_differ": flips}
+            log(f"f [{key}] bf16, {len(pairs)} (chain, sample) pairs alone vs together: {numbers} differ in numbers, "
+                f"{flips} in verdict")
+    make_batch_invariant(cm.model, cm.batch_invariant)
+    return out
+
+
 LINES: list[str] = []
 
 
@@ -205,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         result["device"] += f" ({torch.cuda.get_device_name(device)})"
     log(f"gpu_study: {args.model} on {result['device']}, torch {torch.__version__}, sections {','.join(sections)}")
-    functions = {"a": section_a, "b": section_b, "c": section_c, "d": section_d, "e": section_e}
+    functions = {"a": section_a, "b": section_b, "c": section_c, "d": section_d, "e": section_e, "f": section_f}
     for name in sections:
         start = time.perf_counter()
         result["sections"][name] = functions[name](args, tasks)

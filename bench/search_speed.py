@@ -17,6 +17,9 @@ Sections (all by default, or pick with --sections):
            the forwards of all their prompts packed together.
   growth   Search time per sample and per simulation for 50/100/200/400 simulations, and the mean number of
            layers computed per candidate against the mean chain length.
+  dtype    bfloat16 against float32 on the same samples, side by side: a 200-simulation search per sample in
+           score and generate mode (alone, and all samples at once), candidates/s, and the share of each dtype's
+           measured matmul peak that a packed full forward of the prompts achieves in the layers' products.
 The `compare` section prints its ratio last, so the script's last line is `ratio: X`.
 """
 
@@ -174,6 +177,59 @@ def section_growth(cm, task, samples, budgets):
         print(f"{sims:5d} {t:9.2f} {1000 * t / sims:8.1f} {c:16.2f} {ln:13.2f} {c / ln:6.2f}")
 
 
+def matmul_peak(dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """The machine's measured matrix-product rate in ``dtype`` (GFLOP/s): a 960 x 576 by 576 x 1536 product (a
+    SmolLM2 MLP projection of 8 packed 120-token prompts), repeated for ``seconds``."""
+    x, w = torch.randn(960, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype)
+    for _ in range(3):
+        torch.nn.functional.linear(x, w)
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        torch.nn.functional.linear(x, w)
+        calls += 1
+    return 2 * 960 * 576 * 1536 * calls / (time.perf_counter() - start) / 1e9
+
+
+def section_dtype(model: str, samples, sims: int) -> None:
+    """bf16 against float32 on the same samples and chains: one search per sample in each mode (alone, and all
+    samples at once), candidates/s, and the share of each dtype's measured matmul peak a packed forward achieves."""
+    print(f"\n== dtype: bfloat16 against float32, {len(samples)} ARC-Challenge samples, {sims} simulations ==")
+    rows = {}
+    for dtype in ("float32", "bfloat16"):
+        cm = load_model(model, dtype=dtype)
+        task = get_task("arc_challenge")
+        for mode in ("score", "generate"):
+            evaluator = Evaluator(cm, task, mode=mode)
+            times, candidates = [], 0
+            for sample in samples:
+                record, seconds, _ = run_mcts(evaluator, sample, sims)
+                times.append(seconds)
+                candidates += len(record["evaluations"])
+            start = time.perf_counter()
+            list(search_samples(evaluator, samples, SearchSpace(cm.depth), MCTSConfig(sims=sims), 0,
+                                batch=len(samples)))
+            together = (time.perf_counter() - start) / len(samples)
+            rows[(dtype, mode)] = (statistics.median(times), candidates / sum(times), together)
+        prompts = [Evaluator(cm, task, mode="score").prompt_ids(s) for s in samples]
+        linear = sum(m.weight.numel() for m in cm.layers.modules() if isinstance(m, torch.nn.Linear))
+        tokens = sum(ids.shape[1] for ids in prompts)
+        advance(cm, [prompt_segment(cm, Chain.full(cm.depth), ids, None) for ids in prompts])  # warm-up
+        start, calls = time.perf_counter(), 0
+        while time.perf_counter() - start < 2.0:
+            advance(cm, [prompt_segment(cm, Chain.full(cm.depth), ids, None) for ids in prompts])
+            calls += 1
+        achieved = 2 * linear * tokens * calls / (time.perf_counter() - start) / 1e9
+        peak = matmul_peak(cm.dtype)
+        rows[(dtype, "peak")] = (achieved, peak)
+        print(f"{dtype:9s}: matmul peak {peak:7.1f} GFLOP/s; the {len(samples)} prompts' full forward packed "
+              f"({tokens} tokens): {achieved:6.1f} GFLOP/s in the layers' products = {achieved / peak:.0%} of peak")
+    for mode in ("score", "generate"):
+        (f_one, f_rate, f_tog), (b_one, b_rate, b_tog) = rows[("float32", mode)], rows[("bfloat16", mode)]
+        print(f"{mode:8s}: search per sample float32 {f_one:6.2f} s, bfloat16 {b_one:6.2f} s ({f_one / b_one:.2f}x); "
+              f"candidates/s {f_rate:6.2f} vs {b_rate:6.2f} ({b_rate / f_rate:.2f}x); all {len(samples)} at once "
+              f"{f_tog:6.2f} vs {b_tog:6.2f} s a sample ({f_tog / b_tog:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="arc_challenge", choices=["arc_challenge", "gsm8k", "arc_easy", "synthetic"])
@@ -184,16 +240,16 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="re-run every k-th candidate the published way")
     parser.add_argument("--mcts-samples", type=int, default=3, help="samples for the `mcts` and `growth` sections")
     parser.add_argument("--budgets", default="50,100,200,400")
-    parser.add_argument("--sections", default="mcts,growth,compare")
+    parser.add_argument("--sections", default="mcts,growth,compare", help="any of mcts, growth, compare, dtype")
     parser.add_argument("--batch", type=int, default=0,
                         help="samples CoLa searches at once in `compare` (default 0: all of them)")
     parser.add_argument("--prefix-gib", type=float, default=8.0,
                         help="prefix-cache memory of the searches in flight in `compare` (default 8; cola search: 4)")
     args = parser.parse_args()
     sections = args.sections.split(",")
-    unknown = sorted(set(sections) - {"mcts", "growth", "compare"})
+    unknown = sorted(set(sections) - {"mcts", "growth", "compare", "dtype"})
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; sections: mcts, growth, compare")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; sections: mcts, growth, compare, dtype")
     torch.manual_seed(0)
     cm = load_model(args.model)
     task = get_task(args.task)
@@ -202,6 +258,8 @@ def main() -> None:
     if "mcts" in sections:
         arc = load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0)
         section_mcts(cm, arc, 200)
+    if "dtype" in sections:
+        section_dtype(args.model, load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0), 200)
     if "growth" in sections:
         section_growth(cm, task, samples[: args.mcts_samples], [int(b) for b in args.budgets.split(",")])
     if "compare" in sections:

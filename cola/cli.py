@@ -17,7 +17,7 @@ from .errors import ColaError, UsageError
 from .store import check_folder, check_out_file
 from .loading import DEFAULT_MODEL
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def positive_int(text: str) -> int:
@@ -51,7 +51,8 @@ def _add_model_args(parser: argparse.ArgumentParser, device: bool = True) -> Non
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"alias, .gguf file, folder or hub id (default {DEFAULT_MODEL})")
     if device:
         parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
-    parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights and activations (default: bfloat16 on cuda, float32 on cpu)")
+    parser.add_argument("--dtype", default=None, choices=DTYPES, help="weights and activations (default: bfloat16 on cuda, float32 on cpu; auto: bfloat16 also on "
+                             "a cpu with native bf16, AVX512-BF16 or AMX)")
     parser.add_argument("--allow-untested", action="store_true",
                         help="load a model family CoLa is not tested on (refused otherwise); it must still pass the "
                              "exactness check against the model's own forward")

@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import UsageError
+from .invariant import make_batch_invariant
 
 
 class ContextTooLong(UsageError):
@@ -30,6 +31,14 @@ class ColaModel:
     loaded_weights: str | None = None  # sha256 of the files actually loaded, where verified (a GGUF's conversion)
     chain_configs: dict = field(default_factory=dict, repr=False)  # memo for cola.executor.chain_config
     packed_attention: str = "auto"  # how packed rows attend (cola.packing.PACKED_MODES; auto: one call on CUDA)
+    batch_invariant: bool | None = None  # rows' linear products kept apart (cola.invariant); None: on a CPU only
+
+    def __post_init__(self) -> None:
+        if self.model is None:  # a stand-in that only names its weights
+            return
+        if self.batch_invariant is None:
+            self.batch_invariant = self.device.type == "cpu"
+        make_batch_invariant(self.model, self.batch_invariant)
 
     @property
     def config(self):

@@ -7,8 +7,9 @@ run the same layer should run it together, whether a row is prefilling its promp
 laid end to end as one sequence, so the layer's matrix products see every row's tokens at once and no padding is
 computed. Each row keeps its own cache, one slot per chain position; :class:`PackedCache` writes each row's new keys
 and values to that row's slot, and :func:`packed_attention` (an attention implementation registered with
-transformers) runs each row's queries against that row's own keys and values only. Results equal running each row
-alone up to floating-point rounding (a product over packed rows is not bitwise equal to one row's).
+transformers) runs each row's queries against that row's own keys and values only. With ``ColaModel.batch_invariant``
+(the default on a CPU) the linear layers keep the rows apart (:mod:`cola.invariant`) and the results equal running
+each row alone bitwise; without it, up to floating-point rounding.
 
 The attention of packed rows runs one of three ways (:data:`PACKED_MODES`, chosen by ``ColaModel.packed_attention``):
 
@@ -32,6 +33,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from transformers import AttentionInterface
+
+from .invariant import packed_rows
 
 if TYPE_CHECKING:
     from .executor import Row, Segment
@@ -177,7 +180,7 @@ def run_packed(cm: ColaModel, layer: int, group: list[Segment], configs: list, m
     layer_type = cm.layer_types[layer]
     angles = [seg.rotary(cm, layer_type) for seg in group]
     cache = PackedCache([seg.row for seg in group], [seg.position for seg in group], spans, mode)
-    with _packed_attention(configs):
+    with _packed_attention(configs), packed_rows(spans):
         hidden = cm.layers[layer](
             torch.cat([seg.hidden for seg in group], dim=1), attention_mask=None,
             position_embeddings=(torch.cat([c for c, _ in angles], dim=1), torch.cat([s for _, s in angles], dim=1)),

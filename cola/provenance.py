@@ -91,10 +91,11 @@ def evaluator_header(evaluator: Evaluator) -> dict:
 def model_header(cm: ColaModel) -> dict:
     """What identifies the model a result was computed with: its name, a content hash of its weights as given (the
     GGUF file, a folder's files), of the weights actually loaded where they are others (a GGUF's verified
-    conversion), its dtype and depth. A resume under other weights, loaded weights or dtype is refused."""
+    conversion), its dtype, whether its products are batch-invariant (:mod:`cola.invariant`) and its depth. A resume
+    under other weights, loaded weights, dtype or invariance is refused."""
     weights = weights_hash(cm)
     loaded = {"loaded_weights": cm.loaded_weights} if cm.loaded_weights not in (None, weights) else {}
     return {"model": cm.name, "weights": weights, **loaded, "dtype": str(cm.dtype).removeprefix("torch."),
-            "depth": cm.depth}
+            "batch_invariant": cm.batch_invariant, "depth": cm.depth}
 
 

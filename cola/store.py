@@ -40,7 +40,7 @@ RECORDS = "records.jsonl"
 LOCK = ".lock"
 UNCOMPARED = ("version", "batch", "workers")  # recorded; a resume under another version, batch size or worker count may go on
 WARNED = ("environment",)  # software and device: a resume under others goes on, with a warning listing them
-PROVENANCE = ("weights", "loaded_weights", "environment", "split")  # runs made before these were recorded resume, with a warning
+PROVENANCE = ("weights", "loaded_weights", "batch_invariant", "environment", "split")  # runs made before these were recorded resume, with a warning
 
 
 COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz",

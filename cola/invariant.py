@@ -1,0 +1,81 @@
+"""Batch-invariant matrix products: a sample's numbers do not depend on which other samples share its batch.
+
+CoLa runs the rows of many chains in one layer call, their tokens packed end to end (:mod:`cola.packing`), so every
+``nn.Linear`` multiplies a matrix of M rows, M the tokens of every row in the call. A CPU GEMM library picks its
+kernel, its blocking and its split among threads by shape, and these sum the products in different orders. Measured
+on the project's machine (torch 2.13, one thread): a float32 row differs between M < 16 and M >= 16; a bfloat16 row
+differs between M <= 36 and larger M, and again between some larger M (a 576 -> 192 product at M = 150 and 200);
+with two threads the float32 regimes move too (up to M = 150). A row's result never depended on its neighbours at
+one shape, nor on its place among them. So a prompt's logits alone and inside a batch of 8 can differ in the last
+bits, and a verdict can flip.
+
+:class:`InvariantLinear` removes the dependence by construction. In a packed call it multiplies each row's tokens in
+a call of their own (the shape the row has alone), and gathers the rows of one token (decoding, or the last tokens
+the LM head reads) into tiles of exactly :data:`TILE` rows, zero-padded: a one-token row is computed at the same
+shape whatever else runs. Outside a packed call, an input of one token per sequence is tiled the same way, and any
+other input is one product, as before. The price (per-row calls for prefills, padded tiles for few decoding rows) is
+measured in ``bench/batch_agreement.py``. Experts of a mixture of experts see the tokens routed to them, a number
+that depends on the batch: they are not covered (dense families only), nor is CUDA's one-call attention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+TILE = 16  # rows of one token are multiplied in tiles of exactly this many rows
+
+_SPANS: contextvars.ContextVar[Sequence[tuple[int, int]] | None] = contextvars.ContextVar("cola_spans", default=None)
+
+
+@contextlib.contextmanager
+def packed_rows(spans: Sequence[tuple[int, int]]) -> Iterator[None]:
+    """While a packed layer call runs: the token spans ``[a, b)`` of its rows, which :class:`InvariantLinear` keeps
+    apart."""
+    token = _SPANS.set(spans)
+    try:
+        yield
+    finally:
+        _SPANS.reset(token)
+
+
+class InvariantLinear(torch.nn.Linear):
+    """``nn.Linear`` whose result for a row does not depend on the other rows of the call (module doc)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or x.numel() == 0:
+            return F.linear(x, self.weight, self.bias)
+        spans = _SPANS.get()
+        if spans is not None and (x.dim() != 3 or x.shape[0] != 1 or spans[-1][1] != x.shape[1]):
+            spans = None  # not the packed token stream (the tokens routed to an expert, say)
+        if spans is None:
+            if x.shape[-2] != 1:
+                return F.linear(x, self.weight, self.bias)
+            spans = [(i, i + 1) for i in range(x.numel() // x.shape[-1])]  # one token per sequence: tile them
+        flat = x.reshape(-1, x.shape[-1])
+        out = flat.new_empty(flat.shape[0], self.out_features)
+        singles = [a for a, b in spans if b - a == 1]
+        for a, b in spans:
+            if b - a > 1:
+                out[a:b] = F.linear(flat[a:b], self.weight, self.bias)
+        for start in range(0, len(singles), TILE):
+            index = torch.tensor(singles[start : start + TILE], device=x.device)
+            tile = flat.new_zeros(TILE, flat.shape[1])
+            tile[: len(index)] = flat[index]
+            out[index] = F.linear(tile, self.weight, self.bias)[: len(index)]
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def make_batch_invariant(model: torch.nn.Module, on: bool = True) -> int:
+    """Make every plain ``nn.Linear`` of ``model`` an :class:`InvariantLinear` (``on=False``: back); returns how many
+    it changed. The weights are untouched: the modules change class, not state."""
+    count = 0
+    for module in model.modules():
+        if type(module) in (torch.nn.Linear, InvariantLinear):
+            module.__class__ = InvariantLinear if on else torch.nn.Linear
+            count += 1
+    return count

@@ -1,0 +1,98 @@
+"""bf16 and verdicts that do not depend on the batch: a chain in bf16 equals the physically rebuilt model in bf16; a
+sample's scores and tokens are bitwise equal alone and inside batches of other samples, other chains and other
+lengths, in both dtypes and both modes; a resumed run in another dtype is refused; ``--dtype auto`` keeps float32
+on a processor without native bf16."""
+
+from __future__ import annotations
+
+import torch
+
+import cola.loading
+from cola import Chain
+from cola.cli import main
+from cola.evaluate import Evaluator
+from cola.executor import forward
+from cola.generation import generate
+from cola.invariant import InvariantLinear
+from cola.tasks import get_task
+
+from conftest import EOS, PAD, reference_model, tiny_model
+from helpers import mc_rows
+
+CHAINS = [Chain.parse("0-5"), Chain.parse("0-2,2,3-5"), Chain.parse("0,1,4,5"), Chain.parse("5,4,3,2,1,0,0")]
+
+
+def _bf16(family: str):
+    cm = tiny_model(family)
+    cm.model.to(torch.bfloat16)
+    return cm
+
+
+def test_a_chain_in_bf16_equals_the_physically_rebuilt_model_in_bf16():
+    for family in ("llama", "gemma3"):
+        cm = _bf16(family)
+        ids = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31]])
+        for chain in CHAINS:
+            ref = reference_model(cm.model, chain)
+            with torch.inference_mode():
+                expected = ref(ids).logits
+            got = forward(cm, chain, ids)
+            assert got.dtype == torch.bfloat16 and torch.equal(got, expected), (family, str(chain))
+            tokens = ref.generate(ids, max_new_tokens=6, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)
+            assert generate(cm, chain, ids, max_new_tokens=6)[0].tokens == tokens[0, ids.shape[1]:].tolist()
+
+
+def test_a_samples_numbers_are_bitwise_the_same_alone_and_inside_any_batch():
+    """Planted batches: samples of different lengths, each through several chains, run one at a time, all at once,
+    and in two other groupings; every option log-likelihood, token and token log-probability must be equal."""
+    task = get_task("mc_jsonl")
+    rows = mc_rows(6, seed=3)
+    for i, row in enumerate(rows):  # lengths 5 to 15 words
+        row["question"] = " ".join([row["question"]] * (1 + i % 3))
+    samples = [task.parse_row(r, r["id"]) for r in rows]
+    for dtype in (torch.float32, torch.bfloat16):
+        cm = tiny_model("llama")
+        cm.model.to(dtype)
+        assert any(isinstance(m, InvariantLinear) for m in cm.model.modules())
+        for mode in ("score", "generate"):
+            evaluator = Evaluator(cm, task, mode, chat=False, max_new_tokens=5)
+            pairs = [(c, s) for c in CHAINS for s in samples]
+            alone = {(str(c), s.id): evaluator.evaluate(c, [s])[0] for c, s in pairs}
+
+            def grouped(size: int, order: list) -> dict:
+                out = {}
+                for start in range(0, len(order), size):
+                    requests = evaluator.requests()
+                    for c, s in order[start : start + size]:
+                        requests.submit((str(c), s.id), c, s)
+                    out.update(requests.drain())
+                return out
+
+            for size, order in ((len(pairs), pairs), (8, pairs[::-1]), (3, pairs[1::2] + pairs[::2])):
+                together = grouped(size, order)
+                for key, outcome in alone.items():
+                    other = together[key]
+                    assert (outcome.output, outcome.mean_logprob, outcome.answer) == (
+                        other.output, other.mean_logprob, other.answer), (str(dtype), mode, size, key)
+
+
+def test_a_resumed_run_in_another_dtype_is_refused(tiny_folder, tmp_path, capsys):
+    run = ["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic", "--n", "2", "--sims", "6",
+           "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main(run + ["--dtype", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "holds results of another config (dtype: 'float32' -> 'bfloat16')" in err and err.count("\n") == 1
+
+
+def test_auto_keeps_float32_on_a_processor_without_native_bf16(tiny_folder, monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cola.loading, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    assert not cola.loading.native_bf16() and cola.loading.auto_dtype(cpu) == torch.float32
+    assert cola.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.float32
+    for flags in ({"avx512_bf16"}, {"amx_bf16", "amx_tile"}, {"fp", "asimd", "bf16"}):
+        monkeypatch.setattr(cola.loading, "cpu_flags", lambda flags=flags: flags)
+        assert cola.loading.auto_dtype(cpu) == torch.bfloat16
+    assert cola.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.bfloat16
+    assert cola.loading.native_bf16({"flags", "sse4_2"}) is False
