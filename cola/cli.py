@@ -406,10 +406,8 @@ def _print_router(summary: dict, router, folder: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import math
-
-    from .search import MCTSConfig
     from .search.launch import default_folder, run_job
+    from .search.presets import search_settings
     from .search.run import SearchJob
     from .store import FolderLock
     from .tasks import get_task, with_control
@@ -423,14 +421,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.static and args.control != "none":
         raise UsageError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
     task = get_task(args.task)
+    space, mcts = search_settings(args.preset, actions=args.actions, max_k=args.max_k, max_r=args.max_r,
+                                  min_len=args.min_len, max_len=args.max_len, sims=args.sims, lam=args.lam, c=args.c,
+                                  epsilon=args.epsilon, widening=args.widening, stop_on_fix=args.stop_on_fix,
+                                  stop_shorter_by=args.stop_shorter_by)
+    args.sims, args.actions = mcts.sims, space["actions"]
     job = SearchJob(
         model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
-        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, actions=args.actions,
-        max_k=args.max_k, max_r=args.max_r, min_len=args.min_len, max_len=args.max_len,
-        allow_untested=args.allow_untested,
-        mcts=MCTSConfig(args.sims, args.lam, args.c if args.c is not None else math.sqrt(2), args.epsilon,
-                        args.widening),
-        seed=args.seed, reward=args.reward, control=args.control, menu=_menu(args), level=args.level,
+        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, **space,
+        allow_untested=args.allow_untested, mcts=mcts, seed=args.seed, reward=args.reward, control=args.control, menu=_menu(args), level=args.level,
         split=None if args.data_file or not task.splits else task.split(args.split),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
         truncate=args.truncate)
@@ -634,21 +633,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     from .search import ACTION_SETS
+    from .search.presets import PRESETS
     from .search.run import CONTROLS, REWARDS
 
     p = sub.add_parser("search", help="per-sample MCTS over chains of layers, stored and resumable")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--sims", type=positive_int, default=200, help="chains evaluated per sample (default 200)")
-    p.add_argument("--actions", default="all", choices=ACTION_SETS, help="all (CoLa), skip only, repeat only")
-    p.add_argument("--lambda", dest="lam", type=float, default=5.0, help="length penalty on len(chain)/depth (default 5)")
+    p.add_argument("--preset", default="study", choices=tuple(PRESETS),
+                   help="the search protocol: study (Li et al.: the defaults below) or drllm (Dr.LLM's supervision: "
+                        "layers in order each 0-2 times, skip blocks <= 2, repeat one layer once, 50 simulations, "
+                        "lambda 3, c 1.8, early stops); any option below overrides its value")
+    p.add_argument("--sims", type=positive_int, default=None, help="chains evaluated per sample (default 200)")
+    p.add_argument("--actions", default=None, choices=ACTION_SETS,
+                   help="all (CoLa), skip only, repeat only; drllm (Dr.LLM's paths) (default all)")
+    p.add_argument("--lambda", dest="lam", type=float, default=None, help="length penalty on len(chain)/depth (default 5)")
     p.add_argument("--c", type=float, default=None, help="UCB exploration constant (default sqrt 2)")
-    p.add_argument("--epsilon", type=float, default=0.1, help="chance of a random unexplored child (default 0.1)")
-    p.add_argument("--widening", type=float, default=0.5, help="progressive widening exponent (default 0.5)")
-    p.add_argument("--max-k", type=positive_int, default=4, help="largest block an action skips or repeats (default 4)")
-    p.add_argument("--max-r", type=positive_int, default=4, help="most extra repeats of a block (default 4)")
+    p.add_argument("--epsilon", type=float, default=None, help="chance of a random unexplored child (default 0.1)")
+    p.add_argument("--widening", type=float, default=None, help="progressive widening exponent (default 0.5)")
+    p.add_argument("--max-k", type=positive_int, default=None, help="largest block an action skips or repeats (default 4)")
+    p.add_argument("--max-r", type=positive_int, default=None, help="most extra repeats of a block (default 4)")
     p.add_argument("--min-len", type=int, default=None, help="shortest chain (default depth/2)")
     p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth)")
+    p.add_argument("--stop-on-fix", action=argparse.BooleanOptionalAction, default=None,
+                   help="end a sample's search at its first right chain when the full model is wrong (drllm: on)")
+    p.add_argument("--stop-shorter-by", type=int, default=None,
+                   help="end a search at the first right chain at least this many layers shorter than depth (0: "
+                        "never; drllm: 2)")
     p.add_argument("--reward", default="correct", choices=REWARDS, help="correct (0/1), or margin (score mode)")
     p.add_argument("--control", default="none", choices=CONTROLS,
                    help="decoy: replace each gold by a deterministic wrong answer (chance control); sample: no search, "

@@ -73,6 +73,19 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """The torch dtype ``dtype`` names on ``device``: None is :func:`default_dtype`, ``auto`` :func:`auto_dtype`."""
+    if dtype is None:
+        return default_dtype(device)
+    if dtype == "auto":
+        return auto_dtype(device)
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise UsageError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        return getattr(torch, dtype)
+    return dtype
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux lists them (``flags`` on x86, ``Features`` on Arm); empty elsewhere."""
     try:
@@ -314,13 +327,7 @@ def load_model(
     CoLa must give the model's own logits on a short probe (:func:`cola.executor.check_exact`), else it is refused.
     """
     device = parse_device(device) if device is not None else default_device()
-    if dtype == "auto":
-        dtype = auto_dtype(device)
-    if isinstance(dtype, str):
-        if not isinstance(getattr(torch, dtype, None), torch.dtype):
-            raise UsageError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-        dtype = getattr(torch, dtype)
-    dtype = dtype or default_dtype(device)
+    dtype = resolve_dtype(dtype, device)
     source = resolve(spec)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:

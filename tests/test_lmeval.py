@@ -7,64 +7,32 @@ same rows. Every sample's ``acc`` and ``acc_norm`` must agree. ``COLA_LMEVAL_N``
 the README's figure is 500).
 """
 
-import json
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
 lm_eval = pytest.importorskip("lm_eval")
 
 from cola import Chain  # noqa: E402
-from cola.evaluate import Evaluator  # noqa: E402
 from cola.loading import resolve  # noqa: E402
-from cola.tasks import get_task, load_samples  # noqa: E402
 
 pytestmark = [pytest.mark.lmeval, pytest.mark.slow]
 
-TASK_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
-
-
-def _write_sets(folder, data_dir, n, names):
-    sets = {name: load_samples(name, data_dir, n=n, seed=0) for name in names}
-    for name, samples in sets.items():
-        with open(folder / f"{name}.jsonl", "w") as f:
-            for s in samples:
-                choices = {"label": s.labels, "text": [t for _, t in s.choices]}
-                f.write(json.dumps({"id": s.id, "question": s.question, "choices": choices, "answerKey": s.gold}) + "\n")
-        (folder / f"cola_{name}.yaml").write_text(TASK_YAML.format(name=f"cola_{name}", path=folder / f"{name}.jsonl"))
-    return sets
+_SPEC = importlib.util.spec_from_file_location(
+    "lmeval_agreement", Path(__file__).resolve().parents[1] / "bench" / "lmeval_agreement.py")
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+_write_sets = bench.write_sets
 
 
 def _agree(cm, chain, sets, pretrained, folder):
-    """lm-eval's HF backend on ``pretrained`` against CoLa's evaluator running ``chain`` of ``cm``, per sample."""
-    from lm_eval.tasks import TaskManager
-
-    output = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={pretrained},dtype=float32", tasks=[f"cola_{n}" for n in sets],
-        task_manager=TaskManager(include_path=str(folder)), batch_size=8, device="cpu", log_samples=True,
-    )
-    for name, samples in sets.items():
-        theirs = {row["doc"]["id"]: row for row in output["samples"][f"cola_{name}"]}
-        assert len(theirs) == len(samples)
-        evaluator = Evaluator(cm, get_task(name), mode="score", score_style="lmeval")
-        outcomes = [evaluator.evaluate_one(chain, s) for s in samples]  # one at a time, as `cola eval` asks them
-        differ = [(o.id, o.correct, theirs[o.id]["acc"], bool(o.correct_norm), theirs[o.id]["acc_norm"])
-                  for o in outcomes
-                  if (float(o.correct), float(bool(o.correct_norm))) != (theirs[o.id]["acc"], theirs[o.id]["acc_norm"])]
-        assert not differ, f"{name}: {len(differ)} of {len(samples)} samples differ (id, cola acc, lm-eval acc, ...): {differ[:5]}"
+    """lm-eval's HF backend on ``pretrained`` against CoLa's evaluator running ``chain`` of ``cm``: no sample's
+    verdicts differ (float32)."""
+    for name, result in bench.disagreements(cm, chain, sets, pretrained, folder).items():
+        assert not result["differ"], (f"{name}: {len(result['differ'])} of {result['n']} samples differ (id, cola "
+                                      f"acc, lm-eval acc, ...): {result['differ'][:5]}")
 
 
 def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):

@@ -12,11 +12,19 @@ from .run import SearchJob, run_search
 
 
 def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
-    """The run folder of a job when none is given: ``runs/MODEL-TASK[-SPLIT]-MODE-ACTIONS[-CONTROL|-static]-nN-sSEED``
-    (the split only when it is not the task's default)."""
+    """The run folder of a job when none is given:
+    ``runs/MODEL-TASK[-SPLIT]-MODE-ACTIONS[-CONTROL|-static][-DTYPE]-nN-sSEED`` (the split only when it is not the
+    task's default, the dtype only when it is not the device's default, so that a bf16 run on a CPU has a folder of
+    its own)."""
+    from ..loading import default_device, default_dtype, parse_device, resolve_dtype
+
     control = f"-{job.control}" if job.control != "none" else "-static" if static else ""
     split = f"-{job.split}" if job.split not in (None, get_task(job.task).default_split) else ""
-    return f"runs/{job.model.replace('/', '_')}-{job.task}{split}-{job.mode}-{job.actions}{control}-n{n}-s{job.seed}"
+    device = parse_device(job.device) if job.device is not None else default_device()
+    dtype = resolve_dtype(job.dtype, device)
+    kind = f"-{str(dtype).removeprefix('torch.')}" if dtype != default_dtype(device) else ""
+    return (f"runs/{job.model.replace('/', '_')}-{job.task}{split}-{job.mode}-{job.actions}{control}{kind}-n{n}"
+            f"-s{job.seed}")
 
 
 @dataclass

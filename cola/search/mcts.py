@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..chain import Chain
 from .space import SearchSpace
@@ -32,13 +32,34 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class MCTSConfig:
-    """The study's protocol by default: 200 evaluations, lambda 5, c sqrt(2), epsilon 0.1; widening 0.5."""
+    """The study's protocol by default: 200 evaluations, lambda 5, c sqrt(2), epsilon 0.1; widening 0.5. Dr.LLM's
+    early stops are off by default: ``stop_on_fix`` ends a search of a sample the full chain gets wrong at its first
+    right chain; ``stop_shorter_by=d`` ends a search at the first right chain at least d layers shorter than depth."""
 
     sims: int = 200
     lam: float = 5.0
     c: float = math.sqrt(2)
     epsilon: float = 0.1
     widening: float = 0.5
+    stop_on_fix: bool = False
+    stop_shorter_by: int = 0
+
+    def to_config(self) -> dict:
+        """The settings as a run's config records them (the early stops only when set, so that runs made before
+        they existed resume)."""
+        out = asdict(self)
+        for key, default in (("stop_on_fix", False), ("stop_shorter_by", 0)):
+            if out[key] == default:
+                del out[key]
+        return out
+
+    def stops(self, root: Evaluation, evaluation: Evaluation, depth: int) -> bool:
+        """Whether ``evaluation`` ends the search (its early stops)."""
+        if not evaluation.correct:
+            return False
+        if self.stop_on_fix and not root.correct:
+            return True
+        return bool(self.stop_shorter_by) and len(evaluation.chain) <= depth - self.stop_shorter_by
 
 
 @dataclass
@@ -107,7 +128,8 @@ def search_steps(
     _backup(tree, seen[root].reward)
     simulations = 0
     max_simulations = 50 * max(config.sims, 1)  # guards against a space smaller than the budget
-    while len(order) - 1 < config.sims and simulations < max_simulations:
+    stopped = False
+    while len(order) - 1 < config.sims and simulations < max_simulations and not stopped:
         simulations += 1
         node = tree
         while True:
@@ -124,6 +146,7 @@ def search_steps(
                 if chain not in seen:
                     seen[chain] = yield chain
                     order.append(seen[chain])
+                    stopped = config.stops(order[0], seen[chain], space.depth)
                 _backup(child, seen[chain].reward)
                 break
             if not node.children:  # a leaf with no legal edit

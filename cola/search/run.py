@@ -210,7 +210,7 @@ def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **e
         "depth": space.depth,
         "space": {k: v for k, v in asdict(space).items() if k != "depth"},
         "length_bounds": list(space.bounds),
-        "mcts": asdict(config),
+        "mcts": config.to_config(),
         **extra,
     }
 

@@ -1,5 +1,7 @@
-"""The search space of the study: a node is a chain; an action skips a block of k positions or repeats a block of k
-positions r more times (k, r in 1..4 by default), anywhere in the chain, within length bounds."""
+"""The search space: a node is a chain. The study's (``all``, ``skip``, ``repeat``): an action skips a block of k
+positions or repeats a block of k positions r more times (k, r in 1..4 by default), anywhere in the chain, within
+length bounds. Dr.LLM's (``drllm``): the layers stay in order, each run 0, 1 or 2 times; an action skips a block of up
+to ``max_k`` consecutive layers (2 in its preset) or repeats one layer that runs once."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import dataclass
 from ..chain import Chain
 from ..errors import UsageError
 
-ACTION_SETS = ("all", "skip", "repeat")
+ACTION_SETS = ("all", "skip", "repeat", "drllm")
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,12 @@ class SearchSpace:
         return low, high
 
     def children(self, chain: Chain) -> list[tuple[str, Chain]]:
-        """Every distinct chain one action away, with the action's name (``skip p k`` / ``repeat p k r``), in a
-        fixed order; the first action reaching a chain names it."""
+        """Every distinct chain one action away, with the action's name (``skip p k`` / ``repeat p k r``; in the
+        ``drllm`` space ``skip LAYER k`` / ``repeat LAYER``), in a fixed order; the first action reaching a chain names
+        it."""
         low, high = self.bounds
+        if self.actions == "drllm":
+            return self._layer_children(chain, low, high)
         seen: dict[Chain, str] = {}
         n = len(chain)
         for k in range(1, self.max_k + 1):
@@ -48,3 +53,34 @@ class SearchSpace:
                             seen.setdefault(chain.repeat(p, k, r), f"repeat {p} {k} {r}")
         seen.pop(chain, None)
         return [(action, child) for child, action in seen.items()]
+
+    def _layer_children(self, chain: Chain, low: int, high: int) -> list[tuple[str, Chain]]:
+        """Dr.LLM's edits of a path (each layer 0, 1 or 2 times, in order): skip layers l .. l+k-1 (k <= max_k, each
+        run at least once now), or run a layer that runs once twice."""
+        counts = [0] * self.depth
+        for layer in chain:
+            counts[layer] += 1
+        if any(c > 2 for c in counts) or list(chain) != sorted(chain):
+            raise UsageError(f"chain {chain} is not a Dr.LLM path (layers in order, each at most twice)")
+
+        def path(new: list[int]) -> Chain:
+            return Chain(tuple(layer for layer, c in enumerate(new) for _ in range(c)))
+
+        out = []
+        for k in range(1, self.max_k + 1):
+            for layer in range(self.depth - k + 1):
+                block = counts[layer : layer + k]
+                if all(block) and low <= len(chain) - sum(block):
+                    out.append((f"skip {layer} {k}", path(counts[:layer] + [0] * k + counts[layer + k :])))
+        if len(chain) + 1 <= high:
+            out += [(f"repeat {layer}", path(counts[:layer] + [2] + counts[layer + 1 :]))
+                    for layer in range(self.depth) if counts[layer] == 1]
+        return out
+
+
+def drllm_labels(chain: Chain, depth: int) -> list[int]:
+    """Dr.LLM's per-layer labels of a path: how often each layer runs in it (0 skip, 1 execute, 2 repeat)."""
+    counts = [0] * depth
+    for layer in chain:
+        counts[layer] += 1
+    return counts
