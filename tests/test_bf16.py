@@ -5,6 +5,8 @@ on a processor without native bf16."""
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 import cola.loading
@@ -14,6 +16,7 @@ from cola.evaluate import Evaluator
 from cola.executor import forward
 from cola.generation import generate
 from cola.invariant import InvariantLinear
+from cola.store import read_eval
 from cola.tasks import get_task
 
 from conftest import EOS, PAD, reference_model, tiny_model
@@ -84,6 +87,14 @@ def test_a_resumed_run_in_another_dtype_is_refused(tiny_folder, tmp_path, capsys
     assert main(run + ["--dtype", "bfloat16"]) == 2
     err = capsys.readouterr().err
     assert "holds results of another config (dtype: 'float32' -> 'bfloat16')" in err and err.count("\n") == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dtype"] == "float32"
+    out = tmp_path / "e.jsonl"  # an evaluation's summary records its dtype too, and refuses another on resume
+    evaluation = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic_mc", "--mode", "score",
+                  "--n", "4", "--out", str(out)]
+    assert main(evaluation + ["--dtype", "bfloat16"]) == 0
+    assert read_eval(out)[0]["dtype"] == "bfloat16" and read_eval(out)[0]["batch_invariant"] is True
+    assert main(evaluation + ["--dtype", "float32"]) == 2
+    assert "dtype: 'bfloat16' -> 'float32'" in capsys.readouterr().err
 
 
 def test_auto_keeps_float32_on_a_processor_without_native_bf16(tiny_folder, monkeypatch):

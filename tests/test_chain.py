@@ -17,7 +17,8 @@ def test_notation_examples():
     assert Chain.parse("0-3,3,4-5").layers == (0, 1, 2, 3, 3, 4, 5)
     assert str(Chain((0, 1, 2, 3, 3, 4, 5))) == "0-3,3-5"
     assert str(Chain((5, 4, 4, 9))) == "5,4,4,9"
-    assert Chain.parse("full", depth=4) == Chain.full(4) == Chain.parse(" 0 - 3 ".replace(" ", ""))
+    assert Chain.parse("full", depth=4) == Chain.full(4) == Chain.parse(" 0 - 3 ")  # spaces around any part
+    assert Chain.parse("0-3, 3,4 -5 ") == Chain.parse("0-3,3,4-5")
     assert Chain.full(30).is_full(30) and not Chain.parse("0-28").is_full(30)
 
 
