@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from cola import Chain
 from cola.cli import main
@@ -71,3 +72,86 @@ def test_cola_search_preset_drllm_records_its_constants_and_takes_overrides(tiny
             assert list(chain) == sorted(chain) and max(drllm_labels(chain, 6)) <= 2
     assert search_settings("study")[1] == MCTSConfig()  # the default protocol is unchanged
     assert "stop_on_fix" not in MCTSConfig().to_config()  # and so are its runs' configs
+
+
+# --- the per-layer routers ----------------------------------------------------------------------------------------
+
+from cola.executor import forward  # noqa: E402
+from cola.policies.layer_router import (  # noqa: E402
+    LayerRouters,
+    Recipe,
+    class_weights,
+    fit_routers,
+    focal_loss,
+    path_features,
+    route,
+    router_scores,
+    window_pool,
+)
+
+from conftest import tiny_model  # noqa: E402
+
+
+def _planted(depth: int, hidden: int, runs: dict[int, int]) -> LayerRouters:
+    """Routers with zero weights whose output bias picks ``runs[layer]`` (default 1: execute) at every layer."""
+    routers = LayerRouters(depth, hidden)
+    with torch.no_grad():
+        for layer, router in enumerate(routers.routers):
+            for module in router:
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.zero_()
+                    module.bias.zero_()
+            router[2].bias[runs.get(layer, 1)] = 1.0
+    return routers
+
+
+def test_a_planted_router_runs_the_chain_it_plants_and_all_execute_is_full_depth():
+    cm = tiny_model("llama")
+    ids = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37]])
+    chain = route(_planted(6, 64, {3: 0, 5: 2}), cm, ids)
+    assert chain == Chain.parse("0-2,4,5,5")
+    assert torch.equal(forward(cm, chain, ids), forward(cm, Chain.parse("0-2,4,5,5"), ids))
+    assert route(_planted(6, 64, {}), cm, ids) == Chain.full(6)
+    assert route(_planted(6, 64, {i: 0 for i in range(6)}), cm, ids) == Chain.parse("5")  # never an empty path
+
+
+def test_window_pooling_and_focal_loss_equal_hand_computations():
+    hidden = torch.arange(20 * 3, dtype=torch.float32).reshape(20, 3)
+    pooled = window_pool(hidden, 8)  # windows of 2 or 3 tokens: [0,2) [2,5) [5,7) [7,10) [10,12) [12,15) [15,17) [17,20)
+    assert torch.equal(pooled[1], hidden[2:5].mean(0)) and torch.equal(pooled[7], hidden[17:20].mean(0))
+    assert window_pool(hidden[:3], 8).shape == (8, 3)  # shorter than the windows: tokens repeat
+    logits, labels = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), torch.tensor([0, 2])
+    weights = torch.tensor([0.5, 1.0, 2.0])
+    p = torch.softmax(logits, -1)
+    hand = -(0.5 * (1 - p[0, 0]) ** 2 * torch.log(p[0, 0]) + 2.0 * (1 - p[1, 2]) ** 2 * torch.log(p[1, 2])) / 2
+    assert torch.allclose(focal_loss(logits, labels, weights, 2.0), hand)
+    beta = 0.999
+    w = torch.tensor([(1 - beta) / (1 - beta ** 3), (1 - beta) / (1 - beta ** 1), 0.0], dtype=torch.float64)
+    assert torch.allclose(class_weights(torch.tensor([0, 0, 0, 1]), beta), (w * 2 / w.sum()).float())
+
+
+def test_training_on_a_planted_problem_reaches_95_percent_per_layer_accuracy():
+    """Labels a fixed function of the pooled features: each layer's label is the argmax of three fixed projections
+    of what its windows share (each window that plus a little noise)."""
+    generator = torch.Generator().manual_seed(0)
+    shared = torch.randn(2000, 4, 16, generator=generator)
+    features = shared[:, :, None, :] + 0.1 * torch.randn(2000, 4, 8, 16, generator=generator)
+    projections = torch.randn(4, 16, 3, generator=generator)
+    labels = torch.einsum("nld,ldc->nlc", shared, projections).argmax(-1)
+    routers = fit_routers(features[:1600], labels[:1600], Recipe(epochs=25, batch=32))
+    scores = router_scores(routers, features[1600:], labels[1600:])
+    assert scores["per_layer_accuracy"] >= 0.95 and scores["macro_f1"] >= 0.95, scores
+
+
+def test_teacher_forced_features_follow_the_labelled_path():
+    cm = tiny_model("llama")
+    ids = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37]])
+    path = Chain.parse("0-1,1,2,4-5")
+    features = path_features(cm, ids, path)
+    assert features.shape == (6, 8, 64)
+    from cola.executor import embed, prompt_segment, run_segments
+
+    assert torch.equal(features[0], window_pool(embed(cm, ids)[0]))
+    segment = prompt_segment(cm, Chain.parse("0-1,1,2"), ids)  # entering layer 4 (layer 3 skipped): after 0,1,1,2
+    run_segments(cm, [segment])
+    assert torch.equal(features[4], window_pool(segment.hidden[0])) and torch.equal(features[3], features[4])

@@ -1,0 +1,168 @@
+"""Dr.LLM's per-layer routers: before each decoder layer, a small network reads the hidden states entering it and
+decides to skip the layer, execute it, or execute it twice.
+
+Each router is ``Linear(d -> 128), tanh-GELU, Linear(128 -> 3)``. It reads the prompt's hidden states entering its
+layer cut into W = 8 contiguous windows, each mean-pooled (:func:`window_pool`); the per-window logits are averaged.
+Decisions are made once per input, during the prompt's prefill, layer by layer, each reading the hidden state that the
+layers already routed produced (:func:`route`); the resulting chain then scores or decodes as any chain does, each of
+its positions with its own cache slot (a repeated layer is two independent applications). Routing runs through the
+input's prefix cache, so the chain's prefill reuses the routing's layers.
+
+Training (:func:`fit_routers`) follows Dr.LLM's recipe: the base model frozen; teacher forcing (the hidden states
+follow the labelled path, computed once per sample and cached, :func:`path_features`); focal loss (gamma 2) with
+effective-number class weights (beta 0.999) per layer; AdamW (lr 1e-3, weight decay 0.01), linear warm-up then
+cosine decay, 25 epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..chain import Chain
+from ..executor import embed, prompt_segment, run_segments
+from ..models import ColaModel
+from ..reuse import PrefixCache
+
+DECISIONS = ("skip", "execute", "repeat")  # class c runs the layer c times
+WINDOWS = 8
+WIDTH = 128
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Dr.LLM's training settings (each a flag of the fit)."""
+
+    epochs: int = 25
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # share of the steps spent warming up
+    gamma: float = 2.0  # focal loss
+    beta: float = 0.999  # effective-number class weights
+    batch: int = 32
+    seed: int = 0
+
+
+def window_pool(hidden: torch.Tensor, windows: int = WINDOWS) -> torch.Tensor:
+    """(tokens, d) hidden states -> (windows, d): the mean of each of ``windows`` contiguous, near-equal windows
+    (float32). A prompt shorter than ``windows`` tokens repeats tokens so that every window holds one."""
+    tokens = hidden.shape[0]
+    bounds = [(i * tokens) // windows for i in range(windows + 1)]
+    hidden = hidden.float()
+    return torch.stack([hidden[min(a, tokens - 1) : max(b, min(a, tokens - 1) + 1)].mean(0)
+                        for a, b in zip(bounds[:-1], bounds[1:])])
+
+
+class LayerRouters(torch.nn.Module):
+    """One router per decoder layer (module doc)."""
+
+    def __init__(self, depth: int, hidden_size: int, width: int = WIDTH) -> None:
+        super().__init__()
+        self.depth, self.hidden_size = depth, hidden_size
+        self.routers = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.Linear(hidden_size, width), torch.nn.GELU(approximate="tanh"),
+                                torch.nn.Linear(width, len(DECISIONS)))
+            for _ in range(depth))
+
+    def logits(self, layer: int, pooled: torch.Tensor) -> torch.Tensor:
+        """(inputs, windows, d) pooled windows -> (inputs, 3): the per-window logits of ``layer``'s router, averaged."""
+        return self.routers[layer](pooled).mean(-2)
+
+    def decide(self, layer: int, pooled: torch.Tensor) -> int:
+        """How often ``layer`` runs for one input's (windows, d) pooled windows: 0, 1 or 2."""
+        with torch.inference_mode():
+            return int(self.logits(layer, pooled[None].to(self.routers[0][0].weight.dtype))[0].argmax())
+
+
+def _hidden_after(cm: ColaModel, ids: torch.Tensor, layers: Sequence[int], prefix: PrefixCache | None) -> torch.Tensor:
+    """The prompt's hidden states (tokens, d) after running ``layers`` (its embeddings when there are none)."""
+    if not layers:
+        return embed(cm, ids)[0]
+    segment = prompt_segment(cm, Chain(tuple(layers)), ids, prefix)
+    run_segments(cm, [segment])
+    return segment.hidden[0]
+
+
+@torch.inference_mode()
+def path_features(cm: ColaModel, ids: torch.Tensor, path: Chain, prefix: PrefixCache | None = None) -> torch.Tensor:
+    """Teacher forcing: for each layer, the pooled windows (depth, windows, d) of the hidden states entering it when
+    the layers before it run as ``path`` runs them (a Dr.LLM path: layers in order). Through a prefix cache this is
+    one pass of the path."""
+    prefix = prefix or PrefixCache()
+    return torch.stack([window_pool(_hidden_after(cm, ids, [x for x in path if x < layer], prefix))
+                        for layer in range(cm.depth)])
+
+
+@torch.inference_mode()
+def route(routers: LayerRouters, cm: ColaModel, ids: torch.Tensor, prefix: PrefixCache | None = None) -> Chain:
+    """The chain the routers choose for the prompt ``ids`` (1, tokens), layer by layer during its prefill, each
+    decision reading the hidden state the layers routed before it produced. A path that would run no layer at all
+    runs the last one."""
+    prefix = prefix or PrefixCache()
+    layers: list[int] = []
+    for layer in range(cm.depth):
+        runs = routers.decide(layer, window_pool(_hidden_after(cm, ids, layers, prefix)))
+        if runs == 0 and not layers and layer == cm.depth - 1:
+            runs = 1
+        layers += [layer] * runs
+    return Chain(tuple(layers))
+
+
+def class_weights(labels: torch.Tensor, beta: float = 0.999) -> torch.Tensor:
+    """Effective-number class weights of ``labels`` (values 0..2): (1 - beta) / (1 - beta ** n_c), normalised to sum
+    to the number of classes present; an absent class weighs 0."""
+    counts = torch.bincount(labels.flatten(), minlength=len(DECISIONS)).double()
+    weights = torch.where(counts > 0, (1 - beta) / (1 - beta ** counts.clamp(min=1)), torch.zeros_like(counts))
+    return (weights * (counts > 0).sum() / weights.sum()).float()
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Mean over the rows of -w[y] (1 - p_y)^gamma log p_y (Lin et al.'s focal loss with class weights)."""
+    logp = F.log_softmax(logits.float(), dim=-1).gather(-1, labels[:, None])[:, 0]
+    return (-weights[labels] * (1 - logp.exp()) ** gamma * logp).mean()
+
+
+def fit_routers(features: torch.Tensor, labels: torch.Tensor, recipe: Recipe = Recipe(),
+                progress=None) -> LayerRouters:
+    """Routers trained on ``features`` (samples, depth, windows, d; from :func:`path_features`) and ``labels``
+    (samples, depth; 0..2): every layer's router on its own column, with the recipe's loss, optimiser and schedule.
+    ``progress(epoch)`` after each epoch."""
+    samples, depth, _, hidden = features.shape
+    torch.manual_seed(recipe.seed)
+    routers = LayerRouters(depth, hidden)
+    weights = [class_weights(labels[:, layer], recipe.beta) for layer in range(depth)]
+    optimiser = torch.optim.AdamW(routers.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = recipe.epochs * math.ceil(samples / recipe.batch)
+    warm = max(1, int(recipe.warmup * steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: (step + 1) / warm if step < warm else
+        0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm))))
+    generator = torch.Generator().manual_seed(recipe.seed)
+    for epoch in range(recipe.epochs):
+        for batch in torch.randperm(samples, generator=generator).split(recipe.batch):
+            loss = sum(focal_loss(routers.logits(layer, features[batch, layer]), labels[batch, layer],
+                                  weights[layer], recipe.gamma) for layer in range(depth)) / depth
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        if progress is not None:
+            progress(epoch)
+    return routers.eval()
+
+
+@torch.inference_mode()
+def router_scores(routers: LayerRouters, features: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Dr.LLM's dev figures: per-layer accuracy (every layer's decision against its label, pooled) and macro-F1 over
+    the three decisions."""
+    from sklearn.metrics import f1_score
+
+    predicted = torch.stack([routers.logits(layer, features[:, layer]).argmax(-1) for layer in range(routers.depth)],
+                            dim=1)
+    return {"per_layer_accuracy": float((predicted == labels).float().mean()),
+            "macro_f1": float(f1_score(labels.flatten().numpy(), predicted.flatten().numpy(), average="macro",
+                                       labels=list(range(len(DECISIONS))), zero_division=0))}
