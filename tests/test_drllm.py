@@ -155,3 +155,52 @@ def test_teacher_forced_features_follow_the_labelled_path():
     segment = prompt_segment(cm, Chain.parse("0-1,1,2"), ids)  # entering layer 4 (layer 3 skipped): after 0,1,1,2
     run_segments(cm, [segment])
     assert torch.equal(features[4], window_pool(segment.hidden[0])) and torch.equal(features[3], features[4])
+
+
+def test_routers_saved_and_loaded_decide_the_same_and_foreign_folders_are_one_error(tmp_path):
+    from cola.errors import RouterError
+    from cola.policies.layer_router import load_routers, save_routers
+    from cola.provenance import weights_hash
+
+    cm = tiny_model("llama")
+    torch.manual_seed(1)
+    routers = LayerRouters(6, 64)
+    config = {"model": cm.name, "weights": weights_hash(cm)}
+    save_routers(routers, tmp_path / "r", config)
+    loaded, stored = load_routers(tmp_path / "r", cm)
+    ids = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37]])
+    assert route(loaded, cm, ids) == route(routers, cm, ids) and stored["depth"] == 6
+    other = tiny_model("llama", seed=1)
+    with pytest.raises(RouterError, match="trained for another model: weights"):
+        load_routers(tmp_path / "r", other)
+    (tmp_path / "r" / "routers.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(RouterError, match="unreadable routers"):
+        load_routers(tmp_path / "r")
+    with pytest.raises(RouterError, match="not a per-layer routers folder"):
+        load_routers(tmp_path / "nothing")
+
+
+def test_supervision_keeps_the_shortest_right_path_and_refuses_labels_of_another_space(tmp_path):
+    from cola.errors import RouterError
+    from cola.policies.layer_router import supervision
+
+    def run(folder, actions, records):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"depth": 6, "space": {"actions": actions}}))
+        (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return folder
+
+    def record(sample_id, full_correct, paths):
+        evaluations = [{"chain": c, "correct": ok} for c, ok in paths]
+        return {"id": sample_id, "full": {"correct": full_correct}, "evaluations": evaluations}
+
+    records = [record("a", True, [("0-5", True), ("0-2,4-5", True), ("0,1,1,2,4", True), ("0-1,4-5", True)]),
+               record("b", False, [("0-5", False), ("0-5,5", True)]),
+               record("c", False, [("0-5", False), ("1-5", False)])]
+    rows, counts = supervision(run(tmp_path / "drllm", "drllm", records))
+    assert counts == {"kept": 2, "dropped": 1, "improved": 1}
+    assert [r["id"] for r in rows] == ["b", "a"]  # improved first
+    assert rows[1]["path"] == "0-1,4-5" and rows[1]["labels"] == [1, 1, 0, 0, 1, 1]  # shortest right path
+    assert rows[0]["labels"] == [1, 1, 1, 1, 1, 2]
+    with pytest.raises(RouterError, match="not Dr.LLM's"):
+        supervision(run(tmp_path / "study", "all", records))

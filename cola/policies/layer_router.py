@@ -166,3 +166,85 @@ def router_scores(routers: LayerRouters, features: torch.Tensor, labels: torch.T
     return {"per_layer_accuracy": float((predicted == labels).float().mean()),
             "macro_f1": float(f1_score(labels.flatten().numpy(), predicted.flatten().numpy(), average="macro",
                                        labels=list(range(len(DECISIONS))), zero_division=0))}
+
+
+def supervision(folder) -> tuple[list[dict], dict]:
+    """Dr.LLM's training data from a ``cola search --preset drllm`` run: a sample is kept only when some path
+    answers it right; its kept path is the shortest right one (ties: the fewest distinct layers, then the smallest
+    path), its labels how often each layer runs in it (:func:`~cola.search.space.drllm_labels`). Samples the full
+    model gets wrong and a path fixes (*improved*) come first, as Dr.LLM's code prefers them. Returns the rows (id,
+    path, labels, improved) and the counts kept, dropped and improved. A run of another search space is refused."""
+    from ..errors import RouterError
+    from ..search.space import drllm_labels
+    from ..store import read_config, read_records
+
+    config = read_config(folder)
+    if config.get("space", {}).get("actions") != "drllm":
+        raise RouterError(f"{folder}: its paths come from the {config.get('space', {}).get('actions')!r} search "
+                          "space, not Dr.LLM's; search with `cola search --preset drllm` for per-layer labels")
+    depth, rows, dropped = config["depth"], [], 0
+    for record in read_records(folder):
+        right = [Chain.parse(e["chain"]) for e in record["evaluations"] if e["correct"]]
+        if not right:
+            dropped += 1
+            continue
+        path = min(right, key=lambda c: (len(c), len(set(c)), c.layers))
+        rows.append({"id": record["id"], "path": str(path), "labels": drllm_labels(path, depth),
+                     "improved": not record["full"]["correct"]})
+    rows.sort(key=lambda r: not r["improved"])
+    return rows, {"kept": len(rows), "dropped": dropped, "improved": sum(r["improved"] for r in rows)}
+
+
+ROUTERS = "routers.safetensors"
+CONFIG = "config.json"
+
+
+def save_routers(routers: LayerRouters, folder, config: dict):
+    """Write ``config.json`` (``config`` with the routers' shape) and ``routers.safetensors`` into ``folder``, each
+    whole or not at all."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from ..store import no_interrupts, write_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{ROUTERS}.tmp"
+    with no_interrupts():
+        save_file({k: v.contiguous() for k, v in routers.state_dict().items()}, str(tmp))
+        tmp.replace(folder / ROUTERS)
+    write_atomic(folder / CONFIG, json.dumps({**config, "depth": routers.depth, "hidden_size": routers.hidden_size},
+                                             indent=2) + "\n")
+    return folder
+
+
+def load_routers(folder, cm: ColaModel | None = None) -> tuple[LayerRouters, dict]:
+    """Read a routers folder; with ``cm``, check that they were trained for this model (name, weights, depth). A
+    missing or unreadable file, or routers of another model, is one :class:`~cola.errors.RouterError`."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..errors import DataError, RouterError
+    from ..store import read_json
+
+    folder = Path(folder)
+    if not (folder / CONFIG).is_file() or not (folder / ROUTERS).is_file():
+        raise RouterError(f"{folder} is not a per-layer routers folder (it needs {CONFIG} and {ROUTERS})")
+    try:
+        config = read_json(folder / CONFIG)
+        routers = LayerRouters(int(config["depth"]), int(config["hidden_size"]))
+        routers.load_state_dict(load_file(str(folder / ROUTERS)))
+    except (SafetensorError, OSError, KeyError, RuntimeError, ValueError, TypeError, DataError) as err:
+        raise RouterError(f"{folder}: unreadable routers ({type(err).__name__}: {err}); train them again") from None
+    if cm is not None:
+        from ..provenance import weights_hash
+
+        expected = {"model": cm.name, "depth": cm.depth, "weights": weights_hash(cm)}
+        differ = [f"{k} {config.get(k)!r} (this model: {v!r})" for k, v in expected.items() if config.get(k) != v]
+        if differ:
+            raise RouterError(f"{folder} was trained for another model: {'; '.join(differ)}")
+    return routers.eval(), config
