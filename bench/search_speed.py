@@ -26,7 +26,6 @@ The `compare` section prints its ratio last, so the script's last line is `ratio
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 
@@ -35,6 +34,7 @@ import torch
 from cola import Chain, load_model
 from cola.evaluate import Evaluator
 from cola.executor import advance, forward, prompt_segment
+from cola.export import as_hf
 from cola.records import make_record
 from cola.reuse import PrefixCache
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
@@ -44,40 +44,14 @@ from cola.tasks import get_task, load_samples
 PUBLISHED_NEW_TOKENS = 50
 
 
-def patched_model(model: torch.nn.Module, chain: Chain) -> torch.nn.Module:
-    """The published way of running a chain: the model with its decoder's layer list replaced by the chain's layers,
-    plus the one fix: each position is a shallow copy of its layer (the weights are shared) whose attention has the
-    position as ``layer_idx``, so a repeated layer writes its own cache slot. Nothing of ``model`` is modified."""
-
-    def shallow(module: torch.nn.Module) -> torch.nn.Module:
-        clone = copy.copy(module)
-        clone._modules = dict(module._modules)  # copy.copy would share the submodule dict
-        return clone
-
-    config = copy.deepcopy(model.config)
-    config.num_hidden_layers = len(chain)
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [model.config.layer_types[i] for i in chain]
-    positions = []
-    for position, index in enumerate(chain):
-        layer = shallow(model.model.layers[index])
-        layer._modules["self_attn"] = attention = shallow(layer.self_attn)
-        attention.layer_idx = position
-        positions.append(layer)
-    patched, decoder = shallow(model), shallow(model.model)
-    decoder._modules["layers"] = torch.nn.ModuleList(positions)
-    decoder.config = patched.config = config
-    patched._modules["model"] = decoder
-    return patched
-
-
 @torch.inference_mode()
 def published_answer(evaluator: Evaluator, chain: Chain, sample) -> str | None:
-    """The published way: patch the layer list, prefill from scratch and greedily `generate` 50 new tokens (EOS
-    still ends it) with transformers, then extract the answer."""
+    """The published way: patch the layer list (with the one fix, each position its own cache slot: `as_hf`,
+    weights shared), prefill from scratch and greedily `generate` 50 new tokens (EOS still ends it) with
+    transformers, then extract the answer."""
     cm = evaluator.cm
     ids, mask = cm.tokenize([evaluator.prompt(sample)], evaluator.chat)  # the prompt CoLa asks
-    out = patched_model(cm.model, chain).generate(
+    out = as_hf(cm, chain).generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=PUBLISHED_NEW_TOKENS, do_sample=False,
         pad_token_id=cm.tokenizer.pad_token_id)
     text = cm.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

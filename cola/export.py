@@ -43,28 +43,74 @@ def chain_layer_config(cm: ColaModel, chain: Chain):
     return config
 
 
-def rebuilt_model(cm: ColaModel, chain: Chain) -> torch.nn.Module:
-    """A copy of the model whose decoder holds one copy of its layer per chain position, with the chain's config."""
+def rebuilt_model(cm: ColaModel, chain: Chain, share: bool = False) -> torch.nn.Module:
+    """The model with its decoder's layer list rebuilt in chain order, with the chain's config: position ``p`` is
+    layer ``chain[p]`` and owns cache slot ``p``. With ``share`` the result holds no weights of its own (every module
+    refers to the source's parameters; only the modules that carry a layer index are shallow copies), so it costs no
+    memory and is what :meth:`ColaModel.as_hf` hands out; otherwise every position holds its own copy of its layer's
+    weights (what :func:`export_chain` writes)."""
+    chain = Chain.parse(str(chain), cm.depth)  # a chain out of range is one clear error
     config = chain_layer_config(cm, chain)
     layers = cm.decoder.layers
-    cm.decoder.layers = torch.nn.ModuleList()  # do not copy the source layers along with the rest
-    try:
-        model = copy.deepcopy(cm.model)
-    finally:
-        cm.decoder.layers = layers
-    positions = []
-    for p, i in enumerate(chain):
-        layer = copy.deepcopy(layers[i])
-        for module in layer.modules():
-            if hasattr(module, "layer_idx"):
-                module.layer_idx = p
-        positions.append(layer)
-    model.model.layers = torch.nn.ModuleList(positions)
-    for module in model.modules():
-        if hasattr(module, "config") and module.config is cm.config:
+    if share:
+        model, decoder = _shallow(cm.model), _shallow(cm.decoder)
+        model._modules["model"] = decoder
+        positions = [_reindexed(layers[i], p) for p, i in enumerate(chain)]
+        decoder._modules["layers"] = torch.nn.ModuleList(positions)
+        renamed = [model, decoder] + [m for layer in positions for m in layer.modules()]
+    else:
+        cm.decoder.layers = torch.nn.ModuleList()  # do not copy the source layers along with the rest
+        try:
+            model = copy.deepcopy(cm.model)
+        finally:
+            cm.decoder.layers = layers
+        positions = []
+        for p, i in enumerate(chain):
+            layer = copy.deepcopy(layers[i])
+            for module in layer.modules():
+                if hasattr(module, "layer_idx"):
+                    module.layer_idx = p
+            positions.append(layer)
+        model.model.layers = torch.nn.ModuleList(positions)
+        renamed = list(model.modules())
+    for module in renamed:
+        if getattr(module, "config", None) is cm.config:
             module.config = config
     model.config = config
     return model
+
+
+def as_hf(cm: ColaModel, chain: Chain | str) -> torch.nn.Module:
+    """``chain`` (or its notation) as a Hugging Face model of the source's own class (a ``PreTrainedModel`` with
+    ``generate``): its layer list in chain order, each position with its own cache slot, every weight shared with
+    ``cm`` (no copy). ``model.generate`` (greedy, sampling, beam search), ``pipeline("text-generation", model=...,
+    tokenizer=cm.tokenizer)`` and lm-eval's ``HFLM(pretrained=...)`` take it; its config records the chain
+    (``cola_chain``)."""
+    chain = Chain.parse(str(chain), cm.depth)
+    model = rebuilt_model(cm, chain, share=True)
+    model.config.cola_chain = str(chain)
+    return model
+
+
+def _shallow(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` sharing its parameters, buffers and submodules (its own submodule dict, to replace some)."""
+    clone = copy.copy(module)
+    clone._modules = dict(module._modules)
+    return clone
+
+
+def _reindexed(module: torch.nn.Module, position: int) -> torch.nn.Module:
+    """``module`` with every submodule that carries a ``layer_idx`` replaced by a shallow copy set to ``position``
+    (the cache slot it writes), all weights shared."""
+    if not any(hasattr(m, "layer_idx") for m in module.modules()):
+        return module
+    clone = _shallow(module)
+    if hasattr(clone, "layer_idx"):
+        clone.layer_idx = position
+    for name, child in module._modules.items():
+        if child is not None:
+            clone._modules[name] = _reindexed(child, position)
+    return clone
 
 
 def check_export_folder(out: str | Path) -> Path:
