@@ -183,7 +183,7 @@ def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_pat
 
 def test_ctrl_c_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path):
     data = tmp_path / "mc.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(600)))
+    data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(300)))
     out = tmp_path / "e.jsonl"
     cmd = _eval(tiny_folder, data, out, "--batch-size", "1")
     done = _interrupted(cmd, tmp_path / "e.partial.jsonl", 2)
@@ -194,7 +194,7 @@ def test_ctrl_c_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path
     assert (tmp_path / "e.partial.jsonl").read_text().endswith("\n") and not out.exists()
     assert main(cmd) == 0
     ids = [r["id"] for r in read_eval(out)[1]]
-    assert len(ids) == len(set(ids)) == 600
+    assert len(ids) == len(set(ids)) == 300
 
 
 # --- any bytes, one clear error -------------------------------------------------------------------------------------
