@@ -96,6 +96,25 @@ def test_an_evaluation_killed_after_a_batch_resumes_to_the_uninterrupted_result(
     assert read_eval(out) == (summary, rows) and "finished already" in capsys.readouterr().err
 
 
+def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupted_result(tiny_folder, data_dir,
+                                                                                         tmp_path):
+    def command(out):
+        return ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "arc_easy", "--data-dir",
+                str(data_dir), "--n", "8", "--mode", "score", "--batch-size", "4", "--policy", "cascade", "--chain",
+                "0-3", "--calibrate", "accuracy", "--dev-n", "8", "--out", str(out)]
+
+    out = tmp_path / "killed.jsonl"
+    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "2", *command(out)], env=ENV, capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    journal = [json.loads(line) for line in (tmp_path / "killed.partial.jsonl").read_text().splitlines()]
+    assert journal[1]["stage"] == "calibrate" and len(journal) == 2
+    assert main(command(out)) == 0 and main(command(tmp_path / "whole.jsonl")) == 0
+    (summary, rows), (whole, whole_rows) = read_eval(out), read_eval(tmp_path / "whole.jsonl")
+    assert rows == whole_rows and _without_wall(summary) == _without_wall(whole)
+    assert summary["calibration"]["n"] == 8 and summary["policy"] == whole["policy"]
+
+
 def test_a_changed_config_is_refused_on_resume_and_on_a_finished_output(tiny_folder, data, tmp_path, capsys):
     out = tmp_path / "e.jsonl"
     child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "2", *_eval(tiny_folder, data, out)], env=ENV,
