@@ -26,26 +26,9 @@ from cola.store import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
 
 from conftest import tiny_model
-from helpers import mc_rows
+from helpers import KILLED_AFTER, mc_rows, without_wall
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-WALL = ("wall_s", "wall_ratio", "routed_s", "wall_processes", "environment")
-
-# run `cola eval` in a child that kills itself (SIGKILL) right after the journal's Nth line is on disk
-KILLED_AFTER = """
-import os, signal, sys
-import cola.store as store
-append, written, limit = store.append_line, [0], int(sys.argv[1])
-def append_then_die(path, line):
-    append(path, line)
-    written[0] += 1
-    if written[0] == limit:
-        os.kill(os.getpid(), signal.SIGKILL)
-store.append_line = append_then_die
-from cola.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
@@ -57,15 +40,6 @@ def data(tmp_path_factory) -> Path:
 def _eval(model, data, out, *extra) -> list[str]:
     return ["eval", "--model", str(model), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(data),
             "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "4", "--out", str(out), *extra]
-
-
-def _without_wall(summary: dict) -> dict:
-    summary = {k: v for k, v in summary.items() if k not in WALL}
-    summary["config"] = {k: v for k, v in summary["config"].items() if k not in WALL}
-    if "baselines" in summary:
-        summary["baselines"] = {name: {k: v for k, v in b.items() if k not in WALL}
-                                for name, b in summary["baselines"].items()}
-    return summary
 
 
 CASCADE = ("--policy", "cascade", "--chain", "0-3", "--threshold", "0.5", "--sweep")
@@ -88,7 +62,7 @@ def test_an_evaluation_killed_after_a_batch_resumes_to_the_uninterrupted_result(
     assert main(_eval(tiny_folder, data, tmp_path / "whole.jsonl", *extra)) == 0
     (summary, rows), (whole, whole_rows) = read_eval(out), read_eval(tmp_path / "whole.jsonl")
     assert rows == whole_rows and len(rows) == 12
-    assert _without_wall(summary) == _without_wall(whole)
+    assert without_wall(summary) == without_wall(whole)
     assert summary["wall_processes"] == processes and whole["wall_processes"] == 1
     assert not journal.exists() and ("resumed; wall times are sums" in capsys.readouterr().err) == (processes > 1)
     # the same command once more: finished, handed back as it is
@@ -111,7 +85,7 @@ def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupte
     assert journal[1]["stage"] == "calibrate" and len(journal) == 2
     assert main(command(out)) == 0 and main(command(tmp_path / "whole.jsonl")) == 0
     (summary, rows), (whole, whole_rows) = read_eval(out), read_eval(tmp_path / "whole.jsonl")
-    assert rows == whole_rows and _without_wall(summary) == _without_wall(whole)
+    assert rows == whole_rows and without_wall(summary) == without_wall(whole)
     assert summary["calibration"]["n"] == 8 and summary["policy"] == whole["policy"]
 
 

@@ -5,8 +5,12 @@ learns it and beats full depth on held-out samples; with random golds it does no
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
+import signal
+import subprocess
+import sys
 
 import matplotlib.image
 import pandas as pd
@@ -27,6 +31,8 @@ from cola.router import (
 from cola.stats import mcnemar_exact
 from cola.store import read_eval
 from cola.tasks import get_task, load_samples
+
+from helpers import KILLED_AFTER, without_wall
 
 SHORT = Chain((0, 1, 4, 5))  # the tiny model's chain without layers 2 and 3
 FULL = Chain.full(6)
@@ -143,12 +149,19 @@ def fit_and_eval(folder, pool, tmp_path, planted: bool, capsys) -> dict:
     assert main(["router", "fit", "--runs", str(run), "--out", str(router), "--dev-file", files["dev"], "--dev-n", "0",
                  "--library", f"full;{SHORT}", "--features", "1,2", "--budget", "1.0", "--quiet"]) == 0
     out = tmp_path / "routed.jsonl"
-    assert main(["eval", *common, "--data-file", files["test"], "--n", "0", "--router", str(router),
-                 "--out", str(out)]) == 0
+    routed = ["eval", *common, "--data-file", files["test"], "--n", "0", "--router", str(router)]
+    assert main(routed + ["--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "McNemar exact p" in printed and "routed to the full chain" in printed
     summary, rows = read_eval(out)
     assert len(rows) == summary["n"] >= 50
+    if planted:  # killed in its full-depth stage (the router's 10 batches recorded), resumed: the same rows and summary
+        again = tmp_path / "killed.jsonl"
+        child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "13", *routed, "--out", str(again)],
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+        assert child.returncode == -signal.SIGKILL, child.stderr
+        assert main(routed + ["--out", str(again)]) == 0
+        assert read_eval(again)[1] == rows and without_wall(read_eval(again)[0]) == without_wall(summary)
     return summary, rows
 
 
