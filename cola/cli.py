@@ -582,6 +582,24 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_router_fit_layers(args: argparse.Namespace) -> int:
+    """`cola router fit-layers`: Dr.LLM's per-layer routers from drllm search runs, scored on dev runs."""
+    from .policies.layer_router import Recipe, fit_from_runs, save_routers
+
+    check_folder(args.out)  # before the model loads
+    recipe = Recipe(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+                    gamma=args.gamma, beta=args.beta, batch=args.batch, seed=args.seed)
+    routers, config = fit_from_runs(args.runs, args.dev_runs, recipe, args.data_dir, progress=not args.quiet)
+    save_routers(routers, args.out, config)
+    for part in ("train", "dev"):
+        c, s = config[part], config[f"{part}_scores"]
+        print(f"{part}: {c['kept']} samples kept ({c['improved']} improved: wrong at full depth, right on a path), "
+              f"{c['dropped']} dropped (no right path); per-layer accuracy {s['per_layer_accuracy']:.3f}, macro-F1 "
+              f"{s['macro_f1']:.3f}")
+    print(f"routers: {args.out} ({routers.depth} layers, trained {args.epochs} epochs)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -726,6 +744,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-untested", action="store_true", help="as for the other commands")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_router_fit)
+
+    p = router.add_parser("fit-layers", help="Dr.LLM's per-layer routers from `cola search --preset drllm` runs "
+                                             "(docs/drllm.md)")
+    p.add_argument("--runs", nargs="+", required=True, help="drllm search runs of the train split")
+    p.add_argument("--dev-runs", nargs="+", required=True, help="drllm search runs of the dev split (scores only)")
+    p.add_argument("--out", required=True, help="the routers folder to write (config.json, routers.safetensors)")
+    p.add_argument("--data-dir", default=None, help="where the runs' data is (default: as recorded in the runs)")
+    p.add_argument("--epochs", type=positive_int, default=25, help="training epochs (default 25, Dr.LLM's)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    p.add_argument("--warmup", type=float, default=0.05, help="share of steps warming up, then cosine (default 0.05)")
+    p.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
+    p.add_argument("--beta", type=float, default=0.999, help="effective-number class weights beta (default 0.999)")
+    p.add_argument("--batch", type=positive_int, default=32, help="samples per step (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the order (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_router_fit_layers)
 
     p = sub.add_parser("report", help="the study's tables, findings and figures from search runs")
     p.add_argument("runs", nargs="*", help="run folders of cola search")

@@ -204,3 +204,39 @@ def test_supervision_keeps_the_shortest_right_path_and_refuses_labels_of_another
     assert rows[0]["labels"] == [1, 1, 1, 1, 1, 2]
     with pytest.raises(RouterError, match="not Dr.LLM's"):
         supervision(run(tmp_path / "study", "all", records))
+
+
+def test_cola_router_fit_layers_trains_on_drllm_runs_and_scores_on_dev(tiny_folder, tmp_path, capsys):
+    from helpers import mc_rows
+
+    from cola.loading import load_model
+    from cola.policies.layer_router import load_routers
+
+    runs = {}
+    for part, seed in (("train", 0), ("dev", 1)):
+        data = tmp_path / f"{part}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(16, seed=seed)))
+        runs[part] = tmp_path / f"run-{part}"
+        assert main(["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file",
+                     str(data), "--mode", "score", "--no-chat", "--n", "0", "--preset", "drllm", "--sims", "12",
+                     "--out", str(runs[part]), "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "routers"
+    assert main(["router", "fit-layers", "--runs", str(runs["train"]), "--dev-runs", str(runs["dev"]), "--out",
+                 str(out), "--epochs", "3", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "train: " in printed and "dev: " in printed and "macro-F1" in printed
+    cm = load_model(str(tiny_folder), device="cpu")
+    routers, config = load_routers(out, cm)
+    assert config["train"]["kept"] + config["train"]["dropped"] == 16 and config["recipe"]["epochs"] == 3
+    assert len(config["train_ids"]) == config["train"]["kept"] and 0 <= config["dev_scores"]["macro_f1"] <= 1
+    path = route(routers, cm, torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37]]))
+    assert list(path) == sorted(path) and max(drllm_labels(path, 6)) <= 2
+    # labels from the study's search space are refused
+    study = tmp_path / "run-study"
+    assert main(["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file",
+                 str(tmp_path / "train.jsonl"), "--mode", "score", "--no-chat", "--n", "4", "--sims", "4",
+                 "--out", str(study), "--quiet"]) == 0
+    assert main(["router", "fit-layers", "--runs", str(study), "--dev-runs", str(runs["dev"]), "--out",
+                 str(tmp_path / "r2"), "--quiet"]) == 2
+    assert "not Dr.LLM's" in capsys.readouterr().err

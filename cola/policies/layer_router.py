@@ -248,3 +248,63 @@ def load_routers(folder, cm: ColaModel | None = None) -> tuple[LayerRouters, dic
         if differ:
             raise RouterError(f"{folder} was trained for another model: {'; '.join(differ)}")
     return routers.eval(), config
+
+
+def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool, what: str):
+    """The kept samples of drllm ``folders`` (one model, task and prompt format): teacher-forced features (samples,
+    depth, windows, d), labels (samples, depth), their ids, the model and what the runs were, and the counts."""
+    from tqdm import tqdm
+
+    from ..errors import RouterError
+    from ..evaluate import Evaluator
+    from ..loading import load_model
+    from ..search.run import run_samples
+    from ..store import read_config
+    from ..tasks import get_task
+
+    configs = [read_config(f) for f in folders]
+    keys = ("model", "weights", "task", "mode", "chat", "score_style", "dtype", "depth")
+    if any(tuple(c.get(k) for k in keys) != tuple(configs[0].get(k) for k in keys) for c in configs):
+        raise RouterError(f"the {what} runs differ in model, task or prompt format; fit on runs of one kind")
+    first = configs[0]
+    if cm is None:
+        cm = load_model(first["model"], dtype=first["dtype"])
+    evaluator = Evaluator(cm, get_task(first["task"]), first["mode"], first["chat"], first["score_style"])
+    features, labels, ids, counts = [], [], [], {"kept": 0, "dropped": 0, "improved": 0}
+    for folder, config in zip(folders, configs):
+        rows, found = supervision(folder)
+        counts = {k: counts[k] + found[k] for k in counts}
+        by_id = {s.id: s for s in run_samples(config, data)}
+        for row in tqdm(rows, desc=f"{what} features ({folder})", unit="sample", disable=not progress):
+            features.append(path_features(cm, evaluator.prompt_ids(by_id[row["id"]]), Chain.parse(row["path"])))
+            labels.append(row["labels"])
+            ids.append(row["id"])
+    if not features:
+        raise RouterError(f"no {what} sample has a right path in {', '.join(map(str, folders))}")
+    about = {k: first.get(k) for k in keys + ("split", "control")}
+    return torch.stack(features), torch.tensor(labels), ids, cm, about, counts
+
+
+def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = None,
+                  progress: bool = True) -> tuple[LayerRouters, dict]:
+    """Per-layer routers trained on the kept samples of train-split drllm search ``runs`` (:func:`supervision`,
+    teacher-forced :func:`path_features`, :func:`fit_routers`) and scored on those of dev-split ``dev_runs`` (macro-F1
+    and per-layer accuracy, nothing chosen on test). Returns the routers and their config (model, weights hash,
+    depth, recipe, data, kept and dropped counts, dev scores), ready for :func:`save_routers`."""
+    from dataclasses import asdict
+
+    from ..errors import RouterError
+
+    x, y, ids, cm, about, counts = _supervised(runs, None, data, progress, "train")
+    if about.get("split") == "test":
+        raise RouterError("the routers are trained on train-split runs; these searched the test split")
+    dev_x, dev_y, dev_ids, _, dev_about, dev_counts = _supervised(dev_runs, cm, data, progress, "dev")
+    if (dev_about["model"], dev_about["task"], dev_about["weights"]) != (about["model"], about["task"],
+                                                                          about["weights"]):
+        raise RouterError("the dev runs are of another model or task than the train runs")
+    routers = fit_routers(x, y, recipe)
+    config = {**about, "recipe": asdict(recipe), "runs": [str(r) for r in runs], "dev_runs": [str(r) for r in dev_runs],
+              "train": counts, "dev": dev_counts, "train_ids": ids, "dev_ids": dev_ids,
+              "train_scores": router_scores(routers, x, y), "dev_scores": router_scores(routers, dev_x, dev_y),
+              "label_shares": [torch.bincount(y[:, layer], minlength=3).tolist() for layer in range(y.shape[1])]}
+    return routers, config
