@@ -42,7 +42,7 @@ def search(evaluator: Evaluator, samples, folder: Path, sims: int, batch: int) -
 
 
 def compare(a_run: dict[str, dict], b_run: dict[str, dict]) -> dict:
-    shared = differ = diverged = best_changed = verdict_changed = 0
+    shared = differ = flips = diverged = best_changed = verdict_changed = 0
     for sample_id, a in a_run.items():
         b = b_run[sample_id]
         by_a = {e["chain"]: e for e in a["evaluations"]}
@@ -50,16 +50,18 @@ def compare(a_run: dict[str, dict], b_run: dict[str, dict]) -> dict:
         common = by_a.keys() & by_b.keys()
         shared += len(common)
         differ += sum(by_a[c]["answer"] != by_b[c]["answer"] for c in common)
+        flips += sum(by_a[c]["correct"] != by_b[c]["correct"] for c in common)
         diverged += [e["chain"] for e in a["evaluations"]] != [e["chain"] for e in b["evaluations"]]
         best_changed += a["best"]["chain"] != b["best"]["chain"]
         verdict_changed += a["best"]["correct"] != b["best"]["correct"]
-    return {"samples": len(a_run), "shared_chains": shared, "answers_differ": differ,
+    return {"samples": len(a_run), "shared_chains": shared, "answers_differ": differ, "verdicts_differ": flips,
             "paths_diverged": diverged, "best_chain_changed": best_changed, "best_correct_changed": verdict_changed}
 
 
 def _line(label: str, c: dict) -> str:
     return (f"{label}: of {c['shared_chains']} chain evaluations made by both, {c['answers_differ']} differ in answer "
-            f"({c['answers_differ'] / max(c['shared_chains'], 1):.2%}); "
+            f"({c['answers_differ'] / max(c['shared_chains'], 1):.2%}), {c['verdicts_differ']} in verdict "
+            f"({c['verdicts_differ'] / max(c['shared_chains'], 1):.2%}); "
             f"{c['paths_diverged']} of {c['samples']} searches took another path, {c['best_chain_changed']} changed "
             f"their best chain, {c['best_correct_changed']} the correctness of it")
 
