@@ -161,17 +161,17 @@ def _interrupted(cmd: list[str], ready: Path, lines: int) -> subprocess.Complete
 
 def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_path):
     run = tmp_path / "run"
-    cmd = ["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic", "--n", "8", "--sims",
-           "40", "--out", str(run), "--quiet"]
+    cmd = ["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic_mc", "--mode", "score",
+           "--n", "6", "--sims", "40", "--out", str(run), "--quiet"]
     done = _interrupted(cmd, run / "records.jsonl", 1)
     assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     kept = len(read_records(run))
-    assert last == f"interrupted: {kept} of 8 samples recorded in {run}; run the same command again to resume"
-    assert 1 <= kept < 8 and (run / "records.jsonl").read_text().endswith("\n")
+    assert last == f"interrupted: {kept} of 6 samples recorded in {run}; run the same command again to resume"
+    assert 1 <= kept < 6 and (run / "records.jsonl").read_text().endswith("\n")
     assert main(cmd) == 0
     ids = [r["id"] for r in read_records(run)]
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 6
 
 
 def test_ctrl_c_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path):
