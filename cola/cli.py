@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .chain import as_chain
 from .errors import ColaError, UsageError
-from .store import check_folder, check_out_file
 from .loading import DEFAULT_MODEL
+from .store import check_folder, check_out_file
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -429,7 +429,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     job = SearchJob(
         model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, **space,
-        allow_untested=args.allow_untested, mcts=mcts, seed=args.seed, reward=args.reward, control=args.control, menu=_menu(args), level=args.level,
+        allow_untested=args.allow_untested, mcts=mcts, seed=args.seed, reward=args.reward, control=args.control,
+        menu=_menu(args), level=args.level,
         split=None if args.data_file or not task.splits else task.split(args.split),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
         truncate=args.truncate)
@@ -650,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write one JSON line per sample to this file (F.jsonl) and the summary beside it (F.json)")
     p.set_defaults(func=cmd_eval)
 
+    from .policies.layer_router import Recipe
     from .search import ACTION_SETS
     from .search.presets import PRESETS
     from .search.run import CONTROLS, REWARDS
@@ -751,14 +753,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-runs", nargs="+", required=True, help="drllm search runs of the dev split (scores only)")
     p.add_argument("--out", required=True, help="the routers folder to write (config.json, routers.safetensors)")
     p.add_argument("--data-dir", default=None, help="where the runs' data is (default: as recorded in the runs)")
-    p.add_argument("--epochs", type=positive_int, default=25, help="training epochs (default 25, Dr.LLM's)")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    p.add_argument("--warmup", type=float, default=0.05, help="share of steps warming up, then cosine (default 0.05)")
-    p.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
-    p.add_argument("--beta", type=float, default=0.999, help="effective-number class weights beta (default 0.999)")
-    p.add_argument("--batch", type=positive_int, default=32, help="samples per step (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the order (default 0)")
+    recipe = Recipe()  # Dr.LLM's published recipe: every setting a flag, defaulting to it
+    p.add_argument("--epochs", type=positive_int, default=recipe.epochs, help=f"training epochs (default {recipe.epochs})")
+    p.add_argument("--lr", type=positive_float, default=recipe.lr, help=f"AdamW learning rate (default {recipe.lr:g})")
+    p.add_argument("--weight-decay", type=float, default=recipe.weight_decay,
+                   help=f"AdamW weight decay (default {recipe.weight_decay:g})")
+    p.add_argument("--warmup", type=float, default=recipe.warmup,
+                   help=f"share of steps warming up, then cosine (default {recipe.warmup:g})")
+    p.add_argument("--gamma", type=float, default=recipe.gamma, help=f"focal loss gamma (default {recipe.gamma:g})")
+    p.add_argument("--beta", type=float, default=recipe.beta,
+                   help=f"effective-number class weights beta (default {recipe.beta:g})")
+    p.add_argument("--batch", type=positive_int, default=recipe.batch, help=f"samples per step (default {recipe.batch})")
+    p.add_argument("--seed", type=int, default=recipe.seed,
+                   help=f"seed of the initialisation and the order (default {recipe.seed})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_router_fit_layers)
 

@@ -308,15 +308,25 @@ def advance(cm: ColaModel, segments: list[Segment]) -> torch.Tensor:
 
 
 def check_finite(logits: torch.Tensor, chains: Sequence[Chain]) -> None:
-    """Raise :class:`~cola.errors.NonFiniteError` when a row of ``logits`` (one per chain, or per row of one chain)
-    holds NaN or inf, never answering from it (argmax of NaN logits is token 0); ``row`` on the error says which,
+    """Raise :class:`~cola.errors.NonFiniteError` when a row of ``logits`` (one row per chain of ``chains``) holds NaN
+    or inf, never answering from it (argmax of NaN logits is token 0); ``row`` on the error says which,
     for the caller to name its input."""
     finite = torch.isfinite(logits).reshape(logits.shape[0], -1).all(-1)
     if not bool(finite.all()):
         row = int((~finite).nonzero()[0])
-        err = NonFiniteError(f"non-finite logits (NaN or inf) from chain {chains[min(row, len(chains) - 1)]}")
+        err = NonFiniteError(f"non-finite logits (NaN or inf) from chain {chains[row]}")
         err.row = row
         raise err
+
+
+@torch.inference_mode()
+def prompt_hidden(cm: ColaModel, chain: Chain, input_ids: torch.Tensor,
+                  prefix: PrefixCache | None = None) -> torch.Tensor:
+    """The hidden states (1, length, hidden) of the prompt ``input_ids`` (1, length) after running ``chain``, through
+    ``prefix`` (this prompt's :class:`~cola.reuse.PrefixCache`) when given."""
+    segment = prompt_segment(cm, chain, input_ids, prefix)
+    run_segments(cm, [segment])
+    return segment.hidden
 
 
 @torch.inference_mode()

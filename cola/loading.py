@@ -108,9 +108,9 @@ def native_bf16(flags: set[str] | None = None) -> bool:
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:
-    """``--dtype auto``: bf16 on CUDA and on a CPU that multiplies bf16 natively (about 1.7-1.8x faster there with
-    verdicts independent of the batch, docs/performance.md), float32 on any other CPU (where bf16 is emulated and
-    slower)."""
+    """``--dtype auto``: bf16 on CUDA and on a CPU that multiplies bf16 natively (a search 1.5-1.7x faster there,
+    with verdicts independent of the batch, docs/results/performance.md), float32 on any other CPU (where bf16 is
+    emulated and slower)."""
     if device.type == "cuda" or (device.type == "cpu" and native_bf16()):
         return torch.bfloat16
     return torch.float32

@@ -37,7 +37,7 @@ from .chain import Chain, as_chain
 from . import reuse
 from .errors import RouterError, UsageError
 from .evaluate import Evaluator
-from .executor import prompt_segment, run_segments
+from .executor import prompt_hidden
 from .models import ColaModel
 from .reuse import PrefixCache
 from .store import no_interrupts, read_json, write_atomic
@@ -100,9 +100,7 @@ def layers_computed(chain: Chain, features: int) -> int:
 def prompt_features(cm: ColaModel, ids: torch.Tensor, layers: int, prefix: PrefixCache | None = None) -> torch.Tensor:
     """The prompt ``ids`` (1, length)'s hidden states after the first ``layers`` positions of the full chain,
     averaged over its tokens (float32, (hidden,)); computed through ``prefix`` (this prompt's cache) when given."""
-    segment = prompt_segment(cm, Chain(tuple(range(layers))), ids, prefix)
-    run_segments(cm, [segment])
-    return segment.hidden[0].float().mean(0).cpu()
+    return prompt_hidden(cm, Chain(tuple(range(layers))), ids, prefix)[0].float().mean(0).cpu()
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..chain import Chain
-from ..executor import embed, prompt_segment, run_segments
+from ..executor import embed, prompt_hidden
 from ..models import ColaModel
 from ..reuse import PrefixCache
 
@@ -80,11 +80,7 @@ class LayerRouters(torch.nn.Module):
 
 def _hidden_after(cm: ColaModel, ids: torch.Tensor, layers: Sequence[int], prefix: PrefixCache | None) -> torch.Tensor:
     """The prompt's hidden states (tokens, d) after running ``layers`` (its embeddings when there are none)."""
-    if not layers:
-        return embed(cm, ids)[0]
-    segment = prompt_segment(cm, Chain(tuple(layers)), ids, prefix)
-    run_segments(cm, [segment])
-    return segment.hidden[0]
+    return prompt_hidden(cm, Chain(tuple(layers)), ids, prefix)[0] if layers else embed(cm, ids)[0]
 
 
 @torch.inference_mode()
