@@ -301,6 +301,7 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
     from .evals import eval_header
     from .loading import model_depth
     from .policies import calibrate, evaluate_policy, make_spec, settings
+    from .policies.spec import ROUTED
     from .policies.calibrate import parse_objective
     from .tasks import get_task, load_samples
 
@@ -309,10 +310,13 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
         parse_objective(args.calibrate)
         if args.data_file or not task.splits:
             raise UsageError(f"--calibrate chooses on the dev split; {args.task} from a data file has none")
-    if args.router is not None and args.policy != "router":
-        raise UsageError("--router belongs to --policy router (or to a plain `cola eval --router`)")
+    if args.router is not None and args.policy not in ROUTED:
+        raise UsageError("--router belongs to --policy router or layer-router (or to a plain `cola eval --router`)")
     if args.replay and not args.sweep:
         raise UsageError("--replay answers from the sweep's table: it needs --sweep")
+    if args.policy in ROUTED and (args.calibrate or args.sweep):
+        raise UsageError(f"a {args.policy} policy has no setting to calibrate or sweep; its router was selected on dev "
+                         "when it was fitted")
     options = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
                    temperature=args.temperature, seed=args.sample_seed, router=args.router)
 
@@ -332,6 +336,13 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
         from .router import Router
 
         router = Router.load(spec.router, evaluator.cm)
+    elif spec.kind == "layer-router":
+        from .policies.layer_router import load_routers
+
+        router, about = load_routers(spec.router, evaluator.cm)
+        if about.get("dtype") not in (None, str(evaluator.cm.dtype).removeprefix("torch.")):
+            print(f"cola: warning: {spec.router} was trained on {about['dtype']} hidden states; this model runs in "
+                  f"{str(evaluator.cm.dtype).removeprefix('torch.')}", file=sys.stderr)
     batch = args.batch_size or 16
     split = None if args.data_file or not task.splits else task.split(args.split)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
@@ -381,6 +392,9 @@ def _print_policy(summary: dict) -> None:
           f"{full['mean_layers']:.2f} layers" + ("" if summary["replayed"] else f", {full['wall_s']:.1f} s")
           + f"; policy right only {full['policy_only']}, full right only {full['other_only']}: McNemar exact p = "
           f"{full['mcnemar_p']:.4g}")
+    if summary.get("mean_layer_tokens"):
+        print(f"  layers x generated tokens (Dr.LLM's count): policy {summary['mean_layer_tokens']:.1f}, full depth "
+              f"{full['mean_layer_tokens']:.1f} per input")
     print(f"  agreement with full depth {summary['agreement']:.1%}; stops: "
           + ", ".join(f"{k} ({v})" for k, v in summary["stops"].items()))
     if summary["seen_in_calibration"]:
@@ -590,14 +604,33 @@ def cmd_router_fit_layers(args: argparse.Namespace) -> int:
     check_folder(args.out)  # before the model loads
     recipe = Recipe(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
                     gamma=args.gamma, beta=args.beta, batch=args.batch, seed=args.seed)
-    routers, config = fit_from_runs(args.runs, args.dev_runs, recipe, args.data_dir, progress=not args.quiet)
+    routers, config = fit_from_runs(args.runs, args.dev_runs, recipe, args.data_dir, not args.quiet,
+                                    args.same_samples_as or ())
     save_routers(routers, args.out, config)
     for part in ("train", "dev"):
         c, s = config[part], config[f"{part}_scores"]
+        used = f", {c['used']} of them also kept by {', '.join(args.same_samples_as)} and used" if "used" in c else ""
         print(f"{part}: {c['kept']} samples kept ({c['improved']} improved: wrong at full depth, right on a path), "
-              f"{c['dropped']} dropped (no right path); per-layer accuracy {s['per_layer_accuracy']:.3f}, macro-F1 "
-              f"{s['macro_f1']:.3f}")
-    print(f"routers: {args.out} ({routers.depth} layers, trained {args.epochs} epochs)")
+              f"{c['dropped']} dropped (no right path){used}; per-layer accuracy {s['per_layer_accuracy']:.3f}, "
+              f"macro-F1 {s['macro_f1']:.3f}")
+    print(f"routers: {args.out} ({routers.depth} layers, trained {args.epochs} epochs; routed on dev: "
+          f"{config['dev_mean_layers']:.2f} layers per input)")
+    print(f"evaluate them: cola eval --policy layer-router --router {args.out} --task {config['task']} --split test "
+          f"--mode {config['mode']} --dtype {config['dtype']} --out layer-router-test.jsonl")
+    return 0
+
+
+def cmd_router_layer_control(args: argparse.Namespace) -> int:
+    """`cola router layer-control`: a per-layer routers folder that reads nothing (random at the trained routers'
+    dev rates, or execute everywhere), to evaluate beside them."""
+    from .policies.layer_router import random_control
+
+    check_folder(args.out)
+    config = random_control(args.routers, args.out, execute=args.kind == "execute", seed=args.seed)
+    rates = config["rates"]
+    skip, repeat = (sum(r[c] for r in rates) / len(rates) for c in (0, 2))
+    print(f"{args.kind} control of {args.routers}: {args.out} (per layer on average: skip {skip:.3f}, repeat "
+          f"{repeat:.3f})")
     return 0
 
 
@@ -766,8 +799,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=positive_int, default=recipe.batch, help=f"samples per step (default {recipe.batch})")
     p.add_argument("--seed", type=int, default=recipe.seed,
                    help=f"seed of the initialisation and the order (default {recipe.seed})")
+    p.add_argument("--same-samples-as", nargs="+", default=None, metavar="RUN",
+                   help="train only on the samples these drllm runs keep too (the decoy control's, say), so that "
+                        "two sets of routers are trained on the same inputs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_router_fit_layers)
+
+    p = router.add_parser("layer-control", help="a control for per-layer routers that reads nothing: random at their "
+                                                "dev rates, or execute every layer")
+    p.add_argument("kind", choices=("random", "execute"),
+                   help="random: each layer skipped/executed/repeated at the rates the trained routers chose on dev, "
+                        "seeded per input; execute: every layer once (must equal full depth)")
+    p.add_argument("--routers", required=True, help="the trained routers folder (`cola router fit-layers`)")
+    p.add_argument("--out", required=True, help="the control's folder to write (config.json)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random decisions (default 0)")
+    p.set_defaults(func=cmd_router_layer_control)
 
     p = sub.add_parser("report", help="the study's tables, findings and figures from search runs")
     p.add_argument("runs", nargs="*", help="run folders of cola search")

@@ -171,13 +171,21 @@ def test_routers_saved_and_loaded_decide_the_same_and_foreign_folders_are_one_er
     ids = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37]])
     assert route(loaded, cm, ids) == route(routers, cm, ids) and stored["depth"] == 6
     other = tiny_model("llama", seed=1)
-    with pytest.raises(RouterError, match="trained for another model: weights"):
+    with pytest.raises(RouterError, match="made for another model: weights"):
         load_routers(tmp_path / "r", other)
     (tmp_path / "r" / "routers.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(RouterError, match="unreadable routers"):
         load_routers(tmp_path / "r")
     with pytest.raises(RouterError, match="not a per-layer routers folder"):
         load_routers(tmp_path / "nothing")
+    from cola.policies.layer_router import RandomRouting
+
+    save_routers(RandomRouting([[0.0, 1.0, 0.0]] * 6), tmp_path / "c", config)
+    assert route(load_routers(tmp_path / "c", cm)[0], cm, ids) == Chain.full(6)  # the execute control: full depth
+    (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "routing": "random", "depth": 6, "seed": 0,
+                                                            "rates": [[0.5, 0.5]] * 6}))
+    with pytest.raises(RouterError, match="three non-negative numbers per layer"):
+        load_routers(tmp_path / "c")
 
 
 def test_supervision_keeps_the_shortest_right_path_and_refuses_labels_of_another_space(tmp_path):
@@ -240,3 +248,50 @@ def test_cola_router_fit_layers_trains_on_drllm_runs_and_scores_on_dev(tiny_fold
     assert main(["router", "fit-layers", "--runs", str(study), "--dev-runs", str(runs["dev"]), "--out",
                  str(tmp_path / "r2"), "--quiet"]) == 2
     assert "not Dr.LLM's" in capsys.readouterr().err
+    # the controls and the routed evaluation, end to end: the execute control answers exactly as full depth does
+    for kind in ("random", "execute"):
+        assert main(["router", "layer-control", kind, "--routers", str(out), "--out", str(tmp_path / kind)]) == 0
+    assert load_routers(tmp_path / "random", cm)[1]["rates"] == config["routed_shares"]
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(8, seed=2)))
+    common = ["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file", str(test),
+              "--mode", "score", "--no-chat", "--n", "0", "--batch-size", "3", "--policy", "layer-router"]
+    summaries = {}
+    for name in ("routers", "random", "execute"):
+        folder = out if name == "routers" else tmp_path / name
+        assert main(common + ["--router", str(folder), "--out", str(tmp_path / f"{name}.jsonl")]) == 0
+        summaries[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        rows = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        assert all(r["asked"][0]["chain"] for r in rows) and summaries[name]["policy"]["router"] == str(folder)
+    execute = summaries["execute"]
+    assert execute["agreement"] == 1.0 and execute["mean_layers"] == execute["baselines"]["full"]["mean_layers"]
+    assert "layers computed per input" in capsys.readouterr().out
+    assert main(common + ["--router", str(out), "--sweep"]) == 2
+    assert "no setting to calibrate or sweep" in capsys.readouterr().err
+
+
+def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tiny_folder, tmp_path):
+    """Random routing at mixed rates gives the inputs of a batch different paths; each answers as it does alone."""
+    from helpers import mc_rows
+
+    from cola.evaluate import Evaluator
+    from cola.loading import load_model
+    from cola.policies.layer_router import RandomRouting
+    from cola.policies.run import run_policy
+    from cola.policies.spec import PolicySpec
+    from cola.tasks import get_task, load_samples
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(6, seed=3)))
+    cm = load_model(str(tiny_folder), device="cpu")
+    evaluator = Evaluator(cm, get_task("mc_jsonl"), "score", chat=False)
+    samples = load_samples(get_task("mc_jsonl"), None, str(data), 0)
+    routing = RandomRouting([[0.3, 0.5, 0.2]] * cm.depth, seed=4)
+    spec = PolicySpec("layer-router", router="random")
+    batched = run_policy(spec, evaluator, samples, batch=6, router=routing)
+    alone = [row for s in samples for row in run_policy(spec, evaluator, [s], batch=1, router=routing)]
+    paths = [r["asked"][0]["chain"] for r in batched]
+    assert len(set(paths)) >= 3 and paths == [r["asked"][0]["chain"] for r in alone]
+    assert [r["asked"][0]["confidence"] for r in batched] == [r["asked"][0]["confidence"] for r in alone]
+    assert [r["layers"] for r in batched] == [len(Chain.parse(p)) for p in paths]  # routing's layers are reused
+    assert RandomRouting([[0.3, 0.5, 0.2]] * cm.depth, seed=5).decide(0, None, "q1") in (0, 1, 2)

@@ -16,7 +16,7 @@ from ..store import EvalStore
 from ..tasks import Sample
 from .calibrate import sweep, table_requests
 from .run import ask_table, replay, run_policy
-from .spec import PolicySpec
+from .spec import ROUTED, PolicySpec
 
 FULL = PolicySpec("chain")
 
@@ -50,7 +50,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
                           "sweep")
         points = sweep(family, samples, table, depth, evaluator.mode)
     if replayed:
-        if table is None or spec.kind == "router":
+        if table is None or spec.kind in ROUTED:
             raise UsageError("a replayed evaluation needs the sweep's table (--sweep), and a router is not swept")
         chains = spec.check(depth, evaluator.mode)
         rows = [replay(spec, chains, s, t) for s, t in zip(samples, table)]
@@ -74,6 +74,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
         **header, "kind": "policy", "policy": spec.to_dict(), "name": name or spec.describe(evaluator.mode),
         "mean_layers": _mean(rows, "layers"), "mean_length": _mean(rows, "positions"),
         "mean_chains": _mean(rows, "chains_asked"), "mean_tokens": _mean(rows, "tokens"),
+        "mean_layer_tokens": _mean(rows, "layer_tokens"),
         "agreement": sum(r["answer"] == r["full_answer"] for r in rows) / n,
         "wall_s": None if policy_s is None else round(policy_s, 3), "replayed": replayed,
         "wall_processes": None if policy_s is None else store.processes("policy", "full"),
@@ -82,6 +83,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
                                "ci": list(wilson_interval(p["b_right"], n)), "policy_only": p["a_only"],
                                "other_only": p["b_only"], "mcnemar_p": p["mcnemar_p"],
                                "mean_layers": _mean(full, "layers"), "mean_tokens": _mean(full, "tokens"),
+                               "mean_layer_tokens": _mean(full, "layer_tokens"),
                                "wall_s": None if full_s is None else round(full_s, 3)}},
         "layers_ratio": _mean(rows, "layers") / max(_mean(full, "layers"), 1e-9),
         "wall_ratio": None if policy_s is None else policy_s / max(full_s, 1e-9),

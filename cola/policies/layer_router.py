@@ -17,6 +17,7 @@ cosine decay, 25 epochs.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,10 +73,28 @@ class LayerRouters(torch.nn.Module):
         """(inputs, windows, d) pooled windows -> (inputs, 3): the per-window logits of ``layer``'s router, averaged."""
         return self.routers[layer](pooled).mean(-2)
 
-    def decide(self, layer: int, pooled: torch.Tensor) -> int:
-        """How often ``layer`` runs for one input's (windows, d) pooled windows: 0, 1 or 2."""
+    def decide(self, layer: int, pooled: torch.Tensor, key: str = "") -> int:
+        """How often ``layer`` runs for one input's (windows, d) pooled windows: 0, 1 or 2 (``key``, the input's
+        name, is not read: a trained router decides from what it sees)."""
         with torch.inference_mode():
             return int(self.logits(layer, pooled[None].to(self.routers[0][0].weight.dtype))[0].argmax())
+
+
+class RandomRouting:
+    """A control that reads nothing: layer ``l`` is skipped, executed or repeated at random with probabilities
+    ``rates[l]``, drawn from a generator seeded by (``seed``, the input's name, the layer), so an input's path does not
+    depend on its batch or on the order of the inputs. Rates ``[0, 1, 0]`` at every layer execute everything (full
+    depth)."""
+
+    def __init__(self, rates: Sequence[Sequence[float]], seed: int = 0) -> None:
+        self.rates, self.seed, self.depth = [list(map(float, r)) for r in rates], seed, len(rates)
+
+    def decide(self, layer: int, pooled: torch.Tensor, key: str = "") -> int:
+        """How often ``layer`` runs for the input named ``key``: 0, 1 or 2."""
+        return random.Random(f"{self.seed}:{key}:{layer}").choices(range(len(DECISIONS)), self.rates[layer])[0]
+
+
+Routing = LayerRouters | RandomRouting
 
 
 def _hidden_after(cm: ColaModel, ids: torch.Tensor, layers: Sequence[int], prefix: PrefixCache | None) -> torch.Tensor:
@@ -94,18 +113,35 @@ def path_features(cm: ColaModel, ids: torch.Tensor, path: Chain, prefix: PrefixC
 
 
 @torch.inference_mode()
-def route(routers: LayerRouters, cm: ColaModel, ids: torch.Tensor, prefix: PrefixCache | None = None) -> Chain:
-    """The chain the routers choose for the prompt ``ids`` (1, tokens), layer by layer during its prefill, each
-    decision reading the hidden state the layers routed before it produced. A path that would run no layer at all
-    runs the last one."""
+def route(routers: Routing, cm: ColaModel, ids: torch.Tensor, prefix: PrefixCache | None = None,
+          key: str = "") -> Chain:
+    """The chain the routers choose for the prompt ``ids`` (1, tokens) named ``key``, layer by layer during its
+    prefill, each decision reading the hidden state the layers routed before it produced. A path that would run no
+    layer at all runs the last one. Through the input's ``prefix`` cache, the chain's own prefill is then reused."""
     prefix = prefix or PrefixCache()
     layers: list[int] = []
     for layer in range(cm.depth):
-        runs = routers.decide(layer, window_pool(_hidden_after(cm, ids, layers, prefix)))
+        runs = routers.decide(layer, window_pool(_hidden_after(cm, ids, layers, prefix)), key)
         if runs == 0 and not layers and layer == cm.depth - 1:
             runs = 1
         layers += [layer] * runs
     return Chain(tuple(layers))
+
+
+def route_inputs(routers: Routing, evaluator, samples: Sequence, prefixes: Sequence[PrefixCache]) -> list[Chain]:
+    """The chain ``routers`` route each of ``samples`` to (an :class:`~cola.evaluate.Evaluator`'s prompts), each
+    through its own prefix cache, so the chain that answers reuses the routing's layers."""
+    return [route(routers, evaluator.cm, evaluator.prompt_ids(s), p, s.id) for s, p in zip(samples, prefixes)]
+
+
+def decision_shares(chains: Sequence[Chain], depth: int) -> list[list[float]]:
+    """Per layer, the share of ``chains`` that skip, execute and repeat it (the rates of a random control)."""
+    from ..search.space import drllm_labels
+
+    counts = torch.zeros(depth, len(DECISIONS))
+    for chain in chains:
+        counts[torch.arange(depth), torch.tensor(drllm_labels(chain, depth))] += 1
+    return (counts / max(len(chains), 1)).tolist()
 
 
 def class_weights(labels: torch.Tensor, beta: float = 0.999) -> torch.Tensor:
@@ -195,9 +231,9 @@ ROUTERS = "routers.safetensors"
 CONFIG = "config.json"
 
 
-def save_routers(routers: LayerRouters, folder, config: dict):
-    """Write ``config.json`` (``config`` with the routers' shape) and ``routers.safetensors`` into ``folder``, each
-    whole or not at all."""
+def save_routers(routers: Routing, folder, config: dict):
+    """Write ``config.json`` (``config`` with the routers' shape, and a random control's rates and seed) and, for
+    trained routers, ``routers.safetensors`` into ``folder``, each whole or not at all."""
     import json
     from pathlib import Path
 
@@ -207,18 +243,22 @@ def save_routers(routers: LayerRouters, folder, config: dict):
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{ROUTERS}.tmp"
-    with no_interrupts():
-        save_file({k: v.contiguous() for k, v in routers.state_dict().items()}, str(tmp))
-        tmp.replace(folder / ROUTERS)
-    write_atomic(folder / CONFIG, json.dumps({**config, "depth": routers.depth, "hidden_size": routers.hidden_size},
-                                             indent=2) + "\n")
+    if isinstance(routers, RandomRouting):
+        config = {**config, "routing": "random", "rates": routers.rates, "seed": routers.seed}
+    else:
+        config = {**config, "routing": "trained", "hidden_size": routers.hidden_size}
+        tmp = folder / f".{ROUTERS}.tmp"
+        with no_interrupts():
+            save_file({k: v.contiguous() for k, v in routers.state_dict().items()}, str(tmp))
+            tmp.replace(folder / ROUTERS)
+    write_atomic(folder / CONFIG, json.dumps({**config, "depth": routers.depth}, indent=2) + "\n")
     return folder
 
 
-def load_routers(folder, cm: ColaModel | None = None) -> tuple[LayerRouters, dict]:
-    """Read a routers folder; with ``cm``, check that they were trained for this model (name, weights, depth). A
-    missing or unreadable file, or routers of another model, is one :class:`~cola.errors.RouterError`."""
+def load_routers(folder, cm: ColaModel | None = None) -> tuple[Routing, dict]:
+    """Read a routers folder (trained routers or a random control); with ``cm``, check that they were made for this
+    model (name, weights, depth). A missing or unreadable file, or routers of another model, is one
+    :class:`~cola.errors.RouterError`."""
     from pathlib import Path
 
     from safetensors import SafetensorError
@@ -228,27 +268,56 @@ def load_routers(folder, cm: ColaModel | None = None) -> tuple[LayerRouters, dic
     from ..store import read_json
 
     folder = Path(folder)
-    if not (folder / CONFIG).is_file() or not (folder / ROUTERS).is_file():
-        raise RouterError(f"{folder} is not a per-layer routers folder (it needs {CONFIG} and {ROUTERS})")
+    if not (folder / CONFIG).is_file():
+        raise RouterError(f"{folder} is not a per-layer routers folder (it needs {CONFIG})")
     try:
-        config = read_json(folder / CONFIG)
-        routers = LayerRouters(int(config["depth"]), int(config["hidden_size"]))
-        routers.load_state_dict(load_file(str(folder / ROUTERS)))
+        config = read_json(folder / CONFIG, expect=dict)
+        if config.get("routing") == "random":
+            routers: Routing = RandomRouting(config["rates"], int(config["seed"]))
+            if routers.depth != config["depth"] or any(len(r) != len(DECISIONS) or min(r) < 0 or sum(r) <= 0
+                                                       for r in routers.rates):
+                raise ValueError("rates must be three non-negative numbers per layer")
+        else:
+            if not (folder / ROUTERS).is_file():
+                raise RouterError(f"{folder} is not a per-layer routers folder (it needs {CONFIG} and {ROUTERS})")
+            routers = LayerRouters(int(config["depth"]), int(config["hidden_size"]))
+            routers.load_state_dict(load_file(str(folder / ROUTERS)))
+            routers.eval()
+    except RouterError:
+        raise
     except (SafetensorError, OSError, KeyError, RuntimeError, ValueError, TypeError, DataError) as err:
-        raise RouterError(f"{folder}: unreadable routers ({type(err).__name__}: {err}); train them again") from None
+        raise RouterError(f"{folder}: unreadable routers ({type(err).__name__}: {err}); make them again") from None
     if cm is not None:
         from ..provenance import weights_hash
 
         expected = {"model": cm.name, "depth": cm.depth, "weights": weights_hash(cm)}
         differ = [f"{k} {config.get(k)!r} (this model: {v!r})" for k, v in expected.items() if config.get(k) != v]
         if differ:
-            raise RouterError(f"{folder} was trained for another model: {'; '.join(differ)}")
-    return routers.eval(), config
+            raise RouterError(f"{folder} was made for another model: {'; '.join(differ)}")
+    return routers, config
 
 
-def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool, what: str):
-    """The kept samples of drllm ``folders`` (one model, task and prompt format): teacher-forced features (samples,
-    depth, windows, d), labels (samples, depth), their ids, the model and what the runs were, and the counts."""
+def random_control(folder, out, execute: bool = False, seed: int = 0):
+    """Write the random control of the trained routers in ``folder`` to ``out``: every layer skipped, executed or
+    repeated at the rates the trained routers chose on their dev inputs (``routed_shares``), read from nothing; with
+    ``execute``, a router that executes every layer (full depth). Returns its config."""
+    from ..errors import RouterError
+
+    routers, config = load_routers(folder)
+    if config.get("routing") != "trained":
+        raise RouterError(f"{folder} is a random control already; make controls of trained routers")
+    rates = [[0.0, 1.0, 0.0]] * routers.depth if execute else config["routed_shares"]
+    about = {k: config[k] for k in ("model", "weights", "task", "mode", "chat", "score_style", "dtype") if k in config}
+    control = {**about, "control_of": str(folder), "control": "execute" if execute else "random"}
+    save_routers(RandomRouting(rates, seed), out, control)
+    return load_routers(out)[1]
+
+
+def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool, what: str,
+                only: set[str] | None = None):
+    """The kept samples of drllm ``folders`` (one model, task and prompt format; with ``only``, those of these ids):
+    teacher-forced features (samples, depth, windows, d), labels (samples, depth), their ids, the model and what the
+    runs were, the counts, and an evaluator with every sample the runs searched."""
     from tqdm import tqdm
 
     from ..errors import RouterError
@@ -267,10 +336,15 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
         cm = load_model(first["model"], dtype=first["dtype"])
     evaluator = Evaluator(cm, get_task(first["task"]), first["mode"], first["chat"], first["score_style"])
     features, labels, ids, counts = [], [], [], {"kept": 0, "dropped": 0, "improved": 0}
+    searched = []
     for folder, config in zip(folders, configs):
         rows, found = supervision(folder)
         counts = {k: counts[k] + found[k] for k in counts}
+        if only is not None:
+            rows = [r for r in rows if r["id"] in only]
+            counts["used"] = counts.get("used", 0) + len(rows)
         by_id = {s.id: s for s in run_samples(config, data)}
+        searched += list(by_id.values())
         for row in tqdm(rows, desc=f"{what} features ({folder})", unit="sample", disable=not progress):
             features.append(path_features(cm, evaluator.prompt_ids(by_id[row["id"]]), Chain.parse(row["path"])))
             labels.append(row["labels"])
@@ -278,28 +352,45 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
     if not features:
         raise RouterError(f"no {what} sample has a right path in {', '.join(map(str, folders))}")
     about = {k: first.get(k) for k in keys + ("split", "control")}
-    return torch.stack(features), torch.tensor(labels), ids, cm, about, counts
+    return torch.stack(features), torch.tensor(labels), ids, cm, about, counts, (evaluator, searched)
 
 
-def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = None,
-                  progress: bool = True) -> tuple[LayerRouters, dict]:
+def kept_ids(folders) -> set[str]:
+    """The ids of the samples that drllm search runs ``folders`` keep for training (:func:`supervision`)."""
+    return {row["id"] for folder in folders for row in supervision(folder)[0]}
+
+
+def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = None, progress: bool = True,
+                  same_samples_as: Sequence = ()) -> tuple[LayerRouters, dict]:
     """Per-layer routers trained on the kept samples of train-split drllm search ``runs`` (:func:`supervision`,
     teacher-forced :func:`path_features`, :func:`fit_routers`) and scored on those of dev-split ``dev_runs`` (macro-F1
-    and per-layer accuracy, nothing chosen on test). Returns the routers and their config (model, weights hash,
+    and per-layer accuracy against their labels, and the decisions the routers make on every dev input, routed
+    free-running: ``routed_shares``, the rates of their random control). With ``same_samples_as`` (other drllm runs,
+    such as the decoy control's), only the samples those runs keep too are used, so that real and decoy routers
+    train on the same inputs. Nothing is chosen on test. Returns the routers and their config (model, weights hash,
     depth, recipe, data, kept and dropped counts, dev scores), ready for :func:`save_routers`."""
     from dataclasses import asdict
 
+    from tqdm import tqdm
+
     from ..errors import RouterError
 
-    x, y, ids, cm, about, counts = _supervised(runs, None, data, progress, "train")
+    only = kept_ids(same_samples_as) if same_samples_as else None
+    x, y, ids, cm, about, counts, _ = _supervised(runs, None, data, progress, "train", only)
     if about.get("split") == "test":
         raise RouterError("the routers are trained on train-split runs; these searched the test split")
-    dev_x, dev_y, dev_ids, _, dev_about, dev_counts = _supervised(dev_runs, cm, data, progress, "dev")
+    dev_x, dev_y, dev_ids, _, dev_about, dev_counts, (evaluator, dev_samples) = _supervised(dev_runs, cm, data,
+                                                                                            progress, "dev")
     if (dev_about["model"], dev_about["task"], dev_about["weights"]) != (about["model"], about["task"],
                                                                           about["weights"]):
         raise RouterError("the dev runs are of another model or task than the train runs")
     routers = fit_routers(x, y, recipe)
+    routed = [route(routers, cm, evaluator.prompt_ids(s), key=s.id)
+              for s in tqdm(dev_samples, desc="routing dev", unit="sample", disable=not progress)]
     config = {**about, "recipe": asdict(recipe), "runs": [str(r) for r in runs], "dev_runs": [str(r) for r in dev_runs],
+              "same_samples_as": [str(r) for r in same_samples_as],
+              "routed_shares": decision_shares(routed, cm.depth),
+              "dev_mean_layers": sum(map(len, routed)) / max(len(routed), 1),
               "train": counts, "dev": dev_counts, "train_ids": ids, "dev_ids": dev_ids,
               "train_scores": router_scores(routers, x, y), "dev_scores": router_scores(routers, dev_x, dev_y),
               "label_shares": [torch.bincount(y[:, layer], minlength=3).tolist() for layer in range(y.shape[1])]}

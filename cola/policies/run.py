@@ -25,7 +25,7 @@ from ..reuse import PrefixCache, layers_computed
 from ..store import EvalStore, chunks
 from ..tasks import Sample
 from .signals import confidence
-from .spec import PolicySpec
+from .spec import ROUTED, PolicySpec
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def keeps(threshold: float, conf: float) -> bool:
 def next_request(spec: PolicySpec, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
     """The next request of one input under ``spec`` given what it was told (``asked``), or None when it answers."""
     n = len(asked)
-    if spec.kind in ("chain", "router"):
+    if spec.kind == "chain" or spec.kind in ROUTED:
         return Request(chains[0]) if n == 0 else None
     if spec.kind == "cascade":
         if n == 0:
@@ -78,7 +78,7 @@ def next_request(spec: PolicySpec, chains: Sequence[Chain], asked: Sequence[Aske
 
 def decide(spec: PolicySpec, asked: Sequence[Asked]) -> tuple[int | None, str]:
     """Which asked answer the policy gives (an index into ``asked``, None when none has an answer) and why."""
-    if spec.kind in ("chain", "router"):
+    if spec.kind == "chain" or spec.kind in ROUTED:
         return 0, "one chain"
     if spec.kind == "cascade":
         n = len(asked)
@@ -129,17 +129,19 @@ def policy_row(spec: PolicySpec, sample: Sample, asked: Sequence[Asked], layers:
     """One input's line of a policy evaluation: the answer, why it stopped, its cost and everything it asked."""
     chosen, why = decide(spec, asked)
     answer = None if chosen is None else asked[chosen].answer
+    lengths = [len(Chain.parse(a.chain)) for a in asked]
     return {"id": sample.id, "gold": sample.gold, "answer": answer,
             "correct": bool(chosen is not None and asked[chosen].correct), "stop": why, "layers": layers,
-            "positions": sum(len(Chain.parse(a.chain)) for a in asked), "chains_asked": len(asked),
-            "tokens": sum(a.tokens for a in asked), "asked": [asdict(a) for a in asked]}
+            "positions": sum(lengths), "chains_asked": len(asked), "tokens": sum(a.tokens for a in asked),
+            "layer_tokens": sum(n * a.tokens for n, a in zip(lengths, asked)), "asked": [asdict(a) for a in asked]}
 
 
 def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
                router=None, progress: Callable[[int], None] | None = None, store: EvalStore | None = None,
                stage: str = "policy") -> list[dict]:
     """Answer ``samples`` with the policy ``spec``, ``batch`` inputs at a time (module doc); a ``router`` policy
-    needs the loaded :class:`~cola.router.Router`. Returns one row per input (:func:`policy_row`), in order; each
+    needs the loaded :class:`~cola.router.Router`, a ``layer-router`` one the loaded per-layer routers
+    (:func:`~cola.policies.layer_router.load_routers`). Returns one row per input (:func:`policy_row`), in order; each
     batch is recorded in ``store`` as stage ``stage`` as it finishes (and read back from it on a resume)."""
     chains = spec.check(evaluator.cm.depth, evaluator.mode)
 
@@ -150,6 +152,10 @@ def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample]
             from ..router import route_inputs
 
             own = [[c] for c in route_inputs(router, evaluator, chunk, prefixes)]
+        elif spec.kind == "layer-router":
+            from .layer_router import route_inputs as route_layers
+
+            own = [[c] for c in route_layers(router, evaluator, chunk, prefixes)]
         asked: list[list[Asked]] = [[] for _ in chunk]
         while True:
             wanted = [(i, r) for i in range(len(chunk)) if (r := next_request(spec, own[i], asked[i])) is not None]

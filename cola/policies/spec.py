@@ -8,7 +8,9 @@ A policy answers an input by asking one or more chains, never seeing the gold:
 - ``vote``: the first ``k`` chains all answer; ``majority`` (ties to the chain listed first), the ``confident`` chain's
   answer, or a confidence-``weighted`` vote decides;
 - ``self-consistency``: ``k`` seeded samples of one chain at ``temperature`` (generate mode), majority vote;
-- ``router``: the chain a fitted router (:mod:`cola.router`) picks for the input.
+- ``router``: the chain a fitted router (:mod:`cola.router`) picks for the input;
+- ``layer-router``: the chain Dr.LLM's per-layer routers (:mod:`cola.policies.layer_router`) build for the input
+  during its prefill, layer by layer (or a random control of them).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 from ..chain import Chain
 from ..errors import MissingFileError, UsageError
 
-KINDS = ("chain", "cascade", "vote", "self-consistency", "router")
+KINDS = ("chain", "cascade", "vote", "self-consistency", "router", "layer-router")
+ROUTED = ("router", "layer-router")  # kinds whose one chain a router picks per input
 SCORE_SIGNALS = ("max_prob", "margin", "certainty")  # of the softmax over the options' log-likelihoods
 GENERATE_SIGNALS = ("answer_prob",)  # exp(mean log-probability of the answer's tokens); 0 without an answer
 RULES = ("majority", "confident", "weighted")
@@ -33,7 +36,7 @@ _TYPES = {"kind": ((str,), "a policy name", None), "chains": ((list,), "a list o
           "signal": ((str, type(None)), "a signal name or null", None), "norm": ((bool,), "true or false", None),
           "rule": ((str,), "a vote rule", None), "k": ((int,), "a whole number", None),
           "temperature": ((int, float), "a number", None), "seed": ((int,), "a whole number", None),
-          "router": ((str, type(None)), "a router folder or null", None)}
+          "router": ((str, type(None)), "a router folder (or per-layer routers folder) or null", None)}
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,8 @@ class PolicySpec:
             raise UsageError("self-consistency samples answers: it needs --mode generate")
         if self.temperature < 0:
             raise UsageError(f"temperature must be >= 0, not {self.temperature}")
-        if self.kind == "router" and not self.router:
-            raise UsageError("a router policy needs the router's folder")
+        if self.kind in ROUTED and not self.router:
+            raise UsageError(f"a {self.kind} policy needs the router's folder (--router DIR)")
         return chains
 
     def signal_in(self, mode: str) -> str:
@@ -149,7 +152,7 @@ class PolicySpec:
             return f"vote k={self.k} {self.rule}"
         if self.kind == "self-consistency":
             return f"self-consistency k={self.k} T={self.temperature:g}"
-        return f"router {self.router}"
+        return f"{self.kind} {self.router}"
 
 
 def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[str]:
