@@ -135,7 +135,7 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     from .policies import KINDS, RULES
     from .policies.spec import GENERATE_SIGNALS, SCORE_SIGNALS
 
-    g = parser.add_argument_group("label-free policies (docs/label-free.md)")
+    g = parser.add_argument_group("label-free policies (docs/policies.md)")
     g.add_argument("--policy", default=None,
                    help=f"answer with a policy: {', '.join(KINDS)}, or a spec FILE.json (a spec, or an earlier "
                         "--policy evaluation's summary); full depth runs beside it, paired and timed")

@@ -89,7 +89,7 @@ from cola.policies.layer_router import (  # noqa: E402
     window_pool,
 )
 
-from conftest import tiny_model  # noqa: E402
+from helpers import tiny_model  # noqa: E402
 
 
 def _planted(depth: int, hidden: int, runs: dict[int, int]) -> LayerRouters:

@@ -25,7 +25,7 @@ from cola.policies.spec import PolicySpec
 from cola.store import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
 
-from conftest import tiny_model
+from helpers import tiny_model
 from helpers import KILLED_AFTER, mc_rows, without_wall
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -3,7 +3,7 @@
 import json
 
 import torch
-from conftest import random_chains, reference_model
+from helpers import random_chains, reference_model
 
 from cola import Chain
 from cola.cli import main

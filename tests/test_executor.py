@@ -3,7 +3,7 @@ model physically rebuilt in chain order, cached decoding is recomputation, paddi
 
 import pytest
 import torch
-from conftest import EOS, FAMILIES, PAD, random_chains, reference_model, tiny_model
+from helpers import EOS, FAMILIES, PAD, random_chains, reference_model, tiny_model
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
+from helpers import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
 from transformers import (
     AutoModelForCausalLM,
     CohereConfig,

@@ -3,7 +3,7 @@ three times): chains that skip, repeat and re-order across the sliding/global pa
 tokens of the model with its layer list physically rebuilt in chain order, and `cola eval` scores as the library does."""
 
 import torch
-from conftest import reference_model
+from helpers import reference_model
 
 from cola import Chain
 from cola.cli import main

@@ -186,7 +186,7 @@ def test_runs_from_before_provenance_resume_with_a_warning(tmp_path):
 
 
 def test_report_without_a_decoy_run_writes_csvs_with_headers(tmp_path):
-    from test_report import RUNS
+    from helpers import RUNS
 
     out = tmp_path / "report"
     assert main(["report", str(RUNS["cola"]), "--out", str(out)]) == 0

@@ -12,7 +12,7 @@ from cola import Chain
 from cola.errors import ChainError
 from cola.export import as_hf
 
-from conftest import EOS, PAD, reference_model, tiny_model
+from helpers import EOS, PAD, reference_model, tiny_model
 
 IDS = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29]])
 

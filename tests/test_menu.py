@@ -4,7 +4,7 @@ the embedded model; bad inputs are one clear error each."""
 import json
 
 import pytest
-from test_report import RUNS, records
+from helpers import RUNS, records
 
 from cola import Chain
 from cola.cli import main

@@ -5,8 +5,7 @@ reason)."""
 
 import pytest
 import torch
-from conftest import FAMILIES, tiny_model
-from test_packing import CHAINS, _decode_together_and_alone, _prompts
+from helpers import CHAINS, FAMILIES, decode_together_and_alone, packed_prompts, tiny_model
 
 from cola import Chain
 from cola.evaluate import Evaluator
@@ -56,7 +55,7 @@ def _cases():
 def test_one_call_prefill_and_decode_match_each_row_alone(family, mode):
     cm = tiny_model(family)
     cm.packed_attention = mode
-    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=3)
+    chains, prompts = [Chain.parse(c) for c in CHAINS], packed_prompts([5, 9, 7, 12, 6, 10], seed=3)
     warm = Chain.parse("0-3,5")  # rows resume from prefix caches at different positions
     prefixes = [PrefixCache() if b % 2 else None for b in range(len(chains))]
     for prefix, ids in zip(prefixes, prompts):
@@ -72,7 +71,7 @@ def test_one_call_prefill_and_decode_match_each_row_alone(family, mode):
             got, want = segments[b].row.cache.layers[slot], cache.layers[slot]
             assert (got.keys - want.keys).abs().max().item() <= 1e-4
     cm.packed_attention = mode
-    _decode_together_and_alone(cm, chains, prompts, steps=4)  # decoding together against each row alone
+    decode_together_and_alone(cm, chains, prompts, steps=4)  # decoding together against each row alone
 
 
 def test_one_call_search_gives_the_answers_of_the_per_row_path():

@@ -4,24 +4,16 @@ searching several samples at once equals searching them one by one."""
 
 import pytest
 import torch
-from conftest import FAMILIES, tiny_model
+from helpers import CHAINS, FAMILIES, decode_together_and_alone, packed_prompts, tiny_model
 
 from cola import Chain
 from cola.evaluate import Evaluator
-from cola.executor import Row, advance, decode_step, forward, prefill, prompt_segment
+from cola.executor import advance, forward, prefill, prompt_segment
 from cola.generation import RowDecoder, generate
 from cola.reuse import PrefixCache
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples
-
-CHAINS = ["0-5", "0,2-5", "0-2,1,2,3-5", "0-3,3,3,4,5", "5,4,3,2,1,0", "0,1,4,5"]
-
-
-def _prompts(lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, 96, (1, n), generator=g) for n in lengths]
-
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def tiny(request):
@@ -31,7 +23,7 @@ def tiny(request):
 def test_one_request_is_exactly_recomputed_greedy_decoding(tiny):
     """The one decoding loop, one row: each token is the argmax of a fresh forward of prompt + tokens so far (no
     cache at all), bitwise."""
-    for chain, ids in zip(map(Chain.parse, CHAINS), _prompts([5, 9, 7, 12, 6, 10])):
+    for chain, ids in zip(map(Chain.parse, CHAINS), packed_prompts([5, 9, 7, 12, 6, 10])):
         got = generate(tiny, chain, ids, max_new_tokens=10)[0]
         tokens = ids[0].tolist()
         for token in got.tokens:
@@ -39,32 +31,9 @@ def test_one_request_is_exactly_recomputed_greedy_decoding(tiny):
             tokens.append(token)
 
 
-def _decode_together_and_alone(cm, chains, prompts, steps):
-    """Decode ``steps`` tokens through each chain with all rows together and with each row alone, feeding both the
-    same tokens so only the batching differs; asserts the logits agree at every step and returns the rows run
-    together."""
-
-    def rows():
-        out, logits = [], []
-        for chain, ids in zip(chains, prompts):
-            lg, cache = prefill(cm, chain, ids)
-            out.append(Row(chain, cache, ids.shape[1]))
-            logits.append(lg[0, -1])
-        return out, torch.stack(logits).argmax(-1)
-
-    together, tokens = rows()
-    alone, _ = rows()
-    for _ in range(steps):
-        batched = decode_step(cm, together, tokens)
-        single = torch.cat([decode_step(cm, [row], tokens[b : b + 1]) for b, row in enumerate(alone)])
-        assert (batched - single).abs().max().item() <= 1e-4
-        tokens = single.argmax(-1)
-    return together
-
-
 def test_rows_together_match_rows_alone(tiny):
-    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=1)
-    together = _decode_together_and_alone(tiny, chains, prompts, steps=6)
+    chains, prompts = [Chain.parse(c) for c in CHAINS], packed_prompts([5, 9, 7, 12, 6, 10], seed=1)
+    together = decode_together_and_alone(tiny, chains, prompts, steps=6)
     assert [r.length for r in together] == [p.shape[1] + 6 for p in prompts]
     assert all(len(r.cache.layers) == len(r.chain) for r in together)
 
@@ -74,13 +43,13 @@ def test_rows_together_with_a_mask_built_every_step():
     before a packed call writes the row's first slot, or a later single-row layer (a repeat) sees a wrong size."""
     cm = tiny_model("llama")
     cm.model.set_attn_implementation("eager")
-    _decode_together_and_alone(cm, [Chain.parse("0-5"), Chain.parse("0-2,1,2,3-5")], _prompts([6, 9], seed=5), steps=3)
+    decode_together_and_alone(cm, [Chain.parse("0-5"), Chain.parse("0-2,1,2,3-5")], packed_prompts([6, 9], seed=5), steps=3)
 
 
 def test_packed_prefills_match_prefill_alone(tiny):
     """Prompts of different lengths through different chains, packed into shared layer calls, some reusing a prefix
     cache that earlier chains filled: logits, every cache slot and the prefix caches' new entries match."""
-    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([5, 9, 7, 12, 6, 10], seed=3)
+    chains, prompts = [Chain.parse(c) for c in CHAINS], packed_prompts([5, 9, 7, 12, 6, 10], seed=3)
     warm = Chain.parse("0-3,5")  # fills the prefix caches' first positions, so rows start at different positions
 
     def caches():
@@ -124,7 +93,7 @@ def test_packed_chains_sharing_one_prefix_cache(tiny, nodes):
     """Chains of one prompt, packed in one call with one prefix cache that none of them has filled yet, compute the
     same shared prefix side by side: each position is cached once, evictions under a tight bound find the entries
     they drop (a packed menu of 201 chains on a long prompt raised KeyError here), and every logit matches."""
-    ids = _prompts([9], seed=5)[0]
+    ids = packed_prompts([9], seed=5)[0]
     chains = [Chain.parse(c) for c in CHAINS + ["0-3,5", "0-3,3,4,5", "0-2,4,5", "0-5"]]
     one = PrefixCache()
     prefill(tiny, Chain((0,)), ids, prefix=one)
@@ -142,7 +111,7 @@ def test_packed_chains_sharing_one_prefix_cache(tiny, nodes):
 def test_requests_joining_while_others_decode(tiny):
     """Continuous batching: requests added while others are decoding prefill in the same layer calls as those
     decoding tokens; every request's tokens are those of generating it alone."""
-    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([8, 3, 11, 5, 9, 4], seed=4)
+    chains, prompts = [Chain.parse(c) for c in CHAINS], packed_prompts([8, 3, 11, 5, 9, 4], seed=4)
     expected = [generate(tiny, c, p, max_new_tokens=9)[0] for c, p in zip(chains, prompts)]
     decoder, got = RowDecoder(tiny, max_new_tokens=9), {}
     for b in range(3):
@@ -157,7 +126,7 @@ def test_requests_joining_while_others_decode(tiny):
 
 
 def test_decoder_matches_generate_per_chain(tiny):
-    chains, prompts = [Chain.parse(c) for c in CHAINS], _prompts([8, 3, 11, 5, 9, 4], seed=2)
+    chains, prompts = [Chain.parse(c) for c in CHAINS], packed_prompts([8, 3, 11, 5, 9, 4], seed=2)
 
     def done(b, text):  # rows 1 and 4 end early, so the batch shrinks while the others go on
         return b in (1, 4) and len(text.split()) >= 3

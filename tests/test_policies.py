@@ -35,7 +35,7 @@ from cola.reuse import layers_computed
 from cola.store import read_eval
 from cola.tasks import get_task
 
-from conftest import tiny_model
+from helpers import tiny_model
 from helpers import mc_rows
 
 CHEAP = Chain((0, 1, 4, 5))

@@ -4,7 +4,7 @@ drop the least influential layers; `cola prune` prints and writes them."""
 import json
 
 import torch
-from conftest import tiny_model
+from helpers import tiny_model
 
 from cola import Chain
 from cola.cli import main

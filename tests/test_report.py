@@ -4,21 +4,14 @@ every number is checked against a direct computation from the records."""
 import json
 import math
 import shutil
-from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
 import pytest
 
+from helpers import RUNS, records
+
 from cola.cli import main
-
-FIXTURES = Path(__file__).parent / "fixtures" / "runs"
-RUNS = {name: FIXTURES / name for name in ("cola", "skip", "repeat", "decoy")}
-
-
-def records(name):
-    return [json.loads(line) for line in (RUNS[name] / "records.jsonl").read_text().splitlines()]
-
 
 def layers(chain: str) -> list[int]:
     out = []

@@ -4,7 +4,7 @@ results, within a memory bound."""
 
 import pytest
 import torch
-from conftest import FAMILIES, random_chains, tiny_model
+from helpers import FAMILIES, random_chains, tiny_model
 
 from cola import Chain
 from cola.executor import forward, prefill

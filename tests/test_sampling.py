@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 import torch
-from conftest import tiny_model
+from helpers import tiny_model
 
 from cola import Chain
 from cola.cli import main
