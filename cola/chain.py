@@ -121,15 +121,6 @@ class Chain:
         block = self.layers[position : position + k]
         return Chain._trusted(self.layers[: position + k] + block * r + self.layers[position + k :])
 
-    def common_prefix(self, other: Chain) -> int:
-        """Number of leading positions this chain shares with ``other``."""
-        n = 0
-        for a, b in zip(self.layers, other.layers):
-            if a != b:
-                break
-            n += 1
-        return n
-
     def _check_block(self, position: int, k: int) -> None:
         if k < 1:
             raise ChainError(f"block size must be >= 1, got {k}")

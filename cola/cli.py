@@ -613,6 +613,9 @@ def cmd_router_fit_layers(args: argparse.Namespace) -> int:
         print(f"{part}: {c['kept']} samples kept ({c['improved']} improved: wrong at full depth, right on a path), "
               f"{c['dropped']} dropped (no right path){used}; per-layer accuracy {s['per_layer_accuracy']:.3f}, "
               f"macro-F1 {s['macro_f1']:.3f}")
+    m = config["dev_scores_majority"]
+    print(f"dev, always each layer's most common train label: per-layer accuracy {m['per_layer_accuracy']:.3f}, "
+          f"macro-F1 {m['macro_f1']:.3f}")
     print(f"routers: {args.out} ({routers.depth} layers, trained {args.epochs} epochs; routed on dev: "
           f"{config['dev_mean_layers']:.2f} layers per input)")
     print(f"evaluate them: cola eval --policy layer-router --router {args.out} --task {config['task']} --split test "

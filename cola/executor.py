@@ -340,14 +340,6 @@ def prefill(
     return advance(cm, [seg])[:, None], seg.row.cache
 
 
-@torch.inference_mode()
-def decode_step(cm: ColaModel, rows: list[Row], token_ids: torch.Tensor) -> torch.Tensor:
-    """Run one new token per row (``token_ids``: (rows,)) through each row's chain; returns the next-token logits
-    (rows, vocab) and advances every row's cache by one token."""
-    hidden = embed(cm, token_ids[:, None])
-    return advance(cm, [Segment(row, hidden[b : b + 1]) for b, row in enumerate(rows)])
-
-
 def check_exact(cm: ColaModel, tokens: int = 16) -> float:
     """Run the full chain and the model's own forward on a fixed probe of ``tokens`` tokens; returns the largest
     logit difference, or raises :class:`~cola.errors.ModelLoadError` when it exceeds the dtype's rounding (1e-4 of

@@ -159,16 +159,3 @@ def finish_scores(
     if not all(math.isfinite(x) for x in sums):
         raise NonFiniteError(f"non-finite option log-likelihoods (NaN or inf) from chain {chain}")
     return OptionScores(sums, inputs.n_chars, [len(c) for _, c in inputs.pairs])
-
-
-@torch.inference_mode()
-def next_token_logprobs(
-    cm: ColaModel,
-    chain: Chain,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    token_ids: Sequence[int],
-) -> torch.Tensor:
-    """Log-probabilities (batch, len(token_ids)) of the next token, over the full vocabulary, at the given ids."""
-    logits = forward(cm, chain, input_ids, attention_mask, logits_to_keep=1)[:, -1].float()
-    return torch.log_softmax(logits, dim=-1)[:, list(token_ids)]

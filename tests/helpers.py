@@ -46,7 +46,7 @@ from transformers import (
 
 
 from cola import Chain, ColaModel
-from cola.executor import Row, decode_step, prefill
+from cola.executor import Row, Segment, advance, embed, prefill
 
 DATA_DIR = Path(os.environ.get("COLA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 VOCAB = 96
@@ -166,6 +166,14 @@ def packed_prompts(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
     return [torch.randint(3, 96, (1, n), generator=g) for n in lengths]
 
 
+@torch.inference_mode()
+def decode_step(cm: ColaModel, rows: list[Row], token_ids: torch.Tensor) -> torch.Tensor:
+    """Run one new token per row (``token_ids``: (rows,)) through each row's chain; returns the next-token logits
+    (rows, vocab) and advances every row's cache by one token (the decoder's step, rows given by hand)."""
+    hidden = embed(cm, token_ids[:, None])
+    return advance(cm, [Segment(row, hidden[b : b + 1]) for b, row in enumerate(rows)])
+
+
 def decode_together_and_alone(cm, chains, prompts, steps):
     """Decode ``steps`` tokens through each chain with all rows together and with each row alone, feeding both the
     same tokens so only the batching differs; asserts the logits agree at every step and returns the rows run
@@ -225,6 +233,20 @@ def append_then_die(path, line):
 store.append_line = append_then_die
 from cola.cli import main
 sys.exit(main(sys.argv[2:]))
+"""
+
+# `python -c SLOWED cola-args...`: run a `cola` command in a child that pauses 0.3 s after each durable line, so that
+# a signal sent once a line is on disk lands mid-run however busy the machine is
+SLOWED = """
+import sys, time
+import cola.store as store
+append = store.append_line
+def append_then_pause(path, line):
+    append(path, line)
+    time.sleep(0.3)
+store.append_line = append_then_pause
+from cola.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 WALL = ("wall_s", "wall_ratio", "routed_s", "wall_processes", "environment")

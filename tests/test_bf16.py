@@ -19,8 +19,7 @@ from cola.invariant import InvariantLinear
 from cola.store import read_eval
 from cola.tasks import get_task
 
-from helpers import EOS, PAD, reference_model, tiny_model
-from helpers import mc_rows
+from helpers import EOS, PAD, mc_rows, reference_model, tiny_model
 
 CHAINS = [Chain.parse("0-5"), Chain.parse("0-2,2,3-5"), Chain.parse("0,1,4,5"), Chain.parse("5,4,3,2,1,0,0")]
 

@@ -27,7 +27,6 @@ def test_edits():
     assert full.skip(2, 3).layers == (0, 1, 5, 6, 7)
     assert full.repeat(2, 2, r=2).layers == (0, 1, 2, 3, 2, 3, 2, 3, 4, 5, 6, 7)
     assert full.repeat(7, 1).layers == (0, 1, 2, 3, 4, 5, 6, 7, 7)
-    assert full.common_prefix(full.skip(3, 1)) == 3
 
 
 @pytest.mark.parametrize(

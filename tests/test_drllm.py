@@ -141,6 +141,9 @@ def test_training_on_a_planted_problem_reaches_95_percent_per_layer_accuracy():
     routers = fit_routers(features[:1600], labels[:1600], Recipe(epochs=25, batch=32))
     scores = router_scores(routers, features[1600:], labels[1600:])
     assert scores["per_layer_accuracy"] >= 0.95 and scores["macro_f1"] >= 0.95, scores
+    majority = router_scores(None, features[1600:], labels[1600:], labels[:1600].mode(dim=0).values)
+    hand = (labels[1600:] == labels[:1600].mode(dim=0).values).float().mean()
+    assert majority["per_layer_accuracy"] == pytest.approx(float(hand)) and majority["macro_f1"] < 0.5
 
 
 def test_teacher_forced_features_follow_the_labelled_path():
@@ -234,6 +237,7 @@ def test_cola_router_fit_layers_trains_on_drllm_runs_and_scores_on_dev(tiny_fold
                  str(out), "--epochs", "3", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "train: " in printed and "dev: " in printed and "macro-F1" in printed
+    assert "most common train label" in printed
     cm = load_model(str(tiny_folder), device="cpu")
     routers, config = load_routers(out, cm)
     assert config["train"]["kept"] + config["train"]["dropped"] == 16 and config["recipe"]["epochs"] == 3

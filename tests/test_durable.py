@@ -25,8 +25,7 @@ from cola.policies.spec import PolicySpec
 from cola.store import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
 
-from helpers import tiny_model
-from helpers import KILLED_AFTER, mc_rows, without_wall
+from helpers import KILLED_AFTER, SLOWED, mc_rows, tiny_model, without_wall
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -149,7 +148,7 @@ def test_a_bad_out_fails_before_the_model_loads(tmp_path, capsys, no_model, comm
 
 def _interrupted(cmd: list[str], ready: Path, lines: int) -> subprocess.CompletedProcess:
     """Run ``cmd`` as a child, send it SIGINT (Ctrl-C, the default handler) once ``ready`` holds ``lines`` lines."""
-    proc = subprocess.Popen([sys.executable, "-m", "cola.cli", *cmd], env=ENV, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", SLOWED, *cmd], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (ready.exists() and ready.read_text().count("\n") >= lines):

@@ -35,8 +35,7 @@ from cola.reuse import layers_computed
 from cola.store import read_eval
 from cola.tasks import get_task
 
-from helpers import tiny_model
-from helpers import mc_rows
+from helpers import mc_rows, tiny_model
 
 CHEAP = Chain((0, 1, 4, 5))
 FULL = Chain.full(6)

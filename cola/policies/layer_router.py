@@ -188,13 +188,18 @@ def fit_routers(features: torch.Tensor, labels: torch.Tensor, recipe: Recipe = R
 
 
 @torch.inference_mode()
-def router_scores(routers: LayerRouters, features: torch.Tensor, labels: torch.Tensor) -> dict:
+def router_scores(routers: LayerRouters | None, features: torch.Tensor, labels: torch.Tensor,
+                  majority: torch.Tensor | None = None) -> dict:
     """Dr.LLM's dev figures: per-layer accuracy (every layer's decision against its label, pooled) and macro-F1 over
-    the three decisions."""
+    the three decisions; of ``routers``, or (``routers`` None) of always answering each layer's ``majority`` class
+    (depth,), the baseline that per-layer accuracy must be read against."""
     from sklearn.metrics import f1_score
 
-    predicted = torch.stack([routers.logits(layer, features[:, layer]).argmax(-1) for layer in range(routers.depth)],
-                            dim=1)
+    if routers is None:
+        predicted = majority.expand_as(labels)
+    else:
+        predicted = torch.stack([routers.logits(layer, features[:, layer]).argmax(-1)
+                                 for layer in range(routers.depth)], dim=1)
     return {"per_layer_accuracy": float((predicted == labels).float().mean()),
             "macro_f1": float(f1_score(labels.flatten().numpy(), predicted.flatten().numpy(), average="macro",
                                        labels=list(range(len(DECISIONS))), zero_division=0))}
@@ -393,5 +398,6 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
               "dev_mean_layers": sum(map(len, routed)) / max(len(routed), 1),
               "train": counts, "dev": dev_counts, "train_ids": ids, "dev_ids": dev_ids,
               "train_scores": router_scores(routers, x, y), "dev_scores": router_scores(routers, dev_x, dev_y),
+              "dev_scores_majority": router_scores(None, dev_x, dev_y, y.mode(dim=0).values),
               "label_shares": [torch.bincount(y[:, layer], minlength=3).tolist() for layer in range(y.shape[1])]}
     return routers, config
