@@ -4,11 +4,11 @@ self-contained HTML page, PNG figures and CSV tables."""
 from __future__ import annotations
 
 import base64
-import html
 import math
+import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -29,6 +29,14 @@ def _pct(x: float) -> str:
 
 def _acc(row) -> str:
     return f"{row['share']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] (n={row['n']})"
+
+
+def md_table(frame: pd.DataFrame, columns: dict[str, Callable[[pd.Series], object]]) -> list[str]:
+    """The Markdown lines of a table with one row per row of ``frame``: ``columns`` maps each header to the function
+    that renders its cell from the row."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(cell(row)) for cell in columns.values()) + " |"
+                    for _, row in frame.iterrows()]
 
 
 def _slug(run: Run) -> str:
@@ -168,10 +176,11 @@ def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tu
     accuracy.to_csv(out / "accuracy.csv", index=False)
     if not accuracy.empty:
         variants = [v for v in ("original", "skip-only", "recurrence-only", "CoLa") if v in set(accuracy["variant"])]
-        md += ["| group | model | task | " + " | ".join(variants) + " |", "|---" * (3 + len(variants)) + "|"]
-        for (group, model, task), rows in accuracy.groupby(["group", "model", "task"], sort=False):
-            cells = {row["variant"]: _acc(row) for _, row in rows.iterrows()}
-            md.append(f"| {group} | {model} | {task} | " + " | ".join(cells.get(v, "–") for v in variants) + " |")
+        wide = accuracy.assign(cell=accuracy.apply(_acc, axis=1)).pivot_table(
+            index=["group", "model", "task"], columns="variant", values="cell", aggfunc="first", sort=False)
+        md += md_table(wide.reset_index(), {"group": lambda r: r["group"], "model": lambda r: r["model"],
+                                            "task": lambda r: r["task"],
+                                            **{v: (lambda r, v=v: "–" if pd.isna(r[v]) else r[v]) for v in variants}})
         md += ["", "Accuracy with 95% Wilson intervals; a variant's accuracy counts a sample right when its best chain "
                "answers correctly."]
 
@@ -196,22 +205,21 @@ def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tu
         usage.to_csv(out / "layer_usage_summary.csv", index=False)
     search = pd.DataFrame([analysis.search_summary(r) for r in runs])
     search.to_csv(out / "search.csv", index=False)
-    md += ["", "## Depth", "", "| task | variant | correct best chains | mean length | mean layers saved | "
-           "5th pct length | 20th pct length |", "|---|---|---|---|---|---|---|"]
-    for _, d in depth.iterrows():
-        md.append(f"| {d['task']} | {d['variant']} | {d['n_correct']} | {d['mean_length']:.2f} | {d['mean_saved']:.2f} "
-                  f"| {d['p5_length']:.1f} | {d['p20_length']:.1f} |")
-    md += ["", "## Layer usage", "", "| task | variant | usage entropy (normalised) | max concentration | never skipped |",
-           "|---|---|---|---|---|"]
-    for _, u in usage.iterrows():
-        md.append(f"| {u['task']} | {u['variant']} | {u['entropy']:.3f} | {u['max_concentration']:.3f} | "
-                  f"{u['never_skipped'] or 'none'} |")
-    md += ["", "## Search behaviour", "", "| task | variant | control | budget | samples with a correct chain | "
-           "median evaluations to first correct | mean share of budget | mean unique chains |",
-           "|---|---|---|---|---|---|---|---|"]
-    for _, s in search.iterrows():
-        md.append(f"| {s['task']} | {s['variant']} | {s['control']} | {s['budget']} | {s['found_correct']}/{s['samples']} "
-                  f"| {s['median_first_correct']:.1f} | {_pct(s['mean_budget_share'])} | {s['mean_unique_chains']:.1f} |")
+    task_variant = {"task": lambda r: r["task"], "variant": lambda r: r["variant"]}
+    md += ["", "## Depth", ""] + md_table(depth, {
+        **task_variant, "correct best chains": lambda r: r["n_correct"],
+        "mean length": lambda r: f"{r['mean_length']:.2f}", "mean layers saved": lambda r: f"{r['mean_saved']:.2f}",
+        "5th pct length": lambda r: f"{r['p5_length']:.1f}", "20th pct length": lambda r: f"{r['p20_length']:.1f}"})
+    md += ["", "## Layer usage", ""] + md_table(usage, {
+        **task_variant, "usage entropy (normalised)": lambda r: f"{r['entropy']:.3f}",
+        "max concentration": lambda r: f"{r['max_concentration']:.3f}",
+        "never skipped": lambda r: r["never_skipped"] or "none"})
+    md += ["", "## Search behaviour", ""] + md_table(search, {
+        **task_variant, "control": lambda r: r["control"], "budget": lambda r: r["budget"],
+        "samples with a correct chain": lambda r: f"{r['found_correct']}/{r['samples']}",
+        "median evaluations to first correct": lambda r: f"{r['median_first_correct']:.1f}",
+        "mean share of budget": lambda r: _pct(r["mean_budget_share"]),
+        "mean unique chains": lambda r: f"{r['mean_unique_chains']:.1f}"})
 
     for run in real:
         slug = _slug(run)
@@ -228,10 +236,11 @@ def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tu
     if control.empty:
         md.append("No decoy run (`cola search --control decoy`) matches these runs.")
     else:
-        md += ["| task | variant | real: wrong → right | decoy: wrong → decoy | gap |", "|---|---|---|---|---|"]
-        for _, c in control.iterrows():
-            md.append(f"| {c['task']} | {c['variant']} | {c['real_fixed']}/{c['real_wrong']} ({_pct(c['real_share'])}) "
-                      f"| {c['decoy_fixed']}/{c['decoy_wrong']} ({_pct(c['decoy_share'])}) | {_pct(c['gap'])} |")
+        md += md_table(control, {
+            **task_variant,
+            "real: wrong → right": lambda c: f"{c['real_fixed']}/{c['real_wrong']} ({_pct(c['real_share'])})",
+            "decoy: wrong → decoy": lambda c: f"{c['decoy_fixed']}/{c['decoy_wrong']} ({_pct(c['decoy_share'])})",
+            "gap": lambda c: _pct(c["gap"])})
         md += ["", "With this many chains tried, some chain picks any given answer by luck; the decoy share measures "
                "that luck, and only the gap between the real and the decoy share is what the search finds beyond "
                "chance."]
@@ -247,15 +256,16 @@ def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tu
         md += ["", "The first finding against the same control: of the samples the full model gets right, the share "
                "with a correct shorter chain, beside the share of the same samples whose decoy search reached the "
                "decoy with a shorter chain; and per shorter chain tried on them, the share that keep the full "
-               "model's answer, beside the share that give the decoy.", "",
-               "| task | variant | real: right → correct shorter chain | decoy: right → shorter chain giving the decoy "
-               "| gap | shorter chains keeping the answer | shorter chains giving the decoy |",
-               "|---|---|---|---|---|---|---|"]
-        for _, c in shorter.iterrows():
-            md.append(f"| {c['task']} | {c['variant']} | {c['real_shorter']}/{c['right']} ({_pct(c['real_share'])}) "
-                      f"| {c['decoy_shorter']}/{c['decoy_samples']} ({_pct(c['decoy_share'])}) | {_pct(c['gap'])} "
-                      f"| {_pct(c['real_keep_rate'])} of {c['real_chains']} | {_pct(c['decoy_hit_rate'])} of "
-                      f"{c['decoy_chains']} |")
+               "model's answer, beside the share that give the decoy.", ""]
+        md += md_table(shorter, {
+            **task_variant,
+            "real: right → correct shorter chain":
+                lambda c: f"{c['real_shorter']}/{c['right']} ({_pct(c['real_share'])})",
+            "decoy: right → shorter chain giving the decoy":
+                lambda c: f"{c['decoy_shorter']}/{c['decoy_samples']} ({_pct(c['decoy_share'])})",
+            "gap": lambda c: _pct(c["gap"]),
+            "shorter chains keeping the answer": lambda c: f"{_pct(c['real_keep_rate'])} of {c['real_chains']}",
+            "shorter chains giving the decoy": lambda c: f"{_pct(c['decoy_hit_rate'])} of {c['decoy_chains']}"})
 
     oracle = analysis.oracle_controls(runs)
     oracle.to_csv(out / "oracle_controls.csv", index=False)
@@ -264,50 +274,30 @@ def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tu
            "(`--control menu`: the same chains, chosen without the sample, tried on every sample) and best-of-N "
            "sampling of the full model (`--control sample`) at the same k, on the samples all runs of the same "
            "samples finished: only what the search reaches beyond its controls is more than tries. Wrong → right: "
-           "of the samples whose first answer is not right, those with a right one among the first k.", "",
-           "| task | variant | control | k | pass@k | wrong → right |", "|---|---|---|---|---|---|"]
-    for _, o in oracle.iterrows():
-        md.append(f"| {o['task']} | {o['variant']} | {o['control']} | {o['at']} | {o['k']}/{o['n']} "
-                  f"({_pct(o['share'])}) | {o['wrong_right']}/{o['wrong']} "
-                  f"({_pct(o['wrong_right'] / o['wrong'] if o['wrong'] else math.nan)}) |")
+           "of the samples whose first answer is not right, those with a right one among the first k.", ""]
+    md += md_table(oracle, {
+        **task_variant, "control": lambda o: o["control"], "k": lambda o: o["at"],
+        "pass@k": lambda o: f"{o['k']}/{o['n']} ({_pct(o['share'])})",
+        "wrong → right": lambda o: f"{o['wrong_right']}/{o['wrong']} "
+                                   f"({_pct(o['wrong_right'] / o['wrong'] if o['wrong'] else math.nan)})"})
     path = out / "pass_at_k.png"
     figures.append((path.name, figure_pass_at_k(analysis.aligned(runs), path)))
 
 
 def _html(md: list[str], folder: Path) -> str:
-    """A self-contained page: the Markdown's lines, tables as tables, images inlined as data URIs."""
-    body, table = [], []
+    """A self-contained page of the Markdown (the ``markdown`` library, with tables), images inlined as data URIs."""
+    import markdown
 
-    def flush() -> None:
-        if table:
-            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
-            cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
-            head = "".join(f"<th>{c}</th>" for c in cells[0])
-            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
-            body.append(f"<table><tr>{head}</tr>{rest}</table>")
-            table.clear()
+    def inline(match: re.Match) -> str:
+        data = base64.b64encode((folder / match.group(2)).read_bytes()).decode()
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
 
-    for line in md:
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("!["):
-            name = line[line.index("](") + 2 : -1]
-            data = base64.b64encode((folder / name).read_bytes()).decode()
-            body.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(line[2:line.index("]")])}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:]).replace('**', '')}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line.strip('*'))}</p>")
-    flush()
+    text = re.sub(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)", inline, "\n".join(md))
+    body = markdown.markdown(text, extensions=["tables"])
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>CoLa report</title><style>{style}</style></head>" \
-           f"<body>{''.join(body)}</body></html>\n"
+           f"<body>{body}</body></html>\n"
 
 
 def figure_accuracy_layers(table: pd.DataFrame, depth: int, path: Path, title: str,
@@ -354,18 +344,20 @@ def _policy_section(results: list[EvalResult], md: list[str]) -> None:
            "(its wall time measured side by side). Layers computed per input count every chain the policy asked, after "
            "the prefixes earlier chains on the input ran (the prefix cache's counters). *Chosen on* names the split "
            "its thresholds, k, rule or temperature were calibrated on; a policy evaluated on inputs it was calibrated "
-           "on is flagged above.", "",
-           "| policy | group | accuracy [95% CI] | full depth | McNemar p | layers (× full) | chains asked | tokens "
-           "| wall (× full) | chosen on |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for e in policies:
-        s, full = e.summary, e.summary["baselines"]["full"]
-        cal = s.get("calibration")
-        chosen = f"{cal['split']} ({cal['n']}, {cal['objective']})" if cal else "given"
-        md.append(f"| {s['name']} | {e.group} | {s['accuracy']:.3f} [{s['acc']['ci'][0]:.3f}, {s['acc']['ci'][1]:.3f}] "
-                  f"| {full['accuracy']:.3f} | {full['mcnemar_p']:.3g} | {s['mean_layers']:.2f} "
-                  f"({s['layers_ratio']:.3f}) | {s['mean_chains']:.2f} | {s['mean_tokens']:.1f} | "
-                  + ("replayed, not timed" if s.get("replayed") else f"{s['wall_s']:.1f} s ({s['wall_ratio']:.3f})")
-                  + f" | {chosen} |")
+           "on is flagged above.", ""]
+    frame = pd.DataFrame([{"s": e.summary, "full": e.summary["baselines"]["full"], "group": e.group,
+                           "cal": e.summary.get("calibration")} for e in policies])
+    md += md_table(frame, {
+        "policy": lambda r: r["s"]["name"], "group": lambda r: r["group"],
+        "accuracy [95% CI]": lambda r: f"{r['s']['accuracy']:.3f} [{r['s']['acc']['ci'][0]:.3f}, "
+                                       f"{r['s']['acc']['ci'][1]:.3f}]",
+        "full depth": lambda r: f"{r['full']['accuracy']:.3f}", "McNemar p": lambda r: f"{r['full']['mcnemar_p']:.3g}",
+        "layers (× full)": lambda r: f"{r['s']['mean_layers']:.2f} ({r['s']['layers_ratio']:.3f})",
+        "chains asked": lambda r: f"{r['s']['mean_chains']:.2f}", "tokens": lambda r: f"{r['s']['mean_tokens']:.1f}",
+        "wall (× full)": lambda r: "replayed, not timed" if r["s"].get("replayed")
+        else f"{r['s']['wall_s']:.1f} s ({r['s']['wall_ratio']:.3f})",
+        "chosen on": lambda r: f"{r['cal']['split']} ({r['cal']['n']}, {r['cal']['objective']})" if r["cal"]
+        else "given"})
 
 
 def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures: list[tuple[str, str]]) -> None:
@@ -380,12 +372,12 @@ def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures:
            "split and prompt format: the split every number comes from is in its heading. The report selects "
            "nothing: each chain was chosen by the command that made it, on the split that command names."]
     for i, (group, rows) in enumerate(table.groupby("group", sort=False)):
-        md += ["", f"### {group}", "", "| evaluation | kind | chain | layers per input | accuracy [95% CI] | samples |",
-               "|---|---|---|---|---|---|"]
-        for _, r in rows.sort_values("mean_layers", ascending=False).iterrows():
-            chain = "routed" if pd.isna(r["chain"]) else r["chain"]
-            md.append(f"| {r['name']} | {r['kind']} | {chain} | {r['mean_layers']:.2f} | "
-                      f"{r['share']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['k']}/{r['n']}) | {r['n']} |")
+        md += ["", f"### {group}", ""] + md_table(rows.sort_values("mean_layers", ascending=False), {
+            "evaluation": lambda r: r["name"], "kind": lambda r: r["kind"],
+            "chain": lambda r: "routed" if pd.isna(r["chain"]) else r["chain"],
+            "layers per input": lambda r: f"{r['mean_layers']:.2f}",
+            "accuracy [95% CI]": lambda r: f"{r['share']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                                           f"({r['k']}/{r['n']})", "samples": lambda r: r["n"]})
         depth = next(e.summary["depth"] for e in results if e.group == group)
         curves = [(e.summary["name"], e.summary["sweep"]) for e in results
                   if e.group == group and e.summary.get("sweep")]
@@ -404,14 +396,20 @@ def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures:
     versus.to_csv(out / "adaptation.csv", index=False)
     routers = [e for e in results if e.summary["kind"] == "router"]
     policies = [e for e in results if e.summary["kind"] == "policy"]
+    paired_columns = {
+        "versus": lambda v: v["versus"], "its layers": lambda v: f"{v['versus_layers']:.2f}",
+        "samples": lambda v: v["samples"], "{who} right": lambda v: v["right"],
+        "its right": lambda v: v["versus_right"],
+        "{who} only": lambda v: v["only"], "it only": lambda v: v["versus_only"],
+        "McNemar p": lambda v: f"{v['mcnemar_p']:.3g}"}
+
+    def paired_table(frame: pd.DataFrame, who: str, lead: dict) -> list[str]:
+        return md_table(frame, {**lead, **{k.format(who=who): f for k, f in paired_columns.items()}})
+
     if policies:
-        md += ["", "### Each policy, paired", "",
-               "| policy | group | its layers | versus | its layers | samples | policy right | its right | policy only "
-               "| it only | McNemar p |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for _, v in versus[versus["kind"] == "policy"].iterrows():
-            md.append(f"| {v['evaluation']} | {v['group']} | {v['layers']:.2f} | {v['versus']} | "
-                      f"{v['versus_layers']:.2f} | {v['samples']} | {v['right']} | {v['versus_right']} | {v['only']} | "
-                      f"{v['versus_only']} | {v['mcnemar_p']:.3g} |")
+        md += ["", "### Each policy, paired", ""] + paired_table(versus[versus["kind"] == "policy"], "policy", {
+            "policy": lambda v: v["evaluation"], "group": lambda v: v["group"],
+            "layers": lambda v: f"{v['layers']:.2f}"})
     if not routers:
         return
     md += ["", "## Label-free adaptation", "",
@@ -429,8 +427,5 @@ def _eval_sections(results: list[EvalResult], out: Path, md: list[str], figures:
                f"{s['accuracy']:.3f} ({s['k']}/{s['n']}) at {s['mean_layers']:.2f} layers computed per input "
                f"({s['mean_layers'] / s['depth']:.3f} × depth, mean routed chain {s['mean_length']:.2f}); routed to "
                f"the full chain: {_pct(s['full_share'])} of inputs (all of them would be a collapse to full depth).",
-               "", "| versus | its layers | samples | router right | its right | router only | it only | McNemar p |",
-               "|---|---|---|---|---|---|---|---|"]
-        for _, v in versus[(versus["kind"] == "router") & (versus["evaluation"] == s["name"])].iterrows():
-            md.append(f"| {v['versus']} | {v['versus_layers']:.2f} | {v['samples']} | {v['right']} | "
-                      f"{v['versus_right']} | {v['only']} | {v['versus_only']} | {v['mcnemar_p']:.3g} |")
+               ""]
+        md += paired_table(versus[(versus["kind"] == "router") & (versus["evaluation"] == s["name"])], "router", {})

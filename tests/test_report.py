@@ -106,6 +106,9 @@ def test_figures_exist_and_are_not_blank(report):
         assert png.stat().st_size > 5000 and image.std() > 0.05, png.name
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(pngs) and "<table>" in html
+    md = (report / "report.md").read_text()
+    assert md.count("\n| ") == html.count("<tr>")  # every table row (header rows included) is a row of the page
+    assert "<strong>" in html or "**" not in md  # bold survives
 
 
 def test_every_table_reads_with_pandas(report):

@@ -161,6 +161,7 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
     first), a ``cola router fit`` folder (its library) or a per-sample search run (the fixed menu's ranking: the
     chains right on the most samples first). The full chain is left out; a policy adds it where it belongs."""
     from ..prune import load_pruned
+    from ..router import CONFIG, PREDICTOR
     from ..search.menu import ranked, right_samples
     from ..search.static import ranked_static
     from ..store import read_config, read_json, read_records
@@ -170,8 +171,8 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
         raise MissingFileError(f"chain source not found: {path}")
     if path.is_file():
         chains = list(load_pruned(path).values())
-    elif (path / "predictor.safetensors").exists():
-        chains = read_json(path / "config.json")["library"]
+    elif (path / PREDICTOR).exists():
+        chains = read_json(path / CONFIG)["library"]
     else:
         config = read_config(path)
         records = read_records(path)
