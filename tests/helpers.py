@@ -127,13 +127,16 @@ def tiny_model(family: str, seed: int = 0) -> ColaModel:
 
 
 def reference_model(model: torch.nn.Module, chain: Chain) -> torch.nn.Module:
-    """Ground truth for a chain: a deep copy of the model whose ``ModuleList`` holds a copy of each chain layer, in
-    chain order, each with its own ``layer_idx``, and a config whose depth and per-layer types match."""
-    ref = copy.deepcopy(model)
+    """Ground truth for a chain: a copy of the model whose ``ModuleList`` holds a copy of each chain layer, in chain
+    order, each with its own ``layer_idx``, and a config whose depth and per-layer types match. The copies share the
+    model's weights (modules and config are copied, tensors are not), as a model rebuilt from the same checkpoint
+    would hold them."""
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    ref = copy.deepcopy(model, dict(shared))
     types = getattr(model.config, "layer_types", None)
     layers = torch.nn.ModuleList()
     for position, index in enumerate(chain):
-        layer = copy.deepcopy(model.model.layers[index])
+        layer = copy.deepcopy(model.model.layers[index], dict(shared))
         for module in layer.modules():
             if hasattr(module, "layer_idx"):
                 module.layer_idx = position
