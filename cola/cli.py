@@ -263,7 +263,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
-                         level=args.level, split=None if args.data_file or not task.splits else task.split(args.split))
+                         level=args.level, split=task.split_of(args.split, args.data_file))
     if args.router is not None:
         from .router import Router
 
@@ -344,7 +344,7 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
             print(f"cola: warning: {spec.router} was trained on {about['dtype']} hidden states; this model runs in "
                   f"{str(evaluator.cm.dtype).removeprefix('torch.')}", file=sys.stderr)
     batch = args.batch_size or 16
-    split = None if args.data_file or not task.splits else task.split(args.split)
+    split = task.split_of(args.split, args.data_file)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
                          level=args.level, split=split)
     ks, temperatures = args.ks, args.temperatures
@@ -445,7 +445,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, **space,
         allow_untested=args.allow_untested, mcts=mcts, seed=args.seed, reward=args.reward, control=args.control,
         menu=_menu(args), level=args.level,
-        split=None if args.data_file or not task.splits else task.split(args.split),
+        split=task.split_of(args.split, args.data_file),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
         truncate=args.truncate)
     if args.workers is not None or args.ray_address is not None:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from cola.cli import main
-from cola.tasks import TASKS, DataError, load_samples
+from cola.tasks import TASKS, DataError, get_task, load_samples
 
 
 def test_real_rows_load_with_all_label_kinds(data_dir):
@@ -109,6 +109,15 @@ def test_splits_read_their_own_files(data_dir):
 def test_a_split_the_task_lacks_is_one_clear_error(data_dir, task, split, message):
     with pytest.raises(DataError, match=message):
         load_samples(task, data_dir, split=split)
+    if get_task(task).splits:  # a task without splits reads no split: nothing to refuse
+        with pytest.raises(DataError, match=message):
+            get_task(task).split_of(split)
+
+
+def test_the_split_a_run_reads_is_none_for_a_user_file_or_a_task_without_splits():
+    assert get_task("arc_easy").split_of(None) == "test" and get_task("arc_easy").split_of("dev") == "dev"
+    assert get_task("arc_easy").split_of("dev", data_file="mine.jsonl") is None
+    assert get_task("synthetic").split_of(None) is None and get_task("csqa").split_of(None) == "dev"
 
 
 def test_cli_split_and_bad_split(smol, data_dir, capsys, tmp_path):

@@ -74,6 +74,11 @@ class Task:
             raise DataError(f"task {self.name!r} has {have}; not {name!r}")
         return name
 
+    def split_of(self, name: str | None, data_file: str | None = None) -> str | None:
+        """The split a run or an evaluation reads: ``name`` checked (:meth:`split`), or None when its rows come from
+        a user's ``data_file`` or the task has no splits."""
+        return None if data_file or not self.splits else self.split(name)
+
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, row) for each non-empty line of a JSONL file, ``.jsonl.gz`` read as it is; a line that is not a
