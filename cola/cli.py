@@ -533,7 +533,7 @@ def _print_search(args: argparse.Namespace, out: str, records: list[dict], depth
 def cmd_prune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .prune import block_influence, pruned_chains, save_influence
+    from .prune import block_influence, least_influential, pruned_chains, save_influence
     from .tasks import get_task
 
     if args.out:
@@ -550,7 +550,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     split = args.data_file if args.data_file else (args.split or get_task(args.task).default_split)
     print(f"block influence of {cm.name} ({cm.depth} layers) on {len(samples)} {args.task} prompts ({split}, "
           f"{args.mode} mode), least influential first:")
-    for rank, layer in enumerate(sorted(range(cm.depth), key=lambda i: (influence[i], -i)), 1):
+    for rank, layer in enumerate(least_influential(influence), 1):
         print(f"{rank:4d}. layer {layer:3d}  BI {influence[layer]:.5f}")
     print("chains without the m least influential layers:")
     for m, chain in chains.items():

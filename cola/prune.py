@@ -42,10 +42,14 @@ def block_influence(cm: ColaModel, prompts: Iterable[torch.Tensor]) -> list[floa
     return (1 - sums / tokens).tolist()
 
 
+def least_influential(influence: list[float]) -> list[int]:
+    """The layers, least influential first (ties: the later layer first): the order in which pruning drops them."""
+    return sorted(range(len(influence)), key=lambda i: (influence[i], -i))
+
+
 def pruned_chains(influence: list[float], most: int) -> dict[int, Chain]:
-    """For m = 1 .. ``most``: the model's order without its m least influential layers (ties: the later layer
-    first)."""
-    order = sorted(range(len(influence)), key=lambda i: (influence[i], -i))
+    """For m = 1 .. ``most``: the model's order without its m least influential layers (:func:`least_influential`)."""
+    order = least_influential(influence)
     return {m: Chain(tuple(i for i in range(len(influence)) if i not in set(order[:m]))) for m in range(1, most + 1)}
 
 
