@@ -23,6 +23,9 @@ fit() {  # name runs same-as
 }
 fit smollm2-135m-drllm-real "$REAL" "$DECOY" &
 fit smollm2-135m-drllm-decoy "$DECOY" "$REAL" &
+# Dr.LLM's own setting: every sample the real search keeps, not only those the decoy search keeps too
+[ -f "$R/smollm2-135m-drllm-real-all/config.json" ] || $COLA router fit-layers --runs "$REAL" --dev-runs "$DEV" \
+  --out "$R/smollm2-135m-drllm-real-all" --quiet &
 wait
 for kind in random execute; do
   [ -f "$R/smollm2-135m-drllm-real-$kind/config.json" ] || \
@@ -39,10 +42,12 @@ wait
 ev arc_easy-random arc_easy test "$N" $R/smollm2-135m-drllm-real-random &
 ev arc_easy-execute arc_easy test "$N" $R/smollm2-135m-drllm-real-execute &
 wait
-ev csqa-real csqa dev "$CSQA_N" $R/smollm2-135m-drllm-real &
-ev csqa-decoy csqa dev "$CSQA_N" $R/smollm2-135m-drllm-decoy &
+ev arc_easy-real-all arc_easy test "$N" $R/smollm2-135m-drllm-real-all &
+ev csqa-real csqa dev "$CSQA_N" $R/smollm2-135m-drllm-real
 wait
-ev csqa-random csqa dev "$CSQA_N" $R/smollm2-135m-drllm-real-random
+ev csqa-decoy csqa dev "$CSQA_N" $R/smollm2-135m-drllm-decoy &
+ev csqa-random csqa dev "$CSQA_N" $R/smollm2-135m-drllm-real-random &
+wait
 
 # the other label-free ways to spend depth: the library router as fitted, and the block-influence chain that drops
 # as many layers as the real routers skip on dev (chosen on dev, from the train-split block influence)

@@ -299,3 +299,14 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     assert [r["asked"][0]["confidence"] for r in batched] == [r["asked"][0]["confidence"] for r in alone]
     assert [r["layers"] for r in batched] == [len(Chain.parse(p)) for p in paths]  # routing's layers are reused
     assert RandomRouting([[0.3, 0.5, 0.2]] * cm.depth, seed=5).decide(0, None, "q1") in (0, 1, 2)
+    # routers that read the hidden states: prompts routed together take the paths each takes alone
+    torch.manual_seed(2)
+    routers = LayerRouters(cm.depth, cm.model.config.hidden_size)
+    with torch.no_grad():
+        for router in routers.routers:
+            router[2].bias.copy_(torch.tensor([0.0, 0.3, -0.3]))  # near a tie: decisions follow the inputs
+    batched = run_policy(spec, evaluator, samples, batch=6, router=routers)
+    alone = [row for s in samples for row in run_policy(spec, evaluator, [s], batch=1, router=routers)]
+    assert [r["asked"][0]["chain"] for r in batched] == [r["asked"][0]["chain"] for r in alone]
+    assert [r["asked"][0]["confidence"] for r in batched] == [r["asked"][0]["confidence"] for r in alone]
+    assert len({r["asked"][0]["chain"] for r in batched}) >= 2, "the test needs inputs routed differently"

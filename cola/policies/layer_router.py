@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..chain import Chain
-from ..executor import embed, prompt_hidden
+from ..executor import embed, prompt_segment, run_segments
 from ..models import ColaModel
 from ..reuse import PrefixCache
 
@@ -97,41 +97,56 @@ class RandomRouting:
 Routing = LayerRouters | RandomRouting
 
 
-def _hidden_after(cm: ColaModel, ids: torch.Tensor, layers: Sequence[int], prefix: PrefixCache | None) -> torch.Tensor:
-    """The prompt's hidden states (tokens, d) after running ``layers`` (its embeddings when there are none)."""
-    return prompt_hidden(cm, Chain(tuple(layers)), ids, prefix)[0] if layers else embed(cm, ids)[0]
-
-
 @torch.inference_mode()
 def path_features(cm: ColaModel, ids: torch.Tensor, path: Chain, prefix: PrefixCache | None = None) -> torch.Tensor:
     """Teacher forcing: for each layer, the pooled windows (depth, windows, d) of the hidden states entering it when
     the layers before it run as ``path`` runs them (a Dr.LLM path: layers in order). Through a prefix cache this is
     one pass of the path."""
     prefix = prefix or PrefixCache()
-    return torch.stack([window_pool(_hidden_after(cm, ids, [x for x in path if x < layer], prefix))
+    return torch.stack([window_pool(_hidden_after(cm, [ids], [[x for x in path if x < layer]], [prefix])[0])
                         for layer in range(cm.depth)])
 
 
+def _hidden_after(cm: ColaModel, prompts: Sequence[torch.Tensor], paths: Sequence[Sequence[int]],
+                  prefixes: Sequence[PrefixCache]) -> list[torch.Tensor]:
+    """Each prompt's hidden states (tokens, d) after running its path (its embeddings when the path is empty), the
+    prompts' missing layers run together in packed calls, each through its own prefix cache."""
+    segments = {i: prompt_segment(cm, Chain(tuple(path)), ids, prefix)
+                for i, (ids, path, prefix) in enumerate(zip(prompts, paths, prefixes)) if path}
+    run_segments(cm, list(segments.values()))
+    return [segments[i].hidden[0] if i in segments else embed(cm, ids)[0] for i, ids in enumerate(prompts)]
+
+
 @torch.inference_mode()
+def route_prompts(routers: Routing, cm: ColaModel, prompts: Sequence[torch.Tensor], keys: Sequence[str],
+                  prefixes: Sequence[PrefixCache] | None = None) -> list[Chain]:
+    """The chain the routers choose for each prompt (1, tokens) named by ``keys``, layer by layer during its prefill:
+    each decision reads the hidden states that the layers routed before it produced. The prompts advance together,
+    one layer at a time, their new layers run in packed calls whose products per prompt do not depend on the others
+    (:mod:`cola.invariant`), so a prompt is routed as it is alone. A path that would run no layer at all runs the
+    last one. Through each prompt's ``prefixes`` cache, the chain's own prefill then reuses the routing's layers."""
+    prefixes = prefixes or [PrefixCache() for _ in prompts]
+    paths: list[list[int]] = [[] for _ in prompts]
+    for layer in range(cm.depth):
+        for path, hidden, key in zip(paths, _hidden_after(cm, prompts, paths, prefixes), keys):
+            runs = routers.decide(layer, window_pool(hidden), key)
+            if runs == 0 and not path and layer == cm.depth - 1:
+                runs = 1
+            path += [layer] * runs
+    return [Chain(tuple(path)) for path in paths]
+
+
 def route(routers: Routing, cm: ColaModel, ids: torch.Tensor, prefix: PrefixCache | None = None,
           key: str = "") -> Chain:
-    """The chain the routers choose for the prompt ``ids`` (1, tokens) named ``key``, layer by layer during its
-    prefill, each decision reading the hidden state the layers routed before it produced. A path that would run no
-    layer at all runs the last one. Through the input's ``prefix`` cache, the chain's own prefill is then reused."""
-    prefix = prefix or PrefixCache()
-    layers: list[int] = []
-    for layer in range(cm.depth):
-        runs = routers.decide(layer, window_pool(_hidden_after(cm, ids, layers, prefix)), key)
-        if runs == 0 and not layers and layer == cm.depth - 1:
-            runs = 1
-        layers += [layer] * runs
-    return Chain(tuple(layers))
+    """The chain the routers choose for one prompt ``ids`` (1, tokens) named ``key`` (:func:`route_prompts`)."""
+    return route_prompts(routers, cm, [ids], [key], [prefix or PrefixCache()])[0]
 
 
 def route_inputs(routers: Routing, evaluator, samples: Sequence, prefixes: Sequence[PrefixCache]) -> list[Chain]:
-    """The chain ``routers`` route each of ``samples`` to (an :class:`~cola.evaluate.Evaluator`'s prompts), each
-    through its own prefix cache, so the chain that answers reuses the routing's layers."""
-    return [route(routers, evaluator.cm, evaluator.prompt_ids(s), p, s.id) for s, p in zip(samples, prefixes)]
+    """The chain ``routers`` route each of ``samples`` to (an :class:`~cola.evaluate.Evaluator`'s prompts), routed
+    together, each through its own prefix cache, so the chain that answers reuses the routing's layers."""
+    return route_prompts(routers, evaluator.cm, [evaluator.prompt_ids(s) for s in samples], [s.id for s in samples],
+                         prefixes)
 
 
 def decision_shares(chains: Sequence[Chain], depth: int) -> list[list[float]]:
@@ -390,8 +405,9 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
                                                                           about["weights"]):
         raise RouterError("the dev runs are of another model or task than the train runs")
     routers = fit_routers(x, y, recipe)
-    routed = [route(routers, cm, evaluator.prompt_ids(s), key=s.id)
-              for s in tqdm(dev_samples, desc="routing dev", unit="sample", disable=not progress)]
+    routed = [chain for start in tqdm(range(0, len(dev_samples), 16), desc="routing dev", disable=not progress)
+              for chain in route_inputs(routers, evaluator, dev_samples[start : start + 16],
+                                        [PrefixCache() for _ in dev_samples[start : start + 16]])]
     config = {**about, "recipe": asdict(recipe), "runs": [str(r) for r in runs], "dev_runs": [str(r) for r in dev_runs],
               "same_samples_as": [str(r) for r in same_samples_as],
               "routed_shares": decision_shares(routed, cm.depth),
