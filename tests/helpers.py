@@ -239,9 +239,11 @@ sys.exit(main(sys.argv[2:]))
 """
 
 # `python -c SLOWED cola-args...`: run a `cola` command in a child that pauses 0.3 s after each durable line, so that
-# a signal sent once a line is on disk lands mid-run however busy the machine is
+# a signal sent once a line is on disk lands mid-run however busy the machine is; Ctrl-C is handled as in a terminal
+# even when the tests themselves run in the background (where a shell starts them with SIGINT ignored)
 SLOWED = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import cola.store as store
 append = store.append_line
 def append_then_pause(path, line):
