@@ -31,6 +31,8 @@ for kind in random execute; do
   [ -f "$R/smollm2-135m-drllm-real-$kind/config.json" ] || \
     $COLA router layer-control $kind --routers $R/smollm2-135m-drllm-real --out $R/smollm2-135m-drllm-real-$kind
 done
+[ -f "$R/smollm2-135m-drllm-real-all-random/config.json" ] || \
+  $COLA router layer-control random --routers $R/smollm2-135m-drllm-real-all --out $R/smollm2-135m-drllm-real-all-random
 
 ev() {  # out task split n routers-folder
   $COLA eval --policy layer-router --router "$5" --task "$2" --split "$3" --n "$4" --data-dir ../shared/data \
@@ -43,6 +45,7 @@ ev arc_easy-random arc_easy test "$N" $R/smollm2-135m-drllm-real-random &
 ev arc_easy-execute arc_easy test "$N" $R/smollm2-135m-drllm-real-execute &
 wait
 ev arc_easy-real-all arc_easy test "$N" $R/smollm2-135m-drllm-real-all &
+ev arc_easy-real-all-random arc_easy test "$N" $R/smollm2-135m-drllm-real-all-random &
 ev csqa-real csqa dev "$CSQA_N" $R/smollm2-135m-drllm-real
 wait
 ev csqa-decoy csqa dev "$CSQA_N" $R/smollm2-135m-drllm-decoy &
