@@ -677,7 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chain notation (default: full); with --policy cascade or vote, repeat it: the chains in order")
     p.add_argument("--router", default=None,
                    help="a router folder (`cola router fit`): each input through the chain it routes it to, compared "
-                        "with full depth and a random pick from its library on the same samples")
+                        "with full depth and a random pick from its library on the same samples; with --policy "
+                        "layer-router, a per-layer routers folder (`cola router fit-layers` or `layer-control`)")
     _add_policy_args(p)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="samples run together (default: 16 in generate mode and with --router, 1 in score mode: each "
