@@ -340,9 +340,10 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
         from .policies.layer_router import load_routers
 
         router, about = load_routers(spec.router, evaluator.cm)
-        if about.get("dtype") not in (None, str(evaluator.cm.dtype).removeprefix("torch.")):
+        running = str(evaluator.cm.dtype).removeprefix("torch.")
+        if about.get("dtype") not in (None, running):
             print(f"cola: warning: {spec.router} was trained on {about['dtype']} hidden states; this model runs in "
-                  f"{str(evaluator.cm.dtype).removeprefix('torch.')}", file=sys.stderr)
+                  f"{running}", file=sys.stderr)
     batch = args.batch_size or 16
     split = task.split_of(args.split, args.data_file)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,

@@ -81,6 +81,7 @@ from cola.policies.layer_router import (  # noqa: E402
     LayerRouters,
     Recipe,
     class_weights,
+    decision_scores,
     fit_routers,
     focal_loss,
     path_features,
@@ -141,8 +142,9 @@ def test_training_on_a_planted_problem_reaches_95_percent_per_layer_accuracy():
     routers = fit_routers(features[:1600], labels[:1600], Recipe(epochs=25, batch=32))
     scores = router_scores(routers, features[1600:], labels[1600:])
     assert scores["per_layer_accuracy"] >= 0.95 and scores["macro_f1"] >= 0.95, scores
-    majority = router_scores(None, features[1600:], labels[1600:], labels[:1600].mode(dim=0).values)
-    hand = (labels[1600:] == labels[:1600].mode(dim=0).values).float().mean()
+    majority_labels = labels[:1600].mode(dim=0).values
+    majority = decision_scores(majority_labels.expand_as(labels[1600:]), labels[1600:])
+    hand = (labels[1600:] == majority_labels).float().mean()
     assert majority["per_layer_accuracy"] == pytest.approx(float(hand)) and majority["macro_f1"] < 0.5
 
 
@@ -298,7 +300,11 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     assert len(set(paths)) >= 3 and paths == [r["asked"][0]["chain"] for r in alone]
     assert [r["asked"][0]["confidence"] for r in batched] == [r["asked"][0]["confidence"] for r in alone]
     assert [r["layers"] for r in batched] == [len(Chain.parse(p)) for p in paths]  # routing's layers are reused
-    assert RandomRouting([[0.3, 0.5, 0.2]] * cm.depth, seed=5).decide(0, None, "q1") in (0, 1, 2)
+    # each input's draw depends on the seed, its name and the layer only, and the draws follow the rates
+    draws = [RandomRouting([[0.3, 0.5, 0.2]] * 2, seed=5).decide(1, None, f"q{i}") for i in range(3000)]
+    assert draws == [RandomRouting([[0.3, 0.5, 0.2]] * 2, seed=5).decide(1, None, f"q{i}") for i in range(3000)]
+    assert [abs(draws.count(c) / 3000 - rate) < 0.03 for c, rate in enumerate((0.3, 0.5, 0.2))] == [True] * 3
+    assert draws != [RandomRouting([[0.3, 0.5, 0.2]] * 2, seed=6).decide(1, None, f"q{i}") for i in range(3000)]
     # routers that read the hidden states: prompts routed together take the paths each takes alone
     torch.manual_seed(2)
     routers = LayerRouters(cm.depth, cm.model.config.hidden_size)

@@ -13,6 +13,7 @@ from helpers import RUNS, records
 
 from cola.cli import main
 
+
 def layers(chain: str) -> list[int]:
     out = []
     for part in chain.split(","):
@@ -108,7 +109,17 @@ def test_figures_exist_and_are_not_blank(report):
     assert html.count("data:image/png;base64,") == len(pngs) and "<table>" in html
     md = (report / "report.md").read_text()
     assert md.count("\n| ") == html.count("<tr>")  # every table row (header rows included) is a row of the page
-    assert "<strong>" in html or "**" not in md  # bold survives
+
+
+def test_the_page_keeps_bold_tables_and_figures(tmp_path):
+    from cola.report import _html
+
+    matplotlib.image.imsave(tmp_path / "f.png", [[0.0, 1.0]])
+    page = _html(["# Title", "", "a **bold** word", "", "| x | y |", "|---|---|", "| 1 | 2 |", "",
+                  "![a figure](f.png)"], tmp_path)
+    assert "<h1>Title</h1>" in page and "<strong>bold</strong>" in page
+    assert "<td>1</td>" in page and "<th>x</th>" in page and page.count("<tr>") == 2
+    assert '<img alt="a figure" src="data:image/png;base64,' in page
 
 
 def test_every_table_reads_with_pandas(report):

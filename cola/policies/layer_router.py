@@ -202,22 +202,22 @@ def fit_routers(features: torch.Tensor, labels: torch.Tensor, recipe: Recipe = R
     return routers.eval()
 
 
-@torch.inference_mode()
-def router_scores(routers: LayerRouters | None, features: torch.Tensor, labels: torch.Tensor,
-                  majority: torch.Tensor | None = None) -> dict:
-    """Dr.LLM's dev figures: per-layer accuracy (every layer's decision against its label, pooled) and macro-F1 over
-    the three decisions; of ``routers``, or (``routers`` None) of always answering each layer's ``majority`` class
-    (depth,), the baseline that per-layer accuracy must be read against."""
+def decision_scores(predicted: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Dr.LLM's dev figures of decisions ``predicted`` (samples, depth) against ``labels``: per-layer accuracy (every
+    layer's decision against its label, pooled) and macro-F1 over the three decisions."""
     from sklearn.metrics import f1_score
 
-    if routers is None:
-        predicted = majority.expand_as(labels)
-    else:
-        predicted = torch.stack([routers.logits(layer, features[:, layer]).argmax(-1)
-                                 for layer in range(routers.depth)], dim=1)
     return {"per_layer_accuracy": float((predicted == labels).float().mean()),
             "macro_f1": float(f1_score(labels.flatten().numpy(), predicted.flatten().numpy(), average="macro",
                                        labels=list(range(len(DECISIONS))), zero_division=0))}
+
+
+@torch.inference_mode()
+def router_scores(routers: LayerRouters, features: torch.Tensor, labels: torch.Tensor) -> dict:
+    """:func:`decision_scores` of the routers' decisions on teacher-forced ``features``."""
+    predicted = torch.stack([routers.logits(layer, features[:, layer]).argmax(-1) for layer in range(routers.depth)],
+                            dim=1)
+    return decision_scores(predicted, labels)
 
 
 def supervision(folder) -> tuple[list[dict], dict]:
@@ -394,6 +394,7 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
     from tqdm import tqdm
 
     from ..errors import RouterError
+    from ..store import chunks
 
     only = kept_ids(same_samples_as) if same_samples_as else None
     x, y, ids, cm, about, counts, _ = _supervised(runs, None, data, progress, "train", only)
@@ -405,15 +406,14 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
                                                                           about["weights"]):
         raise RouterError("the dev runs are of another model or task than the train runs")
     routers = fit_routers(x, y, recipe)
-    routed = [chain for start in tqdm(range(0, len(dev_samples), 16), desc="routing dev", disable=not progress)
-              for chain in route_inputs(routers, evaluator, dev_samples[start : start + 16],
-                                        [PrefixCache() for _ in dev_samples[start : start + 16]])]
+    routed = [chain for chunk in tqdm(chunks(dev_samples, 16), desc="routing dev", disable=not progress)
+              for chain in route_inputs(routers, evaluator, chunk, [PrefixCache() for _ in chunk])]
     config = {**about, "recipe": asdict(recipe), "runs": [str(r) for r in runs], "dev_runs": [str(r) for r in dev_runs],
               "same_samples_as": [str(r) for r in same_samples_as],
               "routed_shares": decision_shares(routed, cm.depth),
               "dev_mean_layers": sum(map(len, routed)) / max(len(routed), 1),
               "train": counts, "dev": dev_counts, "train_ids": ids, "dev_ids": dev_ids,
               "train_scores": router_scores(routers, x, y), "dev_scores": router_scores(routers, dev_x, dev_y),
-              "dev_scores_majority": router_scores(None, dev_x, dev_y, y.mode(dim=0).values),
+              "dev_scores_majority": decision_scores(y.mode(dim=0).values.expand_as(dev_y), dev_y),
               "label_shares": [torch.bincount(y[:, layer], minlength=3).tolist() for layer in range(y.shape[1])]}
     return routers, config
