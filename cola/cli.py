@@ -114,7 +114,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
     from .evaluate import MODES, SCORE_STYLES
 
-    parser.add_argument("--task", required=True, help="task name (see `cola tasks`)")
+    parser.add_argument("--task", default=None, help="task name (see `cola tasks`); or --lm-eval-task")
+    parser.add_argument("--lm-eval-task", default=None,
+                        help="an lm-evaluation-harness multiple-choice task as the task (needs lm-eval; "
+                             "docs/lm-eval.md): its documents, prompts and per-document acc")
+    parser.add_argument("--lm-eval-include", default=None,
+                        help="a folder of lm-eval YAML tasks to find --lm-eval-task in (local JSONL data: "
+                             "dataset_path: json)")
     parser.add_argument("--data-dir", default=None, help="folder in the layout of shared/data (default: the HF hub)")
     parser.add_argument("--data-file", default=None, help="a JSONL file of the task's shape (mc_jsonl, qa_jsonl)")
     parser.add_argument("--split", default=None, choices=("train", "dev", "test"),
@@ -123,7 +129,8 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=None, help="seeded random subset size (default 500; 50 for synthetic; 0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
     parser.add_argument("--level", type=int, default=None, choices=range(1, 6), help="MATH difficulty level")
-    parser.add_argument("--mode", default="generate", choices=MODES, help="generate, or score (multiple choice)")
+    parser.add_argument("--mode", default=None, choices=MODES,
+                        help="generate, or score (multiple choice) (default: generate; an lm-eval task's own)")
     parser.add_argument("--score-style", default="lmeval", choices=SCORE_STYLES, help="context format in score mode")
     parser.add_argument("--no-chat", dest="chat", action="store_false", help="do not use the chat template")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted) instead of failing")
@@ -181,7 +188,7 @@ def _samples(args: argparse.Namespace) -> list:
     """The task's samples the command asks for: loaded and checked before any model is."""
     from .tasks import get_task, load_samples
 
-    task = get_task(args.task)
+    task = get_task(args.task, args.lm_eval_include)
     return load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows,
                         args.split)
 
@@ -191,7 +198,7 @@ def _evaluator_and_samples(args: argparse.Namespace):
     from .tasks import get_task
 
     samples = _samples(args)
-    evaluator = Evaluator(_load(args), get_task(args.task), args.mode, args.chat, args.score_style,
+    evaluator = Evaluator(_load(args), get_task(args.task, args.lm_eval_include), args.mode, args.chat, args.score_style,
                           args.max_new_tokens, args.truncate)
     evaluator.check(samples)  # an input too long for the model fails before any work
     return evaluator, samples
@@ -260,7 +267,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.router is None:
         _check_chain(args)
     evaluator, samples = _evaluator_and_samples(args)
-    task = get_task(args.task)
+    task = get_task(args.task, args.lm_eval_include)
     batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
                          level=args.level, split=task.split_of(args.split, args.data_file))
@@ -301,11 +308,12 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
     from .evals import eval_header
     from .loading import model_depth
     from .policies import calibrate, evaluate_policy, make_spec, settings
-    from .policies.spec import ROUTED
     from .policies.calibrate import parse_objective
+    from .policies.run import load_router
+    from .policies.spec import ROUTED
     from .tasks import get_task, load_samples
 
-    task = get_task(args.task)
+    task = get_task(args.task, args.lm_eval_include)
     if args.calibrate:
         parse_objective(args.calibrate)
         if args.data_file or not task.splits:
@@ -331,19 +339,7 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
     evaluator, samples = _evaluator_and_samples(args)
     if spec is None or depth != evaluator.cm.depth:
         spec = spec_for(evaluator.cm.depth)
-    router = None
-    if spec.kind == "router":
-        from .router import Router
-
-        router = Router.load(spec.router, evaluator.cm)
-    elif spec.kind == "layer-router":
-        from .policies.layer_router import load_routers
-
-        router, about = load_routers(spec.router, evaluator.cm)
-        running = str(evaluator.cm.dtype).removeprefix("torch.")
-        if about.get("dtype") not in (None, running):
-            print(f"cola: warning: {spec.router} was trained on {about['dtype']} hidden states; this model runs in "
-                  f"{running}", file=sys.stderr)
+    router = load_router(spec, evaluator.cm)
     batch = args.batch_size or 16
     split = task.split_of(args.split, args.data_file)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
@@ -435,7 +431,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError("--static searches one chain over all samples in one process; it does not take --workers")
     if args.static and args.control != "none":
         raise UsageError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
-    task = get_task(args.task)
+    task = get_task(args.task, args.lm_eval_include)
+    if args.control == "decoy" and task.verbatim and task.kind == "qa":
+        raise UsageError(f"{args.task} is graded by lm-eval against each document's own target, so a decoy gold "
+                         "cannot replace it: the decoy control takes lm-eval's multiple_choice tasks")
     space, mcts = search_settings(args.preset, actions=args.actions, max_k=args.max_k, max_r=args.max_r,
                                   min_len=args.min_len, max_len=args.max_len, sims=args.sims, lam=args.lam, c=args.c,
                                   epsilon=args.epsilon, widening=args.widening, stop_on_fix=args.stop_on_fix,
@@ -448,7 +447,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         menu=_menu(args), level=args.level,
         split=task.split_of(args.split, args.data_file),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
-        truncate=args.truncate)
+        truncate=args.truncate, lm_eval_include=args.lm_eval_include)
     if args.workers is not None or args.ray_address is not None:
         from .distributed import require_ray
 
@@ -548,7 +547,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     influence = block_influence(cm, prompts())
     chains = pruned_chains(influence, cm.depth // 4)
-    split = args.data_file if args.data_file else (args.split or get_task(args.task).default_split)
+    split = args.data_file if args.data_file else (args.split or get_task(args.task, args.lm_eval_include).default_split)
     print(f"block influence of {cm.name} ({cm.depth} layers) on {len(samples)} {args.task} prompts ({split}, "
           f"{args.mode} mode), least influential first:")
     for rank, layer in enumerate(least_influential(influence), 1):
@@ -840,12 +839,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chain", required=True, help="chain notation, e.g. 0-9,12-29")
     p.add_argument("--out", required=True, help="a new folder")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("lm-eval", help="lm-evaluation-harness's command line with CoLa's `cola` model backend "
+                       "(needs lm-eval): `cola lm-eval --model cola --model_args chain=0-13+13+14-29 --tasks arc_easy`",
+                       add_help=False)
+    p.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="lm-eval's own arguments")
+    p.set_defaults(func=cmd_lm_eval)
     return parser
+
+
+def cmd_lm_eval(args: argparse.Namespace) -> int:
+    """``cola lm-eval``: lm-eval's own command line, with the ``cola`` backend registered (:mod:`cola.lmeval`)."""
+    try:
+        from .lmeval import main as lm_eval_main
+    except ImportError as err:
+        raise UsageError(f"cola lm-eval needs lm-evaluation-harness ({err}): pip install lm-eval") from None
+    return lm_eval_main(args.lm_eval_args)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace: ``cola lm-eval``'s arguments all go to lm-eval, options and --help included;
+    a command that takes a task gets ``--task`` or ``--lm-eval-task`` (as the task ``lm-eval:NAME``) and its mode
+    (default generate; an lm-eval task's own)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:
+        return argparse.Namespace(func=cmd_lm_eval, lm_eval_args=argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "lm_eval_task"):
+        from .tasks.lmeval import PREFIX
+
+        if (args.task is None) == (args.lm_eval_task is None):
+            parser.error("give --task NAME or --lm-eval-task NAME (one of them)")
+        if args.lm_eval_task is not None:
+            args.task = PREFIX + args.lm_eval_task
+        if args.mode is None:
+            from .tasks import get_task
+
+            # an lm-eval task has one mode: score (multiple choice) or generate
+            args.mode = get_task(args.task, args.lm_eval_include).modes[0] if args.task.startswith(PREFIX) else "generate"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cola`` console script."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except ColaError as err:  # an lm-eval task that cannot be one, named on the command line
+        print(f"cola: error: {err}", file=sys.stderr)
+        return 2
     import warnings
 
     import transformers

@@ -45,9 +45,10 @@ class Evaluator:
     """Asks one task's samples through any chain of one model.
 
     ``mode`` is ``generate`` (the model writes its answer, graded by extraction) or ``score`` (multiple choice only:
-    options ranked by log-likelihood through the chain). ``score_style`` ``lmeval`` scores ``Question: ..\\nAnswer:``
-    against `` {option text}`` with no chat template, as lm-evaluation-harness's ARC task; ``chat`` scores each choice
-    label as the assistant's reply to the chat prompt that lists the options.
+    options ranked by log-likelihood through the chain). ``score_style`` ``lmeval`` scores the task's options after its
+    context (its ``score_format``: ``Question: ..\\nAnswer:`` and `` {option text}`` as lm-evaluation-harness's ARC
+    task, CommonsenseQA's listed options and labels as its ``commonsense_qa``) with no chat template; ``chat`` scores each choice label as the assistant's reply to the chat prompt
+    that lists the options. A ``verbatim`` task (lm-eval's) gives the model's whole input itself.
     """
 
     cm: ColaModel
@@ -69,8 +70,10 @@ class Evaluator:
         """The text the model reads (generate mode, or the scoring context). A model with a chat template reads the
         task's prompt as a user turn (``chat``); a base model, which has none, reads it in the completion format of
         question-answer text, ``Question: ...\nAnswer:``, so that what it continues with is the answer."""
-        if self.mode == "score" and self.score_style == "lmeval":
-            return f"Question: {sample.question}\nAnswer:"
+        if self.mode == "score" and (self.score_style == "lmeval" or self.task.verbatim):
+            return self.task.score_format(sample)[0]
+        if self.task.verbatim:
+            return self.task.prompt(sample)
         if not self.cm.has_chat_template:
             return f"Question: {self.task.prompt(sample)}\nAnswer:"
         return self.cm.format_prompt(self.task.prompt(sample), self.chat)
@@ -89,7 +92,7 @@ class Evaluator:
                 drop = self.cm.context_drop(len(inputs.context), reserve, self.truncate, f"{what} (with its longest option)")
                 prepared = Prepared(prompt, None, inputs.without_first(drop) if drop else inputs)
             else:
-                ids = self.cm.tokenize([prompt], self.chat)[0]
+                ids = self.cm.tokenize([prompt], self.chat and not self.task.verbatim)[0]
                 budget = self.max_new_tokens or self.task.max_new_tokens
                 prepared = Prepared(prompt, ids[:, self.cm.context_drop(ids.shape[1], budget, self.truncate, what) :],
                                     None)
@@ -170,9 +173,8 @@ class Evaluator:
     def option_inputs(self, sample: Sample, prompt: str) -> OptionInputs:
         """Score mode: the sample's options as token ids after its ``prompt`` (:meth:`prompt`), the shared context
         first."""
-        if self.score_style == "lmeval":  # lm-eval's target delimiter " "; it adds BOS for Gemma only
-            options, delimiter = [text for _, text in sample.choices], " "
-            special = self.cm.config.model_type.startswith("gemma")
+        if self.score_style == "lmeval" or self.task.verbatim:  # special tokens as the tokenizer adds them
+            options, delimiter, special = self.task.score_format(sample)[1], self.task.target_delimiter, None
         else:  # the chat prompt ends where the assistant's reply begins
             options, delimiter, special = list(sample.labels), "", False
         return option_inputs(self.cm, prompt, options, special, delimiter)
@@ -184,7 +186,7 @@ class Evaluator:
         answer, answer_norm = sample.labels[scores.best], sample.labels[scores.best_norm]
         return Outcome(
             sample.id, str(chain), prompt, scores.logprobs, answer, sample.gold, answer == sample.gold,
-            margin=scores.logprobs[gold] - max(others), answer_norm=answer_norm,
+            margin=scores.logprobs[gold] - max(others) if others else None, answer_norm=answer_norm,
             correct_norm=answer_norm == sample.gold,
         )
 

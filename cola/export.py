@@ -4,8 +4,10 @@
 CoLa, no remote code) and that gives the logits and greedy tokens of the chain run through CoLa: the config has
 ``num_hidden_layers = len(chain)`` and every per-layer setting reordered to the chain (attention types and hence
 sliding windows; which layers are dense in a mixture-of-experts stack), each chain position holds its own copy of its
-layer's weights (safetensors), and the tokenizer, chat template and generation config come along, with a model card
-naming the source model and the chain.
+layer's weights (safetensors), the chain is in the config (``cola_chain``), and the tokenizer, chat template and
+generation config come along, with a model card for the hub (``library_name``, ``pipeline_tag``, the source as
+``base_model``, the chain and the source weights' hash) and the same stack as a mergekit passthrough merge
+(``mergekit.yaml``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import copy
 from pathlib import Path
 
 import torch
+import yaml
 
 from .chain import Chain
 from .errors import UsageError
@@ -21,16 +24,43 @@ from .models import ColaModel, moe_block, stack_config
 from .store import check_folder
 
 CARD = """---
-base_model: {source}
-tags: [cola, chain-of-layers]
----
+{front}---
 # {source}, chain of layers `{chain}`
 
 This checkpoint is the decoder of `{source}` with its layer list rebuilt in the order of the chain
 `{chain}` ({length} layers from a stack of {depth}; layer `i` of this model is layer `chain[i]` of the source, weights
-unchanged), written by CoLa `cola export`. It loads with `AutoModelForCausalLM.from_pretrained` and no remote code, and
-gives the same logits and greedy tokens as running the chain through CoLa (`cola generate --chain {chain}`).
+unchanged; source weights {weights}), written by CoLa `cola export`. It loads with `AutoModelForCausalLM.from_pretrained`
+and no remote code, and gives the same logits and greedy tokens as running the chain through CoLa (`cola generate
+--chain {chain}`). The chain is in `config.json` (`cola_chain`); `mergekit.yaml` is the same stack as a mergekit
+passthrough merge.
 """
+
+
+def card(cm: ColaModel, chain: Chain) -> str:
+    """The model card of an exported chain: hub metadata (``library_name``, ``pipeline_tag``, the source as
+    ``base_model`` with ``base_model_relation: merge`` where the source is a hub model) and what the checkpoint is."""
+    from .loading import ALIAS_HUB_IDS
+    from .provenance import weights_hash
+
+    source = ALIAS_HUB_IDS.get(cm.name, cm.name)
+    on_hub = not Path(source).expanduser().exists() and source.count("/") == 1 and not source.endswith(".gguf")
+    front = {"library_name": "transformers", "pipeline_tag": "text-generation", "tags": ["cola", "chain-of-layers"],
+             **({"base_model": source, "base_model_relation": "merge"} if on_hub else {}),
+             "cola_chain": str(chain), "cola_source_weights": weights_hash(cm)}
+    return CARD.format(front=yaml.safe_dump(front, sort_keys=False), source=cm.name, chain=str(chain),
+                       length=len(chain), depth=cm.depth, weights=front["cola_source_weights"])
+
+
+def mergekit_yaml(source: str, chain: Chain, dtype: str = "float32") -> str:
+    """The chain as a mergekit passthrough merge of ``source``: one slice per run of consecutive layers, in order."""
+    runs: list[list[int]] = []
+    for layer in chain:
+        if runs and layer == runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([layer, layer + 1])
+    slices = [{"sources": [{"model": source, "layer_range": run}]} for run in runs]
+    return yaml.safe_dump({"slices": slices, "merge_method": "passthrough", "dtype": dtype}, sort_keys=False)
 
 
 def chain_layer_config(cm: ColaModel, chain: Chain):
@@ -124,8 +154,13 @@ def check_export_folder(out: str | Path) -> Path:
 def export_chain(cm: ColaModel, chain: Chain, out: str | Path) -> Path:
     """Write ``chain`` of ``cm`` as a standard Hugging Face model folder (see the module's docstring)."""
     out = check_export_folder(out)
+    from .loading import ALIAS_HUB_IDS
+
     model = rebuilt_model(cm, chain)
+    model.config.cola_chain = str(chain)
     model.save_pretrained(out, safe_serialization=True)
     cm.tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(CARD.format(source=cm.name, chain=str(chain), length=len(chain), depth=cm.depth))
+    (out / "README.md").write_text(card(cm, chain))
+    (out / "mergekit.yaml").write_text(mergekit_yaml(ALIAS_HUB_IDS.get(cm.name, cm.name), chain,
+                                                     str(cm.dtype).removeprefix("torch.")))
     return out

@@ -422,7 +422,7 @@ def fit_from_runs(
                 seen.add(sample.id)
                 searched.append(sample)
     train = list(searched)
-    task = get_task(first["task"])
+    task = get_task(first["task"], first.get("lm_eval_include"))
     if fit_n is not None and len(train) < fit_n:  # more samples of the runs' data, never searched
         more = [s for s in load_samples(task, None if data_file else data or first.get("data"), data_file, 0,
                                         first["seed"], first.get("level"), split=None if data_file else first.get("split"))

@@ -23,7 +23,7 @@ class OptionScores:
 
     logprobs: list[float]  # sum over the option's tokens
     n_chars: list[int]  # option length in characters (without the delimiter), lm-eval's acc_norm denominator
-    n_tokens: list[int]
+    greedy: list[bool]  # whether greedy decoding after the context gives exactly the option's tokens (lm-eval's)
 
     @property
     def best(self) -> int:
@@ -36,19 +36,43 @@ class OptionScores:
         return max(range(len(self.logprobs)), key=lambda i: self.logprobs[i] / max(self.n_chars[i], 1))
 
 
-def option_token_ids(
-    cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool = False
-) -> list[tuple[list[int], list[int]]]:
-    """(context ids, continuation ids) per option, split as lm-eval does: the whole string is encoded and the
-    context's tokens are cut off, so the continuation tokens are those the model would really read."""
-    n_space = len(context) - len(context.rstrip(" "))
-    if n_space:  # lm-eval moves trailing context spaces onto the continuation
-        context, options = context[:-n_space], [" " * n_space + o for o in options]
+def encode(cm: ColaModel, text: str, add_special_tokens: bool | None = None) -> list[int]:
+    """Token ids of ``text`` as lm-evaluation-harness's ``hf`` backend encodes it: special tokens (BOS) as the
+    tokenizer adds them by default (``add_special_tokens`` None), except to a text that already starts with the BOS
+    token's text; or as ``add_special_tokens`` says."""
     tok = cm.tokenizer
-    ctx = tok(context, add_special_tokens=add_special_tokens)["input_ids"]
+    if add_special_tokens is None and tok.bos_token and text.startswith(tok.bos_token):
+        add_special_tokens = False
+    return tok(text, **({} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}))["input_ids"]
+
+
+def prefix_token_id(cm: ColaModel) -> int:
+    """The token an empty context is (lm-eval's ``prefix_token_id``): BOS, else EOS."""
+    tok = cm.tokenizer
+    return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+
+def option_token_ids(
+    cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool | None = None
+) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) per option, split as lm-eval's ``TemplateLM`` does: trailing whitespace of
+    the context moves onto the continuation, the whole string is encoded (:func:`encode`) and the context's tokens
+    are cut off, so the continuation tokens are those the model would really read. An empty context is the prefix
+    token (:func:`prefix_token_id`) before the continuation encoded without special tokens."""
+    if not context:
+        first = prefix_token_id(cm)
+        pairs = []
+        for option in options:
+            cont = encode(cm, option, False)
+            pairs.append(([first], cont) if not cont or cont[0] != first else (cont[:1], cont[1:]))
+        return pairs
+    stripped = context.rstrip()
+    if len(stripped) < len(context):
+        context, options = stripped, [context[len(stripped):] + o for o in options]
+    ctx = encode(cm, context, add_special_tokens)
     pairs = []
     for option in options:
-        whole = tok(context + option, add_special_tokens=add_special_tokens)["input_ids"]
+        whole = encode(cm, context + option, add_special_tokens)
         pairs.append((whole[: len(ctx)], whole[len(ctx) :]))
     return pairs
 
@@ -75,11 +99,18 @@ class OptionInputs:
 
 
 def option_inputs(
-    cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool = False, delimiter: str = ""
+    cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool | None = None, delimiter: str = ""
 ) -> OptionInputs:
-    """Tokenise a question's options for scoring: each continuation is ``delimiter + option``; the model reads
-    context + continuation[:-1], and the longest token prefix all inputs share runs once."""
+    """Tokenise a question's options for scoring: each continuation is ``delimiter + option``
+    (:func:`option_token_ids`; :func:`inputs_of_pairs`)."""
     pairs = option_token_ids(cm, context, [delimiter + o for o in options], add_special_tokens)
+    return inputs_of_pairs(pairs, [len(o) for o in options])
+
+
+def inputs_of_pairs(pairs: Sequence[tuple[list[int], list[int]]], n_chars: Sequence[int]) -> OptionInputs:
+    """The options of one context given as (context ids, continuation ids) pairs: the model reads context +
+    continuation[:-1], and the longest token prefix all inputs share runs once."""
+    pairs = [(list(ctx), list(cont)) for ctx, cont in pairs]
     if any(not cont for _, cont in pairs):
         raise ValueError("an answer option encodes to no tokens")
     inputs = [ctx + cont[:-1] for ctx, cont in pairs]
@@ -88,7 +119,7 @@ def option_inputs(
         shared -= 1
     if shared < 1:
         raise ValueError("the options share no context token")
-    return OptionInputs(pairs, inputs[0][:shared], [x[shared:] for x in inputs], [len(o) for o in options])
+    return OptionInputs(pairs, inputs[0][:shared], [x[shared:] for x in inputs], list(n_chars))
 
 
 @torch.inference_mode()
@@ -97,7 +128,7 @@ def score_options(
     chain: Chain,
     context: str,
     options: Sequence[str],
-    add_special_tokens: bool = False,
+    add_special_tokens: bool | None = None,
     prefix: PrefixCache | None = None,
     delimiter: str = "",
 ) -> OptionScores:
@@ -151,11 +182,12 @@ def finish_scores(
                             device=device)
         logits = forward(cm, chain, ids, mask, cache=cache)
         rows = [torch.cat([last_logits, logits[b, : len(x)]]) for b, x in enumerate(inputs.suffixes)]
-    sums = []
+    sums, greedy = [], []
     for (ctx, cont), row in zip(inputs.pairs, rows):
         logprobs = torch.log_softmax(row.float(), dim=-1)
-        at = torch.arange(len(cont), device=device) + len(ctx) - shared
-        sums.append(float(logprobs[at, torch.tensor(cont, device=device)].sum()))
+        at, cont = torch.arange(len(cont), device=device) + len(ctx) - shared, torch.tensor(cont, device=device)
+        sums.append(float(logprobs[at, cont].sum()))
+        greedy.append(bool((logprobs[at].argmax(dim=-1) == cont).all()))
     if not all(math.isfinite(x) for x in sums):
         raise NonFiniteError(f"non-finite option log-likelihoods (NaN or inf) from chain {chain}")
-    return OptionScores(sums, inputs.n_chars, [len(c) for _, c in inputs.pairs])
+    return OptionScores(sums, inputs.n_chars, greedy)

@@ -104,9 +104,8 @@ FAMILIES = {
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over VOCAB tokens ``t0 .. t95``; ids 0/1/2 are pad/bos/eos."""
-    vocab = {f"t{i}": i for i in range(VOCAB)}
-    vocab.update({"<pad>": PAD, "<s>": 1, "</s>": EOS})
+    """A word-level tokenizer over the model's VOCAB ids: 0/1/2 are pad/bos/eos, the words ``t3 .. t95`` the rest."""
+    vocab = {"<pad>": PAD, "<s>": 1, "</s>": EOS, **{f"t{i}": i for i in range(3, VOCAB)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from helpers import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
 from transformers import (
     AutoModelForCausalLM,
@@ -116,7 +117,23 @@ def test_exporting_the_full_chain_round_trips_the_model(tmp_path):
     assert exported.keys() == source.keys()
     assert all(torch.equal(exported[k], source[k]) for k in source)
     written = {k: v for k, v in model.config.to_diff_dict().items() if k not in ("architectures", "dtype")}
+    assert written.pop("cola_chain") == "0-5"
     assert written == {k: v for k, v in cm.config.to_diff_dict().items() if k not in ("architectures", "dtype")}
+
+
+def test_an_export_carries_its_chain_a_hub_model_card_and_a_mergekit_recipe(tmp_path):
+    cm = tiny_model("llama")
+    cm.name = "HuggingFaceTB/SmolLM2-135M-Instruct"  # as if loaded by hub id
+    out = export_chain(cm, Chain.parse("0-3,3,4,1"), tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["cola_chain"] == "0-3,3-4,1"
+    front = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "text-generation"
+    assert front["base_model"] == cm.name and front["base_model_relation"] == "merge"
+    assert front["cola_chain"] == "0-3,3-4,1" and front["cola_source_weights"].startswith("sha256:")
+    recipe = yaml.safe_load((out / "mergekit.yaml").read_text())
+    assert recipe["merge_method"] == "passthrough"
+    assert [s["sources"][0]["layer_range"] for s in recipe["slices"]] == [[0, 4], [3, 5], [1, 2]]
+    assert all(s["sources"][0]["model"] == cm.name for s in recipe["slices"])
 
 
 def test_export_refuses_a_folder_in_use(tmp_path):

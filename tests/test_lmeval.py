@@ -1,10 +1,12 @@
-"""`cola eval --mode score` against lm-evaluation-harness itself, per sample (opt-in: needs `pip install -e .[lmeval]`).
+"""`cola eval --mode score` against lm-evaluation-harness itself, per sample (the test set-up installs lm-eval).
 
-The seeded ARC-Easy and ARC-Challenge subsets `cola eval` draws are written to a temporary folder with an lm-eval
-task file per set in the format of lm-eval's own ARC task (``Question: {question}\\nAnswer:`` scored against
-`` {choice}``); lm-eval's HF backend runs the embedded model's converted weights on them, and CoLa's evaluator the
-same rows. Every sample's ``acc`` and ``acc_norm`` must agree. ``COLA_LMEVAL_N`` sets the rows per set (default 50;
-the README's figure is 500).
+The seeded ARC-Easy, ARC-Challenge and CommonsenseQA subsets `cola eval` draws are written to a temporary folder
+with an lm-eval task file per set, in the format of lm-eval's own ARC task (``Question: {question}\\nAnswer:``
+scored against `` {choice}``) or its ``commonsense_qa`` task (options listed, labels scored); lm-eval's HF backend
+runs the embedded model's converted weights on them, and CoLa's evaluator the same rows. Every sample's ``acc`` and
+``acc_norm`` must agree. ``COLA_LMEVAL_N`` sets the rows per set (default 20; docs/results/full-depth.md has every
+row). lm-eval through CoLa's own backend (``--model cola``) agrees with ``cola eval`` too, and its generate_until
+writes what `cola generate` writes.
 """
 
 import importlib.util
@@ -28,15 +30,17 @@ _write_sets = bench.write_sets
 
 
 def _agree(cm, chain, sets, pretrained, folder):
-    """lm-eval's HF backend on ``pretrained`` against CoLa's evaluator running ``chain`` of ``cm``: no sample's
-    verdicts differ (float32)."""
-    for name, result in bench.disagreements(cm, chain, sets, pretrained, folder).items():
+    """lm-eval on ``pretrained`` (its HF backend on a folder, or an lm-eval model object) against CoLa's evaluator
+    running ``chain`` of ``cm`` (16 samples together: on a CPU the numbers of one alone): no sample's verdicts differ
+    (float32)."""
+    for name, result in bench.disagreements(cm, chain, sets, pretrained, folder, cola_batch=16).items():
         assert not result["differ"], (f"{name}: {len(result['differ'])} of {result['n']} samples differ (id, cola "
                                       f"acc, lm-eval acc, ...): {result['differ'][:5]}")
 
 
 def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):
-    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "50")), ("arc_easy", "arc_challenge"))
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "20")),
+                       ("arc_easy", "arc_challenge", "csqa"))
     _agree(smol, Chain.full(smol.depth), sets, resolve(smol.name), tmp_path)
 
 
@@ -45,12 +49,68 @@ def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tm
     from cola.export import export_chain
 
     chain = Chain.parse("0-9,12-29")
-    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "50")), ("arc_easy",))
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "20")), ("arc_easy",))
     _agree(smol, chain, sets, export_chain(smol, chain, tmp_path / "exported"), tmp_path)
+
+
+@pytest.mark.parametrize("chain", ["full", "0-13,13,14-25,28,29"])
+def test_lm_eval_through_the_cola_backend_equals_cola_eval_per_sample(smol, data_dir, tmp_path, chain):
+    """`--model cola` with a chain (full depth, and one that skips and repeats) scores what `cola eval --chain`
+    scores, sample by sample, on a local ARC-Easy task of 50 rows."""
+    from cola.lmeval import ColaLM
+
+    chain = Chain.parse(chain, smol.depth)
+    sets = _write_sets(tmp_path, data_dir, 50, ("arc_easy",))
+    _agree(smol, chain, sets, ColaLM(cm=smol, chain=str(chain).replace(",", "+")), tmp_path)
 
 
 def test_gemma_score_mode_agrees_with_lm_eval_per_sample(gemma, data_dir, tmp_path):
     """The second real architecture (sliding and global attention, BOS before the context): lm-eval's HF backend on
     its converted weights, as a user would point lm-eval at them."""
-    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "20")), ("arc_easy",))
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "10")), ("arc_easy",))
     _agree(gemma, Chain.full(gemma.depth), sets, resolve(gemma.name), tmp_path)
+
+
+GSM8K_YAML = """task: cola_gsm8k
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["\\n\\n", "Question:"]
+  max_gen_toks: 24
+  do_sample: false
+metric_list:
+  - metric: exact_match
+"""
+
+
+def test_generate_until_through_the_backend_equals_cola_generate(smol, data_dir, tmp_path):
+    """lm-eval's generate_until on a local GSM8K task (3 rows) through `--model cola` writes what `cola generate`
+    writes for the same context, cut at the task's first stop string."""
+    import json
+
+    from lm_eval.tasks import TaskManager
+
+    from cola.generation import generate_text
+    from cola.lmeval import ColaLM
+
+    rows = (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:3]
+    (tmp_path / "gsm8k.jsonl").write_text("\n".join(rows) + "\n")
+    (tmp_path / "cola_gsm8k.yaml").write_text(GSM8K_YAML.format(path=tmp_path / "gsm8k.jsonl"))
+    chain = Chain.parse("0-13,13,14-29")
+    output = lm_eval.simple_evaluate(model=ColaLM(cm=smol, chain="0-13+13+14-29"), tasks=["cola_gsm8k"],
+                                     task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True)
+    logged = output["samples"]["cola_gsm8k"]
+    assert len(logged) == 3
+    for row in logged:
+        context = f"Question: {row['doc']['question']}\nAnswer:"
+        ours = generate_text(smol, chain, [context], chat=False, max_new_tokens=24, stop_strings=["\n\n", "Question:"])
+        text = ours[0].text
+        for stop in ("\n\n", "Question:"):
+            text = text.split(stop)[0]
+        assert row["resps"][0][0] == text, json.dumps(row["doc"]["id"])

@@ -354,7 +354,7 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
     first = configs[0]
     if cm is None:
         cm = load_model(first["model"], dtype=first["dtype"])
-    evaluator = Evaluator(cm, get_task(first["task"]), first["mode"], first["chat"], first["score_style"])
+    evaluator = Evaluator(cm, get_task(first["task"], first.get("lm_eval_include")), first["mode"], first["chat"], first["score_style"])
     features, labels, ids, counts = [], [], [], {"kept": 0, "dropped": 0, "improved": 0}
     searched = []
     for folder, config in zip(folders, configs):

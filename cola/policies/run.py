@@ -15,6 +15,7 @@ with the layers each setting would compute counted the way the prefix cache coun
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -39,6 +40,11 @@ class Request:
     @property
     def key(self) -> str:
         return str(self.chain) if self.draw is None else f"{self.chain}#T{self.temperature:g}#{self.draw}"
+
+    def sampler(self, seed: int, sample_id: str) -> Sampler | None:
+        """What draws this request's tokens on input ``sample_id`` under spec seed ``seed``: None (greedy), or the
+        draw's seeded sampler, the same on every run."""
+        return None if self.draw is None else Sampler(draw_seed(seed, sample_id, self.draw), self.temperature)
 
 
 @dataclass
@@ -118,9 +124,7 @@ def ask(evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[Pref
     """Run the requests ``wanted`` ((input index, request) pairs) together, each through its input's prefix cache."""
     requests = evaluator.requests()
     for j, (i, request) in enumerate(wanted):
-        sampler = None if request.draw is None else Sampler(draw_seed(spec.seed, samples[i].id, request.draw),
-                                                            request.temperature)
-        requests.submit(j, request.chain, samples[i], prefixes[i], sampler)
+        requests.submit(j, request.chain, samples[i], prefixes[i], request.sampler(spec.seed, samples[i].id))
     outcomes = requests.drain()
     return [to_asked(evaluator, samples[i], r, outcomes[j], spec) for j, (i, r) in enumerate(wanted)]
 
@@ -136,33 +140,80 @@ def policy_row(spec: PolicySpec, sample: Sample, asked: Sequence[Asked], layers:
             "layer_tokens": sum(n * a.tokens for n, a in zip(lengths, asked)), "asked": [asdict(a) for a in asked]}
 
 
+def load_router(spec: PolicySpec, cm):
+    """The fitted router a routed ``spec`` answers through, checked against ``cm`` (None for the other kinds): a
+    :class:`~cola.router.Router` for ``router``, the per-layer routers for ``layer-router`` (with a warning when they
+    were trained on hidden states of another dtype than ``cm`` runs in)."""
+    if spec.kind == "router":
+        from ..router import Router
+
+        return Router.load(spec.router, cm)
+    if spec.kind == "layer-router":
+        from .layer_router import load_routers
+
+        routers, about = load_routers(spec.router, cm)
+        running = str(cm.dtype).removeprefix("torch.")
+        if about.get("dtype") not in (None, running):
+            warnings.warn(f"{spec.router} was trained on {about['dtype']} hidden states; this model runs in {running}",
+                          stacklevel=2)
+        return routers
+    return None
+
+
+def own_chains(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[PrefixCache],
+               router=None) -> list[list[Chain]]:
+    """The chains each input's requests come from: the spec's own, or for a routed kind the one chain its ``router``
+    picks for the input (routed together, each through its prefix cache, so answering reuses the routing's layers)."""
+    if spec.kind == "router":
+        from ..router import route_inputs
+
+        return [[c] for c in route_inputs(router, evaluator, samples, prefixes)]
+    if spec.kind == "layer-router":
+        from .layer_router import route_inputs as route_layers
+
+        return [[c] for c in route_layers(router, evaluator, samples, prefixes)]
+    return [spec.check(evaluator.cm.depth, evaluator.mode)] * len(samples)
+
+
+def ask_rounds(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[PrefixCache],
+               router=None) -> tuple[list[list[Request]], list[list[Asked]]]:
+    """Ask ``samples`` under ``spec`` round by round until no input asks more (module doc); per input, the requests
+    it made and what each answered, in order."""
+    own = own_chains(spec, evaluator, samples, prefixes, router)
+    made: list[list[Request]] = [[] for _ in samples]
+    asked: list[list[Asked]] = [[] for _ in samples]
+    while True:
+        wanted = [(i, r) for i in range(len(samples)) if (r := next_request(spec, own[i], asked[i])) is not None]
+        if not wanted:
+            return made, asked
+        for (i, request), answer in zip(wanted, ask(evaluator, samples, prefixes, wanted, spec)):
+            made[i].append(request)
+            asked[i].append(answer)
+
+
+def decided_requests(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample],
+                     prefixes: Sequence[PrefixCache], router=None) -> list[Request]:
+    """The request whose output ``spec`` answers each input with, for a caller that needs that output whole (per
+    option log-likelihoods, the generated text): a chain or a routed kind's one chain, unasked; for a cascade or a
+    vote, the request :func:`decide` picks (the first asked when none has an answer), after asking the rounds through
+    ``prefixes``."""
+    if spec.kind == "chain" or spec.kind in ROUTED:
+        return [Request(chains[0]) for chains in own_chains(spec, evaluator, samples, prefixes, router)]
+    made, asked = ask_rounds(spec, evaluator, samples, prefixes, router)
+    return [requests[decide(spec, answers)[0] or 0] for requests, answers in zip(made, asked)]
+
+
 def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
                router=None, progress: Callable[[int], None] | None = None, store: EvalStore | None = None,
                stage: str = "policy") -> list[dict]:
-    """Answer ``samples`` with the policy ``spec``, ``batch`` inputs at a time (module doc); a ``router`` policy
-    needs the loaded :class:`~cola.router.Router`, a ``layer-router`` one the loaded per-layer routers
-    (:func:`~cola.policies.layer_router.load_routers`). Returns one row per input (:func:`policy_row`), in order; each
-    batch is recorded in ``store`` as stage ``stage`` as it finishes (and read back from it on a resume)."""
-    chains = spec.check(evaluator.cm.depth, evaluator.mode)
+    """Answer ``samples`` with the policy ``spec``, ``batch`` inputs at a time (module doc); a routed kind needs its
+    loaded router (:func:`load_router`). Returns one row per input (:func:`policy_row`), in order; each batch is
+    recorded in ``store`` as stage ``stage`` as it finishes (and read back from it on a resume)."""
+    spec.check(evaluator.cm.depth, evaluator.mode)
 
     def unit_rows(chunk: Sequence[Sample]) -> list[dict]:
         prefixes = [PrefixCache() for _ in chunk]
-        own = [chains] * len(chunk)
-        if spec.kind == "router":
-            from ..router import route_inputs
-
-            own = [[c] for c in route_inputs(router, evaluator, chunk, prefixes)]
-        elif spec.kind == "layer-router":
-            from .layer_router import route_inputs as route_layers
-
-            own = [[c] for c in route_layers(router, evaluator, chunk, prefixes)]
-        asked: list[list[Asked]] = [[] for _ in chunk]
-        while True:
-            wanted = [(i, r) for i in range(len(chunk)) if (r := next_request(spec, own[i], asked[i])) is not None]
-            if not wanted:
-                break
-            for (i, _), answer in zip(wanted, ask(evaluator, chunk, prefixes, wanted, spec)):
-                asked[i].append(answer)
+        _, asked = ask_rounds(spec, evaluator, chunk, prefixes, router)
         return [policy_row(spec, s, a, p.layers_computed) for s, a, p in zip(chunk, asked, prefixes)]
 
     units, _ = (store or EvalStore()).stage(stage, chunks(samples, batch), unit_rows, progress)

@@ -155,6 +155,18 @@ class PolicySpec:
         return f"{self.kind} {self.router}"
 
 
+def router_kind(folder: str | Path) -> str:
+    """The policy kind a router folder is read by: ``router`` for a ``cola router fit`` folder (a library router, with
+    its predictor), else ``layer-router`` (``cola router fit-layers`` routers or a control of them; reading them
+    checks the folder)."""
+    from ..router import PREDICTOR
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"router folder not found: {folder}")
+    return "router" if (folder / PREDICTOR).is_file() else "layer-router"
+
+
 def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[str]:
     """Chains (notation) from a file or folder another command wrote, in its own order of preference, at most
     ``top`` of them: a ``cola prune --out`` JSON (m = 1, 2, ...), a ``cola search --static`` run (highest accuracy

@@ -19,11 +19,11 @@ def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
     from ..loading import default_device, default_dtype, parse_device, resolve_dtype
 
     control = f"-{job.control}" if job.control != "none" else "-static" if static else ""
-    split = f"-{job.split}" if job.split not in (None, get_task(job.task).default_split) else ""
+    split = f"-{job.split}" if job.split not in (None, get_task(job.task, job.lm_eval_include).default_split) else ""
     device = parse_device(job.device) if job.device is not None else default_device()
     dtype = resolve_dtype(job.dtype, device)
     kind = f"-{str(dtype).removeprefix('torch.')}" if dtype != default_dtype(device) else ""
-    return (f"runs/{job.model.replace('/', '_')}-{job.task}{split}-{job.mode}-{job.actions}{control}{kind}-n{n}"
+    return (f"runs/{job.model.replace('/', '_')}-{job.task.replace(':', '-')}{split}-{job.mode}-{job.actions}{control}{kind}-n{n}"
             f"-s{job.seed}")
 
 

@@ -156,6 +156,7 @@ class SearchJob:
     batch: int = 1
     prefix_bytes: int = 4 << 30
     truncate: bool = False  # inputs past the model's positions lose their first tokens (else they are refused)
+    lm_eval_include: str | None = None  # where an lm-eval task's YAML is (a task named lm-eval:NAME)
 
     def evaluator(self) -> Evaluator:
         """Load the model and ask the task through it."""
@@ -163,7 +164,7 @@ class SearchJob:
         from ..tasks import get_task
 
         cm = load_model(self.model, device=self.device, dtype=self.dtype, allow_untested=self.allow_untested)
-        return Evaluator(cm, get_task(self.task), self.mode, self.chat, self.score_style, self.max_new_tokens,
+        return Evaluator(cm, get_task(self.task, self.lm_eval_include), self.mode, self.chat, self.score_style, self.max_new_tokens,
                          self.truncate)
 
     def space(self, depth: int) -> SearchSpace:
@@ -180,6 +181,8 @@ class SearchJob:
             extra = {"menu": menu_hash(self.menu), **extra}
         if self.truncate:  # recorded only when set, so that earlier runs resume
             extra = {"truncate": True, **extra}
+        if self.lm_eval_include is not None:
+            extra = {"lm_eval_include": str(self.lm_eval_include), **extra}
         return run_config(evaluator, self.space(evaluator.cm.depth), self.mcts, seed=self.seed, reward=self.reward,
                           n=len(samples), level=self.level, split=self.split, data=self.data,
                           sample_ids=[s.id for s in samples],
@@ -222,7 +225,7 @@ def run_samples(config: dict, data: str | None = None) -> list[Sample]:
 
     from ..tasks import DataError, get_task, load_samples, with_control
 
-    task = get_task(config["task"])
+    task = get_task(config["task"], config.get("lm_eval_include"))
     data = data if data is not None else config.get("data")
     if task.generator is not None and data is None:
         samples = load_samples(task, n=config["n"], seed=config["seed"])

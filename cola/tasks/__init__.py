@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..errors import MissingFileError, UnknownNameError
 from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
+from .lmeval import PREFIX
 from .base import (
     DataError,
     Sample,
@@ -36,7 +37,13 @@ for _task in (
     register(_task)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, include: str | None = None) -> Task:
+    """The registered task ``name``, or for ``lm-eval:NAME`` lm-eval's task NAME (its own, or a YAML task under
+    ``include``; :mod:`cola.tasks.lmeval`)."""
+    if name.startswith(PREFIX):
+        from .lmeval import lm_eval_task
+
+        return lm_eval_task(name[len(PREFIX):], include)
     try:
         return TASKS[name]
     except KeyError:
@@ -75,7 +82,8 @@ def load_samples(
     """The seeded subset of ``n`` samples of a task (default: the task's ``default_n``; 0 or negative: all).
 
     Rows come from ``data_file`` (any JSONL of the task's shape), else the task's own generator, else the ``split``
-    (default: the task's, test or CSQA's dev) from ``data_dir`` or, without it, the HF hub. ``level`` keeps MATH
+    (default: the task's, test or CSQA's dev) from the library that serves the task's documents (lm-eval), from
+    ``data_dir`` or, without it, the HF hub. ``level`` keeps MATH
     problems of one difficulty level.
     """
     task = get_task(task) if isinstance(task, str) else task
@@ -92,6 +100,9 @@ def load_samples(
     elif task.generator is not None:
         generated = task.generator(n or task.default_n, seed)
         rows, source = [(f"{task.name}[{i}]", row_id(r, f"{task.name}-{i}"), r) for i, r in enumerate(generated)], task.name
+    elif task.documents is not None:
+        split = task.split(split)
+        rows, source = task.documents(split), f"{task.name} ({split} split)"
     elif not task.splits:
         raise DataError(f"task {task.name!r} reads a user file: pass --data-file FILE.jsonl")
     elif data_dir is not None:

@@ -56,15 +56,25 @@ class Task:
     from_hub: Callable[[dict], dict] = lambda row: row
     generator: Callable[[int, int], list[dict]] | None = None  # (n, seed) -> rows, for tasks made by the package
     default_n: int = 500
+    documents: Callable[[str], list[tuple[str, str, dict]]] | None = None  # split -> (where, id, row), from a library
+    document_splits: tuple[str, ...] = ()  # the splits ``documents`` serves
+    score_format: Callable[[Sample], tuple[str, list[str]]] = lambda s: (
+        f"Question: {s.question}\nAnswer:", [text for _, text in s.choices])  # lmeval style: context, options
+    target_delimiter: str = " "  # score mode: what comes between the context and each option
+    verbatim: bool = False  # the prompt is the model's whole input as written (lm-eval's context): no chat template,
+    # no question-answer wrapper, special tokens as the tokenizer adds them; a verbatim multiple-choice task is scored
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return ("generate", "score") if self.kind == "mc" else ("generate",)
+        if self.kind != "mc":
+            return ("generate",)
+        return ("score",) if self.verbatim else ("generate", "score")
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """The splits this task reads (from --data-dir or the hub); empty for user files and generated tasks."""
-        return tuple(dict.fromkeys([*self.local_files, *(self.hub[2] if self.hub else ())]))
+        """The splits this task reads (from --data-dir, the hub or its library); empty for user files and generated
+        tasks."""
+        return tuple(dict.fromkeys([*self.local_files, *(self.hub[2] if self.hub else ()), *self.document_splits]))
 
     def split(self, name: str | None) -> str:
         """``name`` checked against :attr:`splits` (None: the task's default split)."""

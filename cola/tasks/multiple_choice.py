@@ -33,9 +33,15 @@ def prompt(sample: Sample) -> str:
     return f"{sample.question}\n\n{options}\n\nAnswer with the {what} of the correct option only."
 
 
+def listed_options(sample: Sample) -> tuple[str, list[str]]:
+    """lm-eval's ``commonsense_qa`` format: the question with its options listed, the labels scored after it."""
+    options = "".join(f"\n{label}. {text}" for label, text in sample.choices)
+    return f"Question: {sample.question.strip()}{options}\nAnswer:", sample.labels
+
+
 def mc_task(name: str, description: str, local_files: dict[str, str] | None = None, hub: tuple | None = None,
-            default_split: str = "test") -> Task:
-    """A multiple-choice task over rows of the shape above."""
+            default_split: str = "test", **score) -> Task:
+    """A multiple-choice task over rows of the shape above (``score``: its ``score_format``, if not ARC's)."""
     return Task(
         name=name,
         kind="mc",
@@ -49,6 +55,7 @@ def mc_task(name: str, description: str, local_files: dict[str, str] | None = No
         local_files=local_files or {},
         hub=hub,
         default_split=default_split,
+        **score,
     )
 
 
@@ -63,5 +70,6 @@ ARC_EASY = arc("Easy")
 ARC_CHALLENGE = arc("Challenge")
 CSQA = mc_task("csqa", "CommonsenseQA (its dev set; --split train; the test set has no labels)",
                {"dev": "commonsense/csqa_dev.jsonl", "train": "commonsense/csqa_train.jsonl"},
-               ("tau/commonsense_qa", None, {"dev": "validation", "train": "train"}), default_split="dev")
+               ("tau/commonsense_qa", None, {"dev": "validation", "train": "train"}), default_split="dev",
+               score_format=listed_options)
 MC_JSONL = mc_task("mc_jsonl", "any multiple-choice JSONL file (--data-file)")
