@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--backend", default="hf", choices=("hf", "cola"),
                         help="lm-eval's model: its hf backend on the converted weights, or CoLa's own backend (full "
                              "depth) (default hf)")
+    parser.add_argument("--cola-batch", type=int, default=1,
+                        help="samples CoLa asks together (default 1, as `cola eval` in score mode; on a CPU every batch "
+                             "gives the same numbers)")
     args = parser.parse_args()
     cm = load_model(args.model, device="cpu", dtype=args.dtype)
     if args.backend == "cola":
@@ -118,7 +121,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         sets = write_sets(folder, args.data_dir, args.n, args.sets.split(","))
-        result = disagreements(cm, Chain.full(cm.depth), sets, pretrained, folder, args.dtype, args.lm_eval_batch)
+        result = disagreements(cm, Chain.full(cm.depth), sets, pretrained, folder, args.dtype, args.lm_eval_batch,
+                               args.cola_batch)
     for name, r in result.items():
         print(f"{name} ({r['n']} samples, {args.dtype}, lm-eval's {args.backend} backend, batch {args.lm_eval_batch}): "
               f"cola acc {r['cola_acc']} "

@@ -184,10 +184,19 @@ def _add_truncate(parser: argparse.ArgumentParser) -> None:
                              "(default: it is refused before any work)")
 
 
+def _resolve_mode(args: argparse.Namespace) -> None:
+    """``--mode``'s default for an lm-eval task: its one mode (score for multiple choice, else generate)."""
+    if args.mode is None:
+        from .tasks import get_task
+
+        args.mode = get_task(args.task, args.lm_eval_include).modes[0]
+
+
 def _samples(args: argparse.Namespace) -> list:
     """The task's samples the command asks for: loaded and checked before any model is."""
     from .tasks import get_task, load_samples
 
+    _resolve_mode(args)
     task = get_task(args.task, args.lm_eval_include)
     return load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows,
                         args.split)
@@ -332,6 +341,7 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
         return make_spec(args.policy, depth, args.chain or (), args.chains_from, args.top, args.threshold or (),
                          calibrating=bool(args.calibrate), **options)
 
+    _resolve_mode(args)
     depth = model_depth(args.model)
     spec = None if depth is None else spec_for(depth)
     if spec is not None:  # a bad spec fails before the weights load
@@ -860,7 +870,7 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line as a namespace: ``cola lm-eval``'s arguments all go to lm-eval, options and --help included;
     a command that takes a task gets ``--task`` or ``--lm-eval-task`` (as the task ``lm-eval:NAME``) and its mode
-    (default generate; an lm-eval task's own)."""
+    (default generate; an lm-eval task's own, set when the task loads)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["lm-eval"]:
         return argparse.Namespace(func=cmd_lm_eval, lm_eval_args=argv[1:])
@@ -873,21 +883,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("give --task NAME or --lm-eval-task NAME (one of them)")
         if args.lm_eval_task is not None:
             args.task = PREFIX + args.lm_eval_task
-        if args.mode is None:
-            from .tasks import get_task
-
-            # an lm-eval task has one mode: score (multiple choice) or generate
-            args.mode = get_task(args.task, args.lm_eval_include).modes[0] if args.task.startswith(PREFIX) else "generate"
+        if args.mode is None and not args.task.startswith(PREFIX):  # an lm-eval task's own: once it loads (_samples)
+            args.mode = "generate"
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cola`` console script."""
-    try:
-        args = parse_args(argv)
-    except ColaError as err:  # an lm-eval task that cannot be one, named on the command line
-        print(f"cola: error: {err}", file=sys.stderr)
-        return 2
+    args = parse_args(argv)
     import warnings
 
     import transformers
