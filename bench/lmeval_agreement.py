@@ -23,27 +23,17 @@ from pathlib import Path
 
 
 
-CSQA_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{ question.strip() }}}}\\nA. {{{{choices[0].text}}}}\\nB. {{{{choices[1].text}}}}\\nC. {{{{choices[2].text}}}}\\nD. {{{{choices[3].text}}}}\\nE. {{{{choices[4].text}}}}\\nAnswer:"
-doc_to_target: answerKey
-doc_to_choice: ['A', 'B', 'C', 'D', 'E']
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""  # lm-eval's own commonsense_qa task, over rows of CoLa's multiple-choice shape
+CSQA_FIELDS = {  # lm-eval's own commonsense_qa task, over rows of CoLa's multiple-choice shape
+    "doc_to_text": "Question: {{ question.strip() }}"
+                   + "".join(f"\n{x}. {{{{choices[{i}].text}}}}" for i, x in enumerate("ABCDE")) + "\nAnswer:",
+    "doc_to_target": "answerKey", "doc_to_choice": list("ABCDE")}
 
 
 def write_sets(folder: Path, data_dir, n: int, names) -> dict:
     """The seeded subsets of ``names`` as JSONL files under ``folder``, each with an lm-eval task file
     ``cola_NAME.yaml``; returns name -> samples."""
     from cola.tasks import load_samples
-    from cola.tasks.lmeval import mc_yaml
+    from cola.tasks.lmeval import ARC_FIELDS, task_yaml
 
     sets = {name: load_samples(name, data_dir, n=n, seed=0) for name in names}
     for name, samples in sets.items():
@@ -52,7 +42,8 @@ def write_sets(folder: Path, data_dir, n: int, names) -> dict:
                 choices = [{"label": label, "text": text} for label, text in s.choices]
                 f.write(json.dumps({"id": s.id, "question": s.question, "choices": choices, "answerKey": s.gold}) + "\n")
         path = folder / f"{name}.jsonl"
-        task_file = CSQA_YAML.format(name=f"cola_{name}", path=path) if name == "csqa" else mc_yaml(f"cola_{name}", path)
+        fields = {**ARC_FIELDS, **CSQA_FIELDS} if name == "csqa" else ARC_FIELDS
+        task_file = task_yaml(f"cola_{name}", path, **fields)
         (folder / f"cola_{name}.yaml").write_text(task_file)
     return sets
 
@@ -65,12 +56,13 @@ def disagreements(cm, chain, sets: dict, pretrained, folder: Path, dtype: str = 
     (CoLa's own backend, :class:`cola.lmeval.ColaLM`). CoLa asks ``cola_batch`` samples together (1: one at a time, as
     `cola eval` does in score mode; on a CPU any batch gives the same numbers, :mod:`cola.invariant`)."""
     import lm_eval
+    from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager
 
     from cola.evaluate import Evaluator
     from cola.tasks import get_task
 
-    backend = {"model": pretrained} if isinstance(pretrained, lm_eval.api.model.LM) else {
+    backend = {"model": pretrained} if isinstance(pretrained, LM) else {
         "model": "hf", "model_args": f"pretrained={pretrained},dtype={dtype}"}
     output = lm_eval.simple_evaluate(
         **backend, tasks=[f"cola_{n}" for n in sets],

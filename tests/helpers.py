@@ -264,3 +264,12 @@ def without_wall(summary: dict) -> dict:
         summary["baselines"] = {name: {k: v for k, v in b.items() if k not in WALL}
                                 for name, b in summary["baselines"].items()}
     return summary
+
+
+def generate_task_yaml(name: str, path, text: str, until: list[str], max_gen_toks: int) -> str:
+    """An lm-eval generate_until task file over a local JSONL (rows with an ``answer``), graded by exact_match."""
+    from cola.tasks.lmeval import task_yaml
+
+    return task_yaml(name, path, output_type="generate_until", doc_to_text=text, doc_to_target="{{answer}}",
+                     generation_kwargs={"until": until, "max_gen_toks": max_gen_toks, "do_sample": False},
+                     metric_list=[{"metric": "exact_match"}])

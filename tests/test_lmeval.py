@@ -70,22 +70,6 @@ def test_gemma_score_mode_agrees_with_lm_eval_per_sample(gemma, data_dir, tmp_pa
     _agree(gemma, Chain.full(gemma.depth), sets, resolve(gemma.name), tmp_path)
 
 
-GSM8K_YAML = """task: cola_gsm8k
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: generate_until
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["\\n\\n", "Question:"]
-  max_gen_toks: 16
-  do_sample: false
-metric_list:
-  - metric: exact_match
-"""
 
 
 def test_generate_until_through_the_backend_equals_cola_generate(smol, data_dir, tmp_path):
@@ -98,9 +82,12 @@ def test_generate_until_through_the_backend_equals_cola_generate(smol, data_dir,
     from cola.generation import generate_text
     from cola.lmeval import ColaLM
 
+    from helpers import generate_task_yaml
+
     rows = (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:2]
     (tmp_path / "gsm8k.jsonl").write_text("\n".join(rows) + "\n")
-    (tmp_path / "cola_gsm8k.yaml").write_text(GSM8K_YAML.format(path=tmp_path / "gsm8k.jsonl"))
+    (tmp_path / "cola_gsm8k.yaml").write_text(generate_task_yaml(
+        "cola_gsm8k", tmp_path / "gsm8k.jsonl", "Question: {{question}}\nAnswer:", ["\n\n", "Question:"], 16))
     chain = Chain.parse("0-13,13,14-29")
     output = lm_eval.simple_evaluate(model=ColaLM(cm=smol, chain="0-13+13+14-29"), tasks=["cola_gsm8k"],
                                      task_manager=TaskManager(include_path=str(tmp_path)), log_samples=True)

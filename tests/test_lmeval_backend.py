@@ -21,9 +21,9 @@ from cola.export import as_hf  # noqa: E402
 from cola.lmeval import ColaLM, context_key  # noqa: E402
 from cola.policies.layer_router import RandomRouting, save_routers  # noqa: E402
 from cola.provenance import weights_hash  # noqa: E402
-from cola.tasks.lmeval import mc_yaml  # noqa: E402
+from cola.tasks.lmeval import ARC_FIELDS, task_yaml  # noqa: E402
 
-from helpers import mc_rows, tiny_model  # noqa: E402
+from helpers import generate_task_yaml, mc_rows, tiny_model  # noqa: E402
 
 CONTEXTS = ["t11 t12 t13", "t20 t21", "t30 t31 t32 t33 "]  # the last ends in a space, moved onto its continuations
 CONTINUATIONS = [" t50", " t51 t52", " t60 t61 t62"]
@@ -125,13 +125,11 @@ def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample
         assert [float(r[0][0]) for r in logged[o.id]["resps"]] == o.output
 
 
-def _tiny_task(folder, rows: int = 6, metrics: str | None = None) -> None:
+def _tiny_task(folder, rows: int = 6, metrics: tuple[str, ...] = ("acc", "acc_norm")) -> None:
     data = folder / "mc.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in mc_rows(rows)))
-    yaml = mc_yaml("tiny_mc", data)
-    if metrics is not None:
-        yaml = yaml.replace("  - metric: acc\n  - metric: acc_norm\n", metrics)
-    (folder / "tiny_mc.yaml").write_text(yaml)
+    fields = {**ARC_FIELDS, "metric_list": [{"metric": m} for m in metrics]}
+    (folder / "tiny_mc.yaml").write_text(task_yaml("tiny_mc", data, **fields))
 
 
 def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_the_decoy(tiny_folder, tmp_path):
@@ -176,29 +174,13 @@ def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_
 
 
 def test_an_lm_eval_task_without_a_per_document_acc_is_one_clear_error(tiny_folder, tmp_path, capsys):
-    _tiny_task(tmp_path, metrics="  - metric: mcc\n")
+    _tiny_task(tmp_path, metrics=("mcc",))
     code = main(["search", "--model", str(tiny_folder), "--device", "cpu", "--lm-eval-task", "tiny_mc",
                  "--lm-eval-include", str(tmp_path), "--n", "0", "--sims", "4", "--quiet", "--out",
                  str(tmp_path / "run")])
     assert code == 2 and "no per-document acc" in capsys.readouterr().err
 
 
-GEN_YAML = """task: tiny_gen
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: generate_until
-doc_to_text: "{{{{question}}}}"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["t7"]
-  max_gen_toks: 5
-  do_sample: false
-metric_list:
-  - metric: exact_match
-"""
 
 
 def test_a_generation_task_is_graded_by_its_filters_and_exact_match_as_lm_eval_grades_it(tiny_folder, tmp_path, capsys):
@@ -215,7 +197,8 @@ def test_a_generation_task_is_graded_by_its_filters_and_exact_match_as_lm_eval_g
     rows = [{"id": f"g{i}", "question": q, "answer": w if i % 2 == 0 else "t99"}
             for i, (q, w) in enumerate(zip(questions, written))]
     (tmp_path / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tiny_gen.yaml").write_text(GEN_YAML.format(path=tmp_path / "gen.jsonl"))
+    (tmp_path / "tiny_gen.yaml").write_text(generate_task_yaml("tiny_gen", tmp_path / "gen.jsonl", "{{question}}",
+                                                               ["t7"], 5))
     task = get_task("lm-eval:tiny_gen", str(tmp_path))
     outcomes = Evaluator(cm, task, mode="generate").evaluate_many(Chain.full(6), load_samples(task, n=0), batch=3)
     theirs = lm_eval.simple_evaluate(model=ColaLM(cm=cm), tasks=["tiny_gen"], log_samples=True,

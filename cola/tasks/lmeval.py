@@ -25,30 +25,25 @@ from ..errors import UnknownNameError, UsageError
 from .base import Sample, Task, row_id
 
 PREFIX = "lm-eval:"
-MC_YAML = """task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{(choices | map(attribute='label') | list).index(answerKey)}}}}"
-doc_to_choice: "{{{{choices | map(attribute='text') | list}}}}"
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
+ARC_FIELDS = {  # lm-eval's ARC task over rows of CoLa's multiple-choice shape
+    "output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
+    "doc_to_target": "{{(choices | map(attribute='label') | list).index(answerKey)}}",
+    "doc_to_choice": "{{choices | map(attribute='text') | list}}",
+    "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
 METRICS = {"multiple_choice": "acc", "generate_until": "exact_match"}  # the per-document reward of each kind
 FEWSHOT_SEED = 1234  # lm-eval's default few-shot seed, joined with each document's id
 _DOCS = {"test": ("has_test_docs", "test_docs"), "dev": ("has_validation_docs", "validation_docs"),
          "train": ("has_training_docs", "training_docs")}
 
 
-def mc_yaml(name: str, path) -> str:
-    """An lm-eval task file for a JSONL of CoLa's multiple-choice shape (``question``, ``choices: [{label, text}]``,
-    ``answerKey``; the shared ARC files, an ``mc_jsonl`` file) in the format of lm-eval's ARC task, named ``name``."""
-    return MC_YAML.format(name=name, path=path)
+def task_yaml(name: str, path, **fields) -> str:
+    """An lm-eval task file named ``name`` over a local JSONL file (``dataset_path: json``, its rows the test split),
+    with the task's ``fields`` (``output_type``, ``doc_to_text``, ``generation_kwargs``, ``metric_list``, ...)."""
+    import yaml
+
+    task = {"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(path)}},
+            "test_split": "test", **fields}
+    return yaml.safe_dump(task, sort_keys=False, allow_unicode=True)
 
 
 @functools.lru_cache(maxsize=None)
