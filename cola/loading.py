@@ -262,10 +262,33 @@ def _convert(gguf: Path, target: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def _one_gguf_reader():
+    """Within it, transformers' reads of one GGUF file (for its config, its weights, its tokenizer: three, each parsing
+    every header field, a large vocabulary's tokens one by one) share one ``gguf.GGUFReader``; a reader only maps the
+    file and parses its header, so sharing it changes nothing read. A third of a conversion's time (Gemma 3 270M)."""
+    import gguf
+
+    original, readers = gguf.GGUFReader, {}
+
+    def shared(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = shared
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _dequantize(gguf: Path, folder: Path) -> None:
     """transformers' de-quantization of ``gguf`` into ``folder``: a float32 model and its tokenizer."""
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _one_gguf_reader():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The de-quantized model is plain float32; drop the GGUF marker so transformers will serialize it.
     model.hf_quantizer = None
     model.is_quantized = False
