@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -102,6 +103,10 @@ class ColaLM(TemplateLM):
         if sum(x is not None for x in (chain, policy, router)) > 1:
             raise UsageError("cola backend: give one of chain=, policy= or router= (a policy names its own chains "
                              "and router)")
+        if cm is None and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line asks for cuda:0 unless told otherwise; its hf backend falls back as well
+            warnings.warn(f"cola backend: device {device!r} is not on this machine; running on the CPU", stacklevel=2)
+            device = "cpu"
         self.cm = cm or load_model(str(pretrained), device, dtype, allow_untested=bool(allow_untested))
         depth = self.cm.depth
         if policy is not None:

@@ -101,6 +101,7 @@ def test_bad_model_args_and_the_response_cache_are_one_clear_error(tmp_path):
 
 
 def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample(tiny_folder, tmp_path):
+    # no --device: lm-eval asks for cuda:0, and on a machine without CUDA the backend runs on the CPU, as lm-eval's does
     from cola.evaluate import Evaluator
     from cola.loading import load_model
     from cola.tasks import get_task, load_samples
@@ -109,7 +110,7 @@ def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample
     data = tmp_path / "mc.jsonl"
     out = tmp_path / "out"
     assert main(["lm-eval", "--model", "cola", "--model_args", f"pretrained={tiny_folder},chain=0-2+2+4-5",
-                 "--tasks", "tiny_mc", "--include_path", str(tmp_path), "--device", "cpu", "--batch_size", "4",
+                 "--tasks", "tiny_mc", "--include_path", str(tmp_path), "--batch_size", "4",
                  "--output_path", str(out), "--log_samples"]) == 0
     logged = {json.loads(line)["doc"]["id"]: json.loads(line) for path in out.rglob("samples_tiny_mc_*.jsonl")
               for line in path.read_text().splitlines()}
