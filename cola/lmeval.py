@@ -268,8 +268,8 @@ class ColaLM(TemplateLM):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """lm-eval's own command line with the ``cola`` backend registered (``cola lm-eval``, ``python -m
-    cola.lmeval``)."""
+    """lm-eval's own command line with the ``cola`` backend registered and chosen unless ``--model`` names another
+    (``cola lm-eval``, ``python -m cola.lmeval``)."""
     from lm_eval.__main__ import cli_evaluate
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -277,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: cola lm-eval ARGS: lm-evaluation-harness's command line with CoLa's `cola` model backend "
               "registered (--model cola --model_args chain=0-13+13+14-29|policy=FILE.json|router=DIR; docs/lm-eval.md). "
               "lm-eval's own help follows.\n")
+    if argv and argv[0] not in ("ls", "validate") and not any(a in ("--model", "-m") or a.startswith("--model=")
+                                                               for a in argv):
+        argv = ["--model", "cola", *argv]  # the backend this command is for, unless another is named
     sys.argv = ["lm-eval", *argv]
     cli_evaluate()
     return 0

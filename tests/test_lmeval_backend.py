@@ -109,7 +109,7 @@ def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample
     _tiny_task(tmp_path, rows=12)
     data = tmp_path / "mc.jsonl"
     out = tmp_path / "out"
-    assert main(["lm-eval", "--model", "cola", "--model_args", f"pretrained={tiny_folder},chain=0-2+2+4-5",
+    assert main(["lm-eval", "--model_args", f"pretrained={tiny_folder},chain=0-2+2+4-5",  # --model cola: the default
                  "--tasks", "tiny_mc", "--include_path", str(tmp_path), "--batch_size", "4",
                  "--output_path", str(out), "--log_samples"]) == 0
     logged = {json.loads(line)["doc"]["id"]: json.loads(line) for path in out.rglob("samples_tiny_mc_*.jsonl")
