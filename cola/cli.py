@@ -116,8 +116,8 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--task", default=None, help="task name (see `cola tasks`); or --lm-eval-task")
     parser.add_argument("--lm-eval-task", default=None,
-                        help="an lm-evaluation-harness multiple-choice task as the task (needs lm-eval; "
-                             "docs/lm-eval.md): its documents, prompts and per-document acc")
+                        help="an lm-evaluation-harness task as the task (needs lm-eval; docs/lm-eval.md): its "
+                             "documents, prompts and per-document acc (multiple choice) or exact_match (generation)")
     parser.add_argument("--lm-eval-include", default=None,
                         help="a folder of lm-eval YAML tasks to find --lm-eval-task in (local JSONL data: "
                              "dataset_path: json)")
