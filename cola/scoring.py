@@ -56,8 +56,8 @@ def option_token_ids(
     cm: ColaModel, context: str, options: Sequence[str], add_special_tokens: bool | None = None
 ) -> list[tuple[list[int], list[int]]]:
     """(context ids, continuation ids) per option, split as lm-eval's ``TemplateLM`` does: trailing whitespace of
-    the context moves onto the continuation, the whole string is encoded (:func:`encode`) and the context's tokens
-    are cut off, so the continuation tokens are those the model would really read. An empty context is the prefix
+    the context moves onto the continuation; the context is encoded alone (:func:`encode`) and the continuation is what
+    follows the context's length in the encoded whole string, so its tokens are those the model would really read. An empty context is the prefix
     token (:func:`prefix_token_id`) before the continuation encoded without special tokens."""
     if not context:
         first = prefix_token_id(cm)
@@ -73,7 +73,7 @@ def option_token_ids(
     pairs = []
     for option in options:
         whole = encode(cm, context + option, add_special_tokens)
-        pairs.append((whole[: len(ctx)], whole[len(ctx) :]))
+        pairs.append((ctx, whole[len(ctx) :]))  # lm-eval's: the context encoded alone, then the rest of the whole
     return pairs
 
 
