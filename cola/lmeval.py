@@ -119,7 +119,7 @@ class ColaLM(TemplateLM):
         self.batch_size = 16 if batch_size in (None, "auto") or str(batch_size).startswith("auto") else int(batch_size)
         self._max_length = int(max_length) if max_length else (self.cm.context_limit or 2048)
         self.tokenizer = self.cm.tokenizer
-        self._weights: str | None = None
+        self._header: dict | None = None
 
     # -- what lm-eval asks of a model ------------------------------------------------------------------------------
     @property
@@ -155,9 +155,9 @@ class ColaLM(TemplateLM):
         """What produced the results: the model and its weights hash, the dtype, and the chain or policy."""
         from .provenance import model_header
 
-        if self._weights is None:
-            self._weights = model_header(self.cm)
-        return {"cola": {**self._weights, "policy": self.spec.to_dict(),
+        if self._header is None:
+            self._header = model_header(self.cm)
+        return {"cola": {**self._header, "policy": self.spec.to_dict(),
                          "chain": self.spec.chains[0] if self.spec.kind == "chain" else None}}
 
     # -- scoring ---------------------------------------------------------------------------------------------------
