@@ -268,13 +268,23 @@ def _one_gguf_reader():
     every header field, a large vocabulary's tokens one by one) share one ``gguf.GGUFReader``; a reader only maps the
     file and parses its header, so sharing it changes nothing read. A third of a conversion's time (Gemma 3 270M)."""
     import gguf
+    import numpy as np
 
     original, readers = gguf.GGUFReader, {}
+
+    class PlainArrayReader(original):
+        """A reader that parses the header from a plain array over the file's mapping: the same bytes, but slicing
+        it skips ``np.memmap``'s per-slice hooks, which a header of ~800,000 small fields (a 262k vocabulary's
+        tokens, scores and types) pays once each (Gemma 3's header: 11 s -> 4 s)."""
+
+        def _build_fields(self, offs: int, count: int) -> int:
+            self.data = self.data.view(np.ndarray)
+            return super()._build_fields(offs, count)
 
     def shared(path, *args, **kwargs):
         key = (str(path), args, tuple(sorted(kwargs.items())))
         if key not in readers:
-            readers[key] = original(path, *args, **kwargs)
+            readers[key] = PlainArrayReader(path, *args, **kwargs)
         return readers[key]
 
     gguf.GGUFReader = shared
