@@ -237,17 +237,17 @@ def _run_one(cm: ColaModel, layer: int, layer_type: str, seg: Segment) -> None:
 def embed(cm: ColaModel, input_ids: torch.Tensor) -> torch.Tensor:
     """The decoder's input: token embeddings, times the embedding multiplier where the model has one (Granite)."""
     hidden = cm.decoder.embed_tokens(input_ids)
-    multiplier = getattr(cm.config, "embedding_multiplier", None)
+    multiplier = cm.family.read(cm.config, "embedding_multiplier")
     return hidden * multiplier if multiplier is not None else hidden
 
 
 def lm_head(cm: ColaModel, hidden: torch.Tensor) -> torch.Tensor:
     """Final norm, output projection and, where the model has them, logit scaling (Granite) and soft-capping."""
     logits = cm.model.lm_head(cm.decoder.norm(hidden))
-    scaling = getattr(cm.config, "logits_scaling", None)
+    scaling = cm.family.read(cm.config, "logits_scaling")
     if scaling is not None:
         logits = logits / scaling
-    cap = getattr(cm.config, "final_logit_softcapping", None)
+    cap = cm.family.read(cm.config, "final_softcapping")
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits

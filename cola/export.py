@@ -20,7 +20,7 @@ import yaml
 
 from .chain import Chain
 from .errors import UsageError
-from .models import ColaModel, moe_block, stack_config
+from .models import ColaModel, stack_config
 from .store import check_folder
 
 CARD = """---
@@ -67,8 +67,9 @@ def chain_layer_config(cm: ColaModel, chain: Chain):
     """The source config rewritten for a stack whose layer ``p`` is source layer ``chain[p]``: its depth, the
     attention type of each position, and which positions are dense in a mixture-of-experts stack."""
     config = stack_config(cm.config, [cm.layer_types[i] for i in chain])
-    if hasattr(config, "mlp_only_layers"):  # Qwen2-MoE / Qwen3-MoE: which positions keep a dense MLP
-        config.mlp_only_layers = [p for p, i in enumerate(chain) if moe_block(cm.layers[i]) is None]
+    dense = cm.family.dense_layers
+    if dense is not None and hasattr(config, dense):  # Qwen2-MoE / Qwen3-MoE: which positions keep a dense MLP
+        setattr(config, dense, [p for p, i in enumerate(chain) if cm.moe_block(i) is None])
         config.decoder_sparse_step = 1
     return config
 

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .errors import CorruptCache, ModelLoadError, UsageError
 from .executor import check_exact
+from .families import family, tested_families
 from .models import ColaModel
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -34,14 +35,6 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 # alias -> the hub model its GGUF file was quantized from
 ALIAS_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
-
-
-# model_type of every decoder stack the executor is tested to run exactly (tests/conftest.py FAMILIES): dense, then
-# mixture-of-experts
-TESTED_FAMILIES = (
-    "llama", "mistral", "qwen2", "qwen3", "olmo2", "gemma2", "gemma3_text", "phi3", "granite",
-    "olmoe", "mixtral", "qwen2_moe", "qwen3_moe", "granitemoe",
-)
 
 
 def default_device() -> torch.device:
@@ -358,7 +351,7 @@ def load_model(
     ``spec`` is an alias (``smollm2-135m``, the default; ``gemma3-270m``), a ``.gguf`` file, a local folder or a hub
     id. Device defaults to CUDA when present, else CPU; dtype to bf16 on CUDA, float32 on CPU (``auto``: bf16 where the
     processor has it natively, :func:`auto_dtype`). A family outside
-    :data:`TESTED_FAMILIES` is refused unless ``allow_untested``; every model is then checked: its full chain run by
+    the tested families (:mod:`cola.families`) is refused unless ``allow_untested``; every model is then checked: its full chain run by
     CoLa must give the model's own logits on a short probe (:func:`cola.executor.check_exact`), else it is refused.
     """
     device = parse_device(device) if device is not None else default_device()
@@ -378,11 +371,10 @@ def load_model(
     tokenizer.padding_side = "left"
     if not hasattr(model, "model") or not hasattr(model.model, "layers"):
         raise ModelLoadError(f"{spec!r} is not a decoder-only model with a `model.layers` stack")
-    family = model.config.model_type
-    if family not in TESTED_FAMILIES and not allow_untested:
+    if not family(model.config).tested and not allow_untested:
         raise ModelLoadError(
-            f"{spec!r} is a {family!r} model, a family CoLa is not tested to run exactly (tested: "
-            f"{', '.join(TESTED_FAMILIES)}). Pass --allow-untested (allow_untested=True) to try it: the full chain is "
+            f"{spec!r} is a {model.config.model_type!r} model, a family CoLa is not tested to run exactly (tested: "
+            f"{', '.join(tested_families())}). Pass --allow-untested (allow_untested=True) to try it: the full chain is "
             "then checked against the model's own forward, and refused on a mismatch")
     try:  # a GGUF's conversion was verified (or rebuilt) above; a folder with CoLa's manifest is verified here
         loaded = verify_folder(Path(source)) if Path(source).is_dir() else None

@@ -13,6 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import UsageError
+from .families import Family, family
 from .invariant import make_batch_invariant
 
 
@@ -61,23 +62,33 @@ class ColaModel:
         return len(self.layers)
 
     @property
+    def family(self) -> Family:
+        """The record of the model's family (:mod:`cola.families`): the config attributes CoLa reads."""
+        return family(self.config)
+
+    @property
     def layer_types(self) -> list[str]:
         """Attention type of each layer (``full_attention`` / ``sliding_attention``)."""
-        types = getattr(self.config, "layer_types", None)
-        if types:
-            return list(types)[: self.depth]
-        # no per-layer types: every layer is alike, sliding when the config sets a window (as transformers infers)
-        sliding = getattr(self.config, "sliding_window", None) is not None
-        return ["sliding_attention" if sliding else "full_attention"] * self.depth
+        return self.family.layer_types(self.config, self.depth)
+
+    def moe_block(self, index: int) -> torch.nn.Module | None:
+        """Layer ``index``'s mixture-of-experts block (experts and their router are part of the layer), or None."""
+        for name in self.family.moe_blocks:
+            block = getattr(self.layers[index], name, None)
+            if block is not None and hasattr(block, "experts"):
+                return block
+        return None
 
     def experts(self, index: int) -> int | None:
         """The number of experts of layer ``index`` when its feed-forward is a mixture of experts, else None."""
-        moe = moe_block(self.layers[index])
+        moe = self.moe_block(index)
         if moe is None:
             return None
         experts = moe.experts
-        return len(experts) if isinstance(experts, torch.nn.ModuleList) else getattr(
-            experts, "num_experts", getattr(self.config, "num_experts", getattr(self.config, "num_local_experts", None)))
+        if isinstance(experts, torch.nn.ModuleList):
+            return len(experts)
+        configured = (getattr(self.config, name, None) for name in self.family.experts)
+        return getattr(experts, "num_experts", next((n for n in configured if n is not None), None))
 
     @property
     def device(self) -> torch.device:
@@ -142,11 +153,3 @@ def stack_config(config, layer_types: Sequence[str]):
         config.layer_types = list(layer_types)
     return config
 
-
-def moe_block(layer: torch.nn.Module) -> torch.nn.Module | None:
-    """A decoder layer's mixture-of-experts block (experts and their router are part of the layer), or None."""
-    for name in ("mlp", "block_sparse_moe"):
-        block = getattr(layer, name, None)
-        if block is not None and hasattr(block, "experts"):
-            return block
-    return None

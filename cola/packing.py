@@ -58,7 +58,7 @@ def packed_mode(cm: ColaModel) -> str:
 def packs(cm: ColaModel, mode: str, layer_type: str) -> bool:
     """Whether rows of a layer of ``layer_type`` may run packed: full-attention layers always, sliding ones in the
     modes that mask a window; never under SDPA when the model soft-caps attention logits (SDPA cannot)."""
-    if getattr(cm.config, "attn_logit_softcapping", None) is not None and mode != "flex":
+    if cm.family.read(cm.config, "attention_softcapping") is not None and mode != "flex":
         return False
     return layer_type == "full_attention" or (layer_type == "sliding_attention" and mode != "per_row")
 

@@ -12,95 +12,18 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    Gemma3ForCausalLM,
-    Gemma3TextConfig,
-    GraniteConfig,
-    GraniteForCausalLM,
-    GraniteMoeConfig,
-    GraniteMoeForCausalLM,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    MixtralConfig,
-    MixtralForCausalLM,
-    Olmo2Config,
-    Olmo2ForCausalLM,
-    OlmoeConfig,
-    OlmoeForCausalLM,
-    Phi3Config,
-    Phi3ForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2MoeConfig,
-    Qwen2MoeForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-    Qwen3MoeConfig,
-    Qwen3MoeForCausalLM,
-)
-
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from cola import Chain, ColaModel
 from cola.executor import Row, Segment, advance, embed, prefill
+from cola.families import FAMILIES as FAMILY_RECORDS
+from cola.families import TINY_COMMON, tiny_config
 
 DATA_DIR = Path(os.environ.get("COLA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
-VOCAB = 96
-EOS = 2
-PAD = 0
-
-_COMMON = dict(
-    vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-    num_key_value_heads=2, max_position_embeddings=256, eos_token_id=EOS, bos_token_id=1, pad_token_id=PAD,
-    tie_word_embeddings=False,
-)
-
-_MOE = dict(num_experts_per_tok=2)
-_GRANITE = dict(embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.1, logits_scaling=4.0)
-
-# family -> (model class, config); Gemma2/3 mix sliding (window 5) and global layers, Mistral slides everywhere; the
-# Qwen MoE stacks mix dense and sparse layers; Gemma2 soft-caps attention logits; Granite scales embeddings, residuals,
-# attention and logits
-FAMILIES = {
-    "llama": (LlamaForCausalLM, lambda: LlamaConfig(**_COMMON)),
-    "qwen2": (Qwen2ForCausalLM, lambda: Qwen2Config(**_COMMON)),
-    "qwen3": (Qwen3ForCausalLM, lambda: Qwen3Config(**_COMMON, head_dim=16)),
-    "mistral": (MistralForCausalLM, lambda: MistralConfig(**_COMMON, sliding_window=5)),
-    "olmo2": (Olmo2ForCausalLM, lambda: Olmo2Config(**_COMMON)),
-    "gemma3": (
-        Gemma3ForCausalLM,
-        lambda: Gemma3TextConfig(
-            **_COMMON, head_dim=16, sliding_window=5, final_logit_softcapping=30.0,
-            layer_types=["sliding_attention", "sliding_attention", "full_attention"] * 2,
-        ),
-    ),
-    "gemma2": (
-        Gemma2ForCausalLM,
-        lambda: Gemma2Config(
-            **_COMMON, head_dim=16, sliding_window=5, final_logit_softcapping=30.0, attn_logit_softcapping=20.0,
-            query_pre_attn_scalar=16, layer_types=["sliding_attention", "full_attention"] * 3,
-        ),
-    ),
-    "phi3": (Phi3ForCausalLM, lambda: Phi3Config(**_COMMON)),
-    "granite": (GraniteForCausalLM, lambda: GraniteConfig(**_COMMON, **_GRANITE)),
-    "olmoe": (OlmoeForCausalLM, lambda: OlmoeConfig(**_COMMON, num_experts=4, **_MOE)),
-    "mixtral": (MixtralForCausalLM, lambda: MixtralConfig(**_COMMON, num_local_experts=4, **_MOE)),
-    "qwen2_moe": (
-        Qwen2MoeForCausalLM,
-        lambda: Qwen2MoeConfig(**_COMMON, num_experts=4, moe_intermediate_size=32, shared_expert_intermediate_size=48,
-                               mlp_only_layers=[0, 3], **_MOE),
-    ),
-    "qwen3_moe": (
-        Qwen3MoeForCausalLM,
-        lambda: Qwen3MoeConfig(**_COMMON, head_dim=16, num_experts=4, moe_intermediate_size=32, mlp_only_layers=[1],
-                               **_MOE),
-    ),
-    "granitemoe": (GraniteMoeForCausalLM, lambda: GraniteMoeConfig(**_COMMON, num_local_experts=4, **_GRANITE, **_MOE)),
-}
+VOCAB = TINY_COMMON["vocab_size"]
+EOS = TINY_COMMON["eos_token_id"]
+PAD = TINY_COMMON["pad_token_id"]
+FAMILIES = sorted(FAMILY_RECORDS)  # the model_type of every family record: one tiny model each
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -114,10 +37,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_model(family: str, seed: int = 0) -> ColaModel:
-    """A random-weight model of ``family`` with 6 layers, float32 on CPU, weights scaled up so that layers matter."""
-    model_cls, make_config = FAMILIES[family]
+    """A random-weight model of ``family`` (a ``model_type`` of :data:`cola.families.FAMILIES`, built from its record's
+    tiny config: 6 layers), float32 on CPU, weights scaled up so that layers matter."""
     torch.manual_seed(seed)
-    model = model_cls(make_config()).eval()
+    model = AutoModelForCausalLM.from_config(tiny_config(family)).eval()
     with torch.no_grad():  # the default init (std 0.02) makes every layer nearly the identity; widen it
         for name, param in model.named_parameters():
             if param.dim() >= 2:  # matrices, and the stacked matrices of a mixture of experts

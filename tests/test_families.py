@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import _COMMON, EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
+from helpers import EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
 from transformers import (
     AutoModelForCausalLM,
     CohereConfig,
@@ -21,14 +21,32 @@ from cola import Chain, ModelLoadError, load_model
 from cola.cli import main
 from cola.executor import forward
 from cola.export import export_chain
+from cola.families import FAMILIES as RECORDS
+from cola.families import TINY_COMMON, UNTESTED, family, tiny_config
 from cola.generation import generate
-from cola.loading import TESTED_FAMILIES
 
 CHAIN = Chain.parse("0-2,2,2,3,5")  # a repeat, a skip: the chain the issue tried
 
 
-def test_every_tested_family_has_a_tiny_model():
-    assert {FAMILIES[f][1]().model_type for f in FAMILIES} == set(TESTED_FAMILIES)
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_each_family_record_builds_a_tiny_model_that_sets_every_quirk_it_names(model_type):
+    """A record's tiny model is of its family and sets every config attribute the record names, so the tests built
+    from it (chains against the rebuilt model, export, packing) run each quirk the executor reads."""
+    record, config = RECORDS[model_type], tiny_config(model_type)
+    assert family(config) is record and record.tested and config.model_type == model_type
+    for quirk in ("embedding_multiplier", "logits_scaling", "final_softcapping", "dense_layers"):
+        assert getattr(record, quirk) is None or getattr(config, getattr(record, quirk)) is not None, quirk
+    assert record.sliding is None or hasattr(config, record.sliding)
+    cm = tiny_model(model_type)
+    assert ("sliding_attention" in cm.layer_types) == (model_type in ("mistral", "gemma2", "gemma3_text"))
+    assert (cm.experts(5) == 4) == bool(record.moe_blocks)
+
+
+def test_an_unknown_family_reads_every_quirk_a_record_names():
+    assert family(object()) is UNTESTED and not UNTESTED.tested
+    for quirk in ("embedding_multiplier", "logits_scaling", "final_softcapping", "attention_softcapping",
+                  "dense_layers"):
+        assert getattr(UNTESTED, quirk) in {getattr(r, quirk) for r in RECORDS.values()} - {None}, quirk
 
 
 def _save(model, folder):
@@ -38,7 +56,7 @@ def _save(model, folder):
 
 
 def test_an_untested_family_is_refused_unless_allowed(tmp_path):
-    folder = _save(StableLmForCausalLM(StableLmConfig(**_COMMON)), tmp_path / "stablelm")
+    folder = _save(StableLmForCausalLM(StableLmConfig(**TINY_COMMON)), tmp_path / "stablelm")
     with pytest.raises(ModelLoadError, match="'stablelm' model, a family CoLa is not tested.*--allow-untested"):
         load_model(str(folder), device="cpu")
     cm = load_model(str(folder), device="cpu", allow_untested=True)  # exact, so the check lets it through
@@ -48,7 +66,7 @@ def test_an_untested_family_is_refused_unless_allowed(tmp_path):
 def test_a_forward_the_executor_does_not_reproduce_is_refused(tmp_path, capsys):
     """Cohere multiplies its logits by ``logit_scale`` in its forward; CoLa's head does not, so the self-check must
     refuse it, naming the difference."""
-    folder = _save(CohereForCausalLM(CohereConfig(**_COMMON, logit_scale=0.5)), tmp_path / "cohere")
+    folder = _save(CohereForCausalLM(CohereConfig(**TINY_COMMON, logit_scale=0.5)), tmp_path / "cohere")
     with pytest.raises(ModelLoadError, match=r"differs from the model's own forward by up to [0-9.]+ in the logits"):
         load_model(str(folder), device="cpu", allow_untested=True)
     assert main(["layers", "--model", str(folder), "--device", "cpu"]) == 2
@@ -88,7 +106,7 @@ def test_cola_layers_names_experts(family, tmp_path, capsys):
         assert [cm.experts(i) for i in range(6)] == [None, 4, 4, None, 4, 4]
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_exported_chain_loads_with_transformers_and_gives_the_chain(family, tmp_path):
     cm = tiny_model(family)
     out = export_chain(cm, CHAIN, tmp_path / "export")

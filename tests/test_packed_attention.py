@@ -16,7 +16,7 @@ from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples
 
-FLEX_FAMILIES = ("gemma2", "gemma3", "mistral", "llama", "qwen3_moe")  # eager flex is slow on a CPU
+FLEX_FAMILIES = ("gemma2", "gemma3_text", "mistral", "llama", "qwen3_moe")  # eager flex is slow on a CPU
 
 
 def test_block_mask_by_hand():
@@ -75,7 +75,7 @@ def test_one_call_prefill_and_decode_match_each_row_alone(family, mode):
 
 
 def test_one_call_search_gives_the_answers_of_the_per_row_path():
-    cm = tiny_model("gemma3")  # sliding and global layers
+    cm = tiny_model("gemma3_text")  # sliding and global layers
     samples = load_samples(get_task("synthetic"), None, n=4, seed=1)
     space, config = SearchSpace(cm.depth), MCTSConfig(sims=15)
 

@@ -12,7 +12,7 @@ from cola.prune import block_influence, pruned_chains
 
 
 def test_block_influence_equals_a_direct_computation_from_hidden_states():
-    cm = tiny_model("gemma3")  # sliding and global layers, a scaled embedding
+    cm = tiny_model("gemma3_text")  # sliding and global layers, a scaled embedding
     prompts = [torch.randint(3, 96, (1, n), generator=torch.Generator().manual_seed(n)) for n in (7, 12, 5)]
     seen: dict[int, list] = {i: [] for i in range(cm.depth)}
     hooks = [layer.register_forward_hook(lambda module, args, kwargs, out, i=i: seen[i].append(
