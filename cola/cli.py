@@ -316,10 +316,9 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
 
     from .evals import eval_header
     from .loading import model_depth
-    from .policies import calibrate, evaluate_policy, make_spec, settings
+    from .policies import calibrate, evaluate_policy, make_spec
     from .policies.calibrate import parse_objective
-    from .policies.run import load_router
-    from .policies.spec import ROUTED
+    from .policies.spec import KINDS
     from .tasks import get_task, load_samples
 
     task = get_task(args.task, args.lm_eval_include)
@@ -327,11 +326,11 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
         parse_objective(args.calibrate)
         if args.data_file or not task.splits:
             raise UsageError(f"--calibrate chooses on the dev split; {args.task} from a data file has none")
-    if args.router is not None and args.policy not in ROUTED:
+    if args.router is not None and not (args.policy in KINDS and KINDS[args.policy].routed):
         raise UsageError("--router belongs to --policy router or layer-router (or to a plain `cola eval --router`)")
     if args.replay and not args.sweep:
         raise UsageError("--replay answers from the sweep's table: it needs --sweep")
-    if args.policy in ROUTED and (args.calibrate or args.sweep):
+    if args.policy in KINDS and KINDS[args.policy].routed and (args.calibrate or args.sweep):
         raise UsageError(f"a {args.policy} policy has no setting to calibrate or sweep; its router was selected on dev "
                          "when it was fitted")
     options = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
@@ -349,7 +348,7 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
     evaluator, samples = _evaluator_and_samples(args)
     if spec is None or depth != evaluator.cm.depth:
         spec = spec_for(evaluator.cm.depth)
-    router = load_router(spec, evaluator.cm)
+    router = spec.load_router(evaluator.cm) if spec.routed else None
     batch = args.batch_size or 16
     split = task.split_of(args.split, args.data_file)
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
@@ -377,7 +376,7 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
               f"{chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with full depth "
               f"{chosen['agreement']:.1%}")
     if args.sweep:
-        family = settings(spec, ks, rules, temperatures)
+        family = spec.family(ks, rules, temperatures)
     with _Bars(len(samples), args.task) as bars:
         summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration,
                                         family, args.replay, bars, store)

@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils import (
+    handle_stop_sequences,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+)
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
@@ -43,8 +47,9 @@ from .evaluate import Evaluator, Prepared
 from .generation import Sampler
 from .loading import DEFAULT_MODEL, load_model
 from .models import ColaModel
-from .policies.run import decided_requests, draw_seed, load_router
-from .policies.spec import PolicySpec, router_kind
+from .policies.run import decided_requests
+from .policies.sources import router_kind
+from .policies.spec import KINDS, ChainPolicy, PolicySpec, draw_seed
 from .reuse import PrefixCache
 from .scoring import encode, inputs_of_pairs, prefix_token_id, score_many
 from .tasks import Sample, Task
@@ -112,10 +117,10 @@ class ColaLM(TemplateLM):
         if policy is not None:
             self.spec = PolicySpec.load(policy)
         elif router is not None:
-            self.spec = PolicySpec(router_kind(str(router)), router=str(router))
+            self.spec = KINDS[router_kind(str(router))](router=str(router))
         else:
-            self.spec = PolicySpec("chain", (str(parse_chain(chain or "full", depth)),))
-        self.router = load_router(self.spec, self.cm)
+            self.spec = ChainPolicy((str(parse_chain(chain or "full", depth)),))
+        self.router = self.spec.load_router(self.cm) if self.spec.routed else None
         self.batch_size = 16 if batch_size in (None, "auto") or str(batch_size).startswith("auto") else int(batch_size)
         self._max_length = int(max_length) if max_length else (self.cm.context_limit or 2048)
         self.tokenizer = self.cm.tokenizer
@@ -158,7 +163,7 @@ class ColaLM(TemplateLM):
         if self._header is None:
             self._header = model_header(self.cm)
         return {"cola": {**self._header, "policy": self.spec.to_dict(),
-                         "chain": self.spec.chains[0] if self.spec.kind == "chain" else None}}
+                         "chain": self.spec.chains[0] if isinstance(self.spec, ChainPolicy) else None}}
 
     # -- scoring ---------------------------------------------------------------------------------------------------
     def _loglikelihood_tokens(self, requests: Sequence[tuple[tuple[str, str], list[int], list[int]]],

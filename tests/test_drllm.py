@@ -76,6 +76,8 @@ def test_cola_search_preset_drllm_records_its_constants_and_takes_overrides(tiny
 
 # --- the per-layer routers ----------------------------------------------------------------------------------------
 
+from helpers import tiny_model  # noqa: E402
+
 from cola.executor import forward  # noqa: E402
 from cola.policies.layer_router import (  # noqa: E402
     LayerRouters,
@@ -89,8 +91,6 @@ from cola.policies.layer_router import (  # noqa: E402
     router_scores,
     window_pool,
 )
-
-from helpers import tiny_model  # noqa: E402
 
 
 def _planted(depth: int, hidden: int, runs: dict[int, int]) -> LayerRouters:
@@ -282,9 +282,9 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
 
     from cola.evaluate import Evaluator
     from cola.loading import load_model
+    from cola.policies import policy
     from cola.policies.layer_router import RandomRouting
     from cola.policies.run import run_policy
-    from cola.policies.spec import PolicySpec
     from cola.tasks import get_task, load_samples
 
     data = tmp_path / "d.jsonl"
@@ -293,7 +293,7 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     evaluator = Evaluator(cm, get_task("mc_jsonl"), "score", chat=False)
     samples = load_samples(get_task("mc_jsonl"), None, str(data), 0)
     routing = RandomRouting([[0.3, 0.5, 0.2]] * cm.depth, seed=4)
-    spec = PolicySpec("layer-router", router="random")
+    spec = policy("layer-router", router="random")
     batched = run_policy(spec, evaluator, samples, batch=6, router=routing)
     alone = [row for s in samples for row in run_policy(spec, evaluator, [s], batch=1, router=routing)]
     paths = [r["asked"][0]["chain"] for r in batched]

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from helpers import mc_rows, tiny_model
 
 from cola import Chain
 from cola.cli import main
@@ -18,6 +19,7 @@ from cola.errors import ColaError
 from cola.evaluate import Evaluator
 from cola.generation import generate
 from cola.policies import (
+    KINDS,
     PolicySpec,
     ask_table,
     calibrate,
@@ -25,17 +27,15 @@ from cola.policies import (
     confidence,
     make_spec,
     option_probabilities,
+    policy,
     replay,
     run_policy,
-    settings,
     sweep,
 )
 from cola.policies.calibrate import choose, parse_objective, table_requests
 from cola.reuse import layers_computed
 from cola.store import read_eval
 from cola.tasks import get_task
-
-from helpers import mc_rows, tiny_model
 
 CHEAP = Chain((0, 1, 4, 5))
 FULL = Chain.full(6)
@@ -74,7 +74,7 @@ def eval_command(folder, rows: list[dict], tmp_path) -> list[str]:
 
 def test_cascade_escalates_exactly_the_unmarked_inputs_and_counts_layers_by_hand(planted):
     evaluator, samples, _, marked, threshold = planted
-    spec = PolicySpec("cascade", (str(CHEAP), "full"), (threshold,))
+    spec = policy("cascade", chains=(str(CHEAP), "full"), thresholds=(threshold,))
     rows = run_policy(spec, evaluator, samples, batch=8)
     escalated = {r["id"] for r in rows if r["chains_asked"] == 2}
     assert escalated == {s.id for s in samples} - marked and 0 < len(marked) < len(samples)
@@ -86,19 +86,19 @@ def test_cascade_escalates_exactly_the_unmarked_inputs_and_counts_layers_by_hand
 
 def test_threshold_zero_never_escalates_and_one_always_does(planted):
     evaluator, samples, *_ = planted
-    never = run_policy(PolicySpec("cascade", (str(CHEAP), "full"), (0.0,)), evaluator, samples, 8)
-    always = run_policy(PolicySpec("cascade", (str(CHEAP), "full"), (1.0,)), evaluator, samples, 8)
+    never = run_policy(policy("cascade", chains=(str(CHEAP), "full"), thresholds=(0.0,)), evaluator, samples, 8)
+    always = run_policy(policy("cascade", chains=(str(CHEAP), "full"), thresholds=(1.0,)), evaluator, samples, 8)
     assert {r["chains_asked"] for r in never} == {1} and {r["chains_asked"] for r in always} == {2}
-    full = run_policy(PolicySpec("chain"), evaluator, samples, 8)
+    full = run_policy(policy("chain"), evaluator, samples, 8)
     assert [r["answer"] for r in always] == [r["answer"] for r in full]
     assert [r["answer"] for r in never] == [r["asked"][0]["answer"] for r in always]
 
 
 def test_a_vote_of_identical_chains_is_the_chain_and_computes_it_once(planted):
     evaluator, samples, *_ = planted
-    alone = run_policy(PolicySpec("chain", (str(CHEAP),)), evaluator, samples, 8)
+    alone = run_policy(policy("chain", chains=(str(CHEAP),)), evaluator, samples, 8)
     for rule in ("majority", "confident", "weighted"):
-        vote = run_policy(PolicySpec("vote", (str(CHEAP),) * 3, k=3, rule=rule), evaluator, samples, 8)
+        vote = run_policy(policy("vote", chains=(str(CHEAP),) * 3, k=3, rule=rule), evaluator, samples, 8)
         assert [r["answer"] for r in vote] == [r["answer"] for r in alone]
         assert [r["layers"] for r in vote] == [4] * len(samples)  # the second and third reuse the first's prefix
 
@@ -106,7 +106,7 @@ def test_a_vote_of_identical_chains_is_the_chain_and_computes_it_once(planted):
 def test_vote_ties_go_to_the_chain_listed_first(planted):
     evaluator, samples, *_ = planted
     chains = ("0-1,4-5", "0-5", "0,2-5")
-    rows = run_policy(PolicySpec("vote", chains, k=3), evaluator, samples, 8)
+    rows = run_policy(policy("vote", chains=chains, k=3), evaluator, samples, 8)
     for r in rows:
         answers = [a["answer"] for a in r["asked"]]
         top = max(answers.count(a) for a in answers)
@@ -116,7 +116,7 @@ def test_vote_ties_go_to_the_chain_listed_first(planted):
 
 def test_replaying_a_table_equals_the_live_run(planted):
     evaluator, samples, *_ = planted
-    family = settings(PolicySpec("cascade", ("0-1,4-5", "0-3", "full"), (0.5, 0.5)))
+    family = policy("cascade", chains=("0-1,4-5", "0-3", "full"), thresholds=(0.5, 0.5)).family()
     table = ask_table(evaluator, samples, table_requests(family, 6), family[0], batch=8)
     for spec in family[::37]:
         live = run_policy(spec, evaluator, samples, 8)
@@ -148,7 +148,7 @@ def test_calibration_objectives_choose_on_the_points_given():
 
 def test_calibrate_uses_only_the_samples_it_is_given_and_meets_its_target(planted):
     evaluator, samples, *_ = planted
-    spec = PolicySpec("cascade", (str(CHEAP), "full"), (1.0,))
+    spec = policy("cascade", chains=(str(CHEAP), "full"), thresholds=(1.0,))
     chosen, info = calibrate(spec, evaluator, samples[:20], "consistency=0.9", batch=8, split="dev")
     assert info["ids"] == [s.id for s in samples[:20]]
     point = info["points"][info["chosen"]]
@@ -191,30 +191,54 @@ def test_self_consistency_at_temperature_zero_is_greedy_and_seeded_samples_repea
     task = get_task("mc_jsonl")
     samples = [task.parse_row(r, r["id"]) for r in mc_rows(12, seed=3)]
     evaluator = Evaluator(tiny, task, "generate", chat=False)
-    greedy = run_policy(PolicySpec("chain"), evaluator, samples, 4)
-    sc0 = run_policy(PolicySpec("self-consistency", k=5, temperature=0.0), evaluator, samples, 4)
+    greedy = run_policy(policy("chain"), evaluator, samples, 4)
+    sc0 = run_policy(policy("self-consistency", k=5, temperature=0.0), evaluator, samples, 4)
     assert [(r["answer"], r["tokens"]) for r in sc0] == [(r["answer"], r["tokens"]) for r in greedy]
-    hot = PolicySpec("self-consistency", k=4, temperature=1.0, seed=7)
+    hot = policy("self-consistency", k=4, temperature=1.0, seed=7)
     a, b = run_policy(hot, evaluator, samples, 4), run_policy(hot, evaluator, samples, 4)
     assert [r["asked"] for r in a] == [r["asked"] for r in b]
     assert all(r["chains_asked"] == 4 for r in a)
     assert any(len({x["tokens"] for x in r["asked"]} | {r["tokens"]}) > 1 for r in a)  # the samples differ
 
 
-@pytest.mark.parametrize("spec, match", [
-    (PolicySpec("cascade", ("0-3,9", "full"), (0.5,)), "out of range"),
-    (PolicySpec("cascade", ("0-5,0-5,0-5", "full"), (0.5,)), "longer than the maximum"),
-    (PolicySpec("cascade", ("0-x", "full"), (0.5,)), "malformed"),
-    (PolicySpec("cascade", ("0-3", "full"), (1.5,)), r"outside \[0, 1\]"),
-    (PolicySpec("cascade", ("0-3", "full"), ()), "needs 1 threshold"),
-    (PolicySpec("vote", ("0-3", "full"), k=3), "needs 3 chains"),
-    (PolicySpec("self-consistency", k=3), "needs --mode generate"),
-    (PolicySpec("hedge"), "unknown policy"),
-    (PolicySpec("chain", signal="answer_prob"), "does not exist in score mode"),
+@pytest.mark.parametrize("kind, settings, match", [
+    ("cascade", dict(chains=("0-3,9", "full"), thresholds=(0.5,)), "out of range"),
+    ("cascade", dict(chains=("0-5,0-5,0-5", "full"), thresholds=(0.5,)), "longer than the maximum"),
+    ("cascade", dict(chains=("0-x", "full"), thresholds=(0.5,)), "malformed"),
+    ("cascade", dict(chains=("0-3", "full"), thresholds=(1.5,)), r"outside \[0, 1\]"),
+    ("cascade", dict(chains=("0-3", "full"), thresholds=()), "needs 1 threshold"),
+    ("vote", dict(chains=("0-3", "full"), k=3), "needs 3 chains"),
+    ("vote", dict(chains=("0-3", "full"), k=0), "k must be at least 1"),
+    ("vote", dict(chains=("0-3", "full"), rule="loudest"), "unknown vote rule"),
+    ("self-consistency", dict(k=3), "needs --mode generate"),
+    ("hedge", {}, "unknown policy"),
+    ("chain", dict(signal="answer_prob"), "does not exist in score mode"),
+    ("chain", dict(chains=("0-3", "full")), "asks one chain; 2 given"),
+    ("chain", dict(thresholds=(0.5,)), "thresholds belong to a cascade policy, not a chain policy"),
+    ("cascade", dict(chains=("0-3", "full"), thresholds=(0.5,), k=2), "k belongs to a vote or self-consistency"),
+    ("router", {}, "needs the router's folder"),
 ])
-def test_a_bad_spec_is_one_clear_error(spec, match):
+def test_a_bad_spec_is_one_clear_error(kind, settings, match):
     with pytest.raises(ColaError, match=match):
-        spec.check(6, "score")
+        policy(kind, **settings).check(6, "score")
+
+
+def test_every_kind_is_one_registered_class_and_spec_files_keep_one_layout():
+    """Each kind's class owns its settings; every spec writes the same keys in the same order (those it has not at
+    their layout values), so files written by any version load, and a spec round-trips through its JSON."""
+    from cola.policies.spec import LAYOUT
+
+    assert list(KINDS) == ["chain", "cascade", "vote", "self-consistency", "router", "layer-router"]
+    specs = [policy("chain", chains=("0-3",)), policy("cascade", chains=("0-3", "full"), thresholds=(0.4,)),
+             policy("vote", chains=("0-3", "full"), k=2, rule="weighted"),
+             policy("self-consistency", k=4, temperature=0.7, seed=3), policy("router", router="r"),
+             policy("layer-router", router="l")]
+    for spec in specs:
+        data = spec.to_dict()
+        assert list(data) == ["kind", *LAYOUT] and type(spec) is KINDS[data["kind"]]
+        assert PolicySpec.from_dict(json.loads(json.dumps(data))) == spec
+    assert specs[0].to_dict() == {"kind": "chain", "chains": ["0-3"], "thresholds": [], "signal": None, "norm": False,
+                                  "rule": "majority", "k": 1, "temperature": 0.0, "seed": 0, "router": None}
 
 
 def test_missing_files_and_unknown_keys_are_clear_errors(tmp_path):
@@ -239,7 +263,7 @@ def test_cola_eval_policy_round_trips_its_spec_through_the_jsonl(tiny_folder, pl
                           "--out", str(first)]) == 0
     summary, per_sample = read_eval(first)
     spec = PolicySpec.from_dict(summary["policy"])
-    assert spec == PolicySpec("cascade", (str(CHEAP), "0-5"), (0.4,), signal="margin")
+    assert spec == policy("cascade", chains=(str(CHEAP), "0-5"), thresholds=(0.4,), signal="margin")
     assert summary["baselines"]["full"]["mcnemar_p"] <= 1 and len(per_sample) == len(rows)
     again = tmp_path / "again.jsonl"
     assert main(common + ["--policy", str(first.with_suffix(".json")), "--out", str(again)]) == 0
@@ -251,7 +275,7 @@ def test_cola_eval_policy_round_trips_its_spec_through_the_jsonl(tiny_folder, pl
 
 def test_sweep_points_are_replayed_settings_on_the_reported_samples(planted):
     evaluator, samples, *_ = planted
-    family = settings(PolicySpec("vote", (str(CHEAP), "full", "0-3"), k=3), ks=(1, 3), rules=("majority", "confident"))
+    family = policy("vote", chains=(str(CHEAP), "full", "0-3"), k=3).family(ks=(1, 3), rules=("majority", "confident"))
     assert [(s.k, s.rule) for s in family] == [(1, "majority"), (1, "confident"), (3, "majority"), (3, "confident")]
     table = ask_table(evaluator, samples, table_requests(family, 6), family[0], 8)
     points = sweep(family, samples, table, 6)
@@ -293,7 +317,7 @@ def test_the_router_as_a_policy_routes_and_counts_as_the_router_evaluation_does(
     predictor = Predictor(torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64),
                           torch.randn(2, dim, generator=g, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
     router = Router({}, [FULL, CHEAP], Setting(2, 1.0, "none", 0.0), predictor)
-    rows = run_policy(PolicySpec("router", router="r"), evaluator, samples, 8, router=router)
+    rows = run_policy(policy("router", router="r"), evaluator, samples, 8, router=router)
     expected = routed_outcomes(router, evaluator, samples, 8)
     assert [(r["asked"][0]["chain"], r["layers"], r["answer"]) for r in rows] == \
            [(str(c), layers, o.answer) for c, layers, o in expected]
@@ -304,8 +328,8 @@ def test_a_replayed_evaluation_equals_the_live_one_but_is_not_timed(planted):
     from cola.policies import evaluate_policy
 
     evaluator, samples, *_ = planted
-    spec = PolicySpec("vote", (str(CHEAP), "full", "0-3"), k=3, rule="confident")
-    family = settings(spec, ks=(1, 3))
+    spec = policy("vote", chains=(str(CHEAP), "full", "0-3"), k=3, rule="confident")
+    family = spec.family(ks=(1, 3))
     header = {"task": "mc_jsonl", "split": None}
     live, live_rows = evaluate_policy(spec, evaluator, samples, 8, header, family=family)
     again, rows = evaluate_policy(spec, evaluator, samples, 8, header, family=family, replayed=True)

@@ -1,13 +1,15 @@
 """Label-free depth policies: a single chain, a confidence cascade, a vote over chains, self-consistency and the
-router, each answering an input by asking chains without its gold, and all measured by one harness at the cost they
-compute (:mod:`.spec`, :mod:`.signals`, :mod:`.run`, :mod:`.calibrate`, :mod:`.evaluate`)."""
+routers, each a registered kind (:mod:`.spec`) answering an input by asking chains without its gold, and all measured by
+one harness at the cost they compute (:mod:`.sources`, :mod:`.signals`, :mod:`.run`, :mod:`.calibrate`,
+:mod:`.evaluate`)."""
 
-from .calibrate import calibrate, parse_objective, settings, sweep
+from .calibrate import calibrate, parse_objective, sweep
 from .evaluate import evaluate_policy
-from .run import Asked, Request, ask_table, decide, next_request, replay, run_policy
+from .run import ask_table, replay, run_policy
 from .signals import confidence, option_probabilities
-from .spec import KINDS, RULES, PolicySpec, chains_from, make_spec
+from .sources import chains_from, make_spec
+from .spec import KINDS, RULES, Asked, PolicySpec, Request, policy
 
 __all__ = ["Asked", "KINDS", "PolicySpec", "RULES", "Request", "ask_table", "calibrate", "chains_from", "confidence",
-           "decide", "evaluate_policy", "make_spec", "next_request", "option_probabilities", "parse_objective", "replay",
-           "run_policy", "settings", "sweep"]
+           "evaluate_policy", "make_spec", "option_probabilities", "parse_objective", "policy", "replay", "run_policy",
+           "sweep"]

@@ -1,7 +1,7 @@
 """Choosing a policy's free settings on dev, never on test: a cascade's thresholds, a vote's k and rule, the number
 of samples and the temperature of self-consistency.
 
-The settings of one family are swept over a table of answers (every request each setting could make, asked once per
+The settings of one family (each kind's :meth:`~cola.policies.spec.PolicySpec.family`) are swept over a table of answers (every request each setting could make, asked once per
 dev input, :func:`~cola.policies.run.ask_table`) and one is chosen by an *objective*:
 
 - ``consistency=S``: the setting that computes the fewest layers while its answers agree with full depth's on at
@@ -12,7 +12,6 @@ dev input, :func:`~cola.policies.run.ask_table`) and one is chosen by an *object
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 
 from ..chain import Chain
@@ -20,10 +19,9 @@ from ..errors import UsageError
 from ..evaluate import Evaluator
 from ..store import EvalStore
 from ..tasks import Sample
-from .run import Asked, Request, ask_table, replay
-from .spec import PolicySpec
+from .run import ask_table, replay
+from .spec import Asked, PolicySpec, Request
 
-GRID = tuple(i / 20 for i in range(21))  # thresholds swept: 0, 0.05, ..., 1
 OBJECTIVES = ("consistency", "budget", "accuracy")
 
 
@@ -45,31 +43,9 @@ def parse_objective(text: str) -> tuple[str, float | None]:
     return name, share
 
 
-def settings(spec: PolicySpec, ks: Sequence[int] = (), rules: Sequence[str] = (),
-             temperatures: Sequence[float] = ()) -> list[PolicySpec]:
-    """The family of ``spec`` to sweep: a cascade's thresholds over :data:`GRID` (each step its own for up to two
-    steps, one shared value beyond), a vote's ``ks`` × ``rules``, self-consistency's ``ks`` × ``temperatures``."""
-    if spec.kind == "cascade":
-        steps = len(spec.chains) - 1
-        grid = itertools.product(GRID, repeat=steps) if steps <= 2 else ((t,) * steps for t in GRID)
-        return [spec.with_(thresholds=tuple(t)) for t in grid]
-    if spec.kind == "vote":
-        return [spec.with_(k=k, rule=r) for k in (ks or [spec.k]) if k <= len(spec.chains)
-                for r in (rules or [spec.rule])]
-    if spec.kind == "self-consistency":
-        return [spec.with_(k=k, temperature=t) for t in (temperatures or [spec.temperature]) for k in (ks or [spec.k])]
-    return [spec]
-
-
 def table_requests(family: Sequence[PolicySpec], depth: int) -> list[Request]:
     """Every request a setting of ``family`` can make, full depth first (the reference of agreement), each once."""
-    requests = [Request(Chain.full(depth))]
-    for spec in family:
-        chain = Chain.parse(spec.chains[0], depth)
-        if spec.kind == "self-consistency" and spec.temperature > 0:
-            requests += [Request(chain, d, spec.temperature) for d in range(spec.k)]
-        else:
-            requests += [Request(Chain.parse(c, depth)) for c in spec.chains]
+    requests = [Request(Chain.full(depth))] + [r for spec in family for r in spec.requests(depth)]
     return list({r.key: r for r in requests}.values())
 
 
@@ -124,7 +100,7 @@ def calibrate(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample],
     choice saw (split, sample ids, every setting's point, the chosen index). The table of answers on dev is recorded
     in ``store`` (stage ``calibrate``) as it is asked, so an interrupted evaluation resumes it."""
     target = parse_objective(objective)
-    family = settings(spec, ks, rules, temperatures)
+    family = spec.family(ks, rules, temperatures)
     depth = evaluator.cm.depth
     for s in family:
         s.check(depth, evaluator.mode)

@@ -16,9 +16,9 @@ from ..store import EvalStore
 from ..tasks import Sample
 from .calibrate import sweep, table_requests
 from .run import ask_table, replay, run_policy
-from .spec import ROUTED, PolicySpec
+from .spec import ChainPolicy, PolicySpec
 
-FULL = PolicySpec("chain")
+FULL = ChainPolicy()
 
 
 def _mean(rows: Sequence[dict], field: str) -> float:
@@ -50,7 +50,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
                           "sweep")
         points = sweep(family, samples, table, depth, evaluator.mode)
     if replayed:
-        if table is None or spec.kind in ROUTED:
+        if table is None or spec.routed:
             raise UsageError("a replayed evaluation needs the sweep's table (--sweep), and a router is not swept")
         chains = spec.check(depth, evaluator.mode)
         rows = [replay(spec, chains, s, t) for s, t in zip(samples, table)]

@@ -14,100 +14,16 @@ with the layers each setting would compute counted the way the prefix cache coun
 
 from __future__ import annotations
 
-import hashlib
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from ..chain import Chain
 from ..evaluate import Evaluator, Outcome
-from ..generation import Sampler
 from ..reuse import PrefixCache, layers_computed
 from ..store import EvalStore, chunks
 from ..tasks import Sample
 from .signals import confidence
-from .spec import ROUTED, PolicySpec
-
-
-@dataclass(frozen=True)
-class Request:
-    """One question a policy asks of one input: ``chain`` greedily, or its seeded sample ``draw`` at ``temperature``."""
-
-    chain: Chain
-    draw: int | None = None
-    temperature: float = 0.0
-
-    @property
-    def key(self) -> str:
-        return str(self.chain) if self.draw is None else f"{self.chain}#T{self.temperature:g}#{self.draw}"
-
-    def sampler(self, seed: int, sample_id: str) -> Sampler | None:
-        """What draws this request's tokens on input ``sample_id`` under spec seed ``seed``: None (greedy), or the
-        draw's seeded sampler, the same on every run."""
-        return None if self.draw is None else Sampler(draw_seed(seed, sample_id, self.draw), self.temperature)
-
-
-@dataclass
-class Asked:
-    """What one request answered, as a policy sees it (no gold: ``correct`` is kept for the record, never read)."""
-
-    chain: str
-    draw: int | None
-    answer: str | None
-    correct: bool
-    confidence: float
-    tokens: int  # decoded (generate mode; 0 in score mode)
-
-
-def keeps(threshold: float, conf: float) -> bool:
-    """A cascade step keeps its answer when its confidence is at least the threshold; 1 never keeps."""
-    return threshold < 1.0 and conf >= threshold
-
-
-def next_request(spec: PolicySpec, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
-    """The next request of one input under ``spec`` given what it was told (``asked``), or None when it answers."""
-    n = len(asked)
-    if spec.kind == "chain" or spec.kind in ROUTED:
-        return Request(chains[0]) if n == 0 else None
-    if spec.kind == "cascade":
-        if n == 0:
-            return Request(chains[0])
-        if n == len(chains) or keeps(spec.thresholds[n - 1], asked[-1].confidence):
-            return None
-        return Request(chains[n])
-    if spec.kind == "vote":
-        return Request(chains[n]) if n < spec.k else None
-    if spec.temperature == 0:  # self-consistency of greedy answers: every sample is the same one
-        return Request(chains[0]) if n == 0 else None
-    return Request(chains[0], n, spec.temperature) if n < spec.k else None
-
-
-def decide(spec: PolicySpec, asked: Sequence[Asked]) -> tuple[int | None, str]:
-    """Which asked answer the policy gives (an index into ``asked``, None when none has an answer) and why."""
-    if spec.kind == "chain" or spec.kind in ROUTED:
-        return 0, "one chain"
-    if spec.kind == "cascade":
-        n = len(asked)
-        return n - 1, f"kept at step {n}" if n < len(spec.chains) else "last step"
-    answered = [i for i, a in enumerate(asked) if a.answer is not None]
-    if not answered:
-        return None, "no answer"
-    if spec.rule == "confident":
-        best = max(answered, key=lambda i: (asked[i].confidence, -i))
-        return best, "most confident"
-    score: dict[str, float] = {}
-    for i in answered:
-        score[asked[i].answer] = score.get(asked[i].answer, 0.0) + (asked[i].confidence if spec.rule == "weighted"
-                                                                     else 1.0)
-    top = max(score.values())
-    best = next(i for i in answered if score[asked[i].answer] == top)  # ties: the answer asked first
-    votes = sum(1 for i in answered if asked[i].answer == asked[best].answer)
-    return best, f"{spec.rule} {votes}/{len(asked)}"
-
-
-def draw_seed(seed: int, sample_id: str, draw: int) -> int:
-    """The sampler seed of one input's ``draw``: the same for every run of the same spec seed."""
-    return int(hashlib.sha256(f"{seed}:{sample_id}:{draw}".encode()).hexdigest()[:12], 16)
+from .spec import Asked, PolicySpec, Request
 
 
 def to_asked(evaluator: Evaluator, sample: Sample, request: Request, outcome: Outcome, spec: PolicySpec) -> Asked:
@@ -131,7 +47,7 @@ def ask(evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[Pref
 
 def policy_row(spec: PolicySpec, sample: Sample, asked: Sequence[Asked], layers: int) -> dict:
     """One input's line of a policy evaluation: the answer, why it stopped, its cost and everything it asked."""
-    chosen, why = decide(spec, asked)
+    chosen, why = spec.decide(asked)
     answer = None if chosen is None else asked[chosen].answer
     lengths = [len(Chain.parse(a.chain)) for a in asked]
     return {"id": sample.id, "gold": sample.gold, "answer": answer,
@@ -140,38 +56,13 @@ def policy_row(spec: PolicySpec, sample: Sample, asked: Sequence[Asked], layers:
             "layer_tokens": sum(n * a.tokens for n, a in zip(lengths, asked)), "asked": [asdict(a) for a in asked]}
 
 
-def load_router(spec: PolicySpec, cm):
-    """The fitted router a routed ``spec`` answers through, checked against ``cm`` (None for the other kinds): a
-    :class:`~cola.router.Router` for ``router``, the per-layer routers for ``layer-router`` (with a warning when they
-    were trained on hidden states of another dtype than ``cm`` runs in)."""
-    if spec.kind == "router":
-        from ..router import Router
-
-        return Router.load(spec.router, cm)
-    if spec.kind == "layer-router":
-        from .layer_router import load_routers
-
-        routers, about = load_routers(spec.router, cm)
-        running = str(cm.dtype).removeprefix("torch.")
-        if about.get("dtype") not in (None, running):
-            warnings.warn(f"{spec.router} was trained on {about['dtype']} hidden states; this model runs in {running}",
-                          stacklevel=2)
-        return routers
-    return None
-
-
 def own_chains(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[PrefixCache],
                router=None) -> list[list[Chain]]:
     """The chains each input's requests come from: the spec's own, or for a routed kind the one chain its ``router``
-    picks for the input (routed together, each through its prefix cache, so answering reuses the routing's layers)."""
-    if spec.kind == "router":
-        from ..router import route_inputs
-
-        return [[c] for c in route_inputs(router, evaluator, samples, prefixes)]
-    if spec.kind == "layer-router":
-        from .layer_router import route_inputs as route_layers
-
-        return [[c] for c in route_layers(router, evaluator, samples, prefixes)]
+    (:meth:`~cola.policies.spec.Routed.load_router`) picks for the input, routed together, each through its prefix
+    cache, so answering reuses the routing's layers."""
+    if spec.routed:
+        return [[c] for c in spec.route(router, evaluator, samples, prefixes)]
     return [spec.check(evaluator.cm.depth, evaluator.mode)] * len(samples)
 
 
@@ -183,7 +74,7 @@ def ask_rounds(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample]
     made: list[list[Request]] = [[] for _ in samples]
     asked: list[list[Asked]] = [[] for _ in samples]
     while True:
-        wanted = [(i, r) for i in range(len(samples)) if (r := next_request(spec, own[i], asked[i])) is not None]
+        wanted = [(i, r) for i in range(len(samples)) if (r := spec.next_request(own[i], asked[i])) is not None]
         if not wanted:
             return made, asked
         for (i, request), answer in zip(wanted, ask(evaluator, samples, prefixes, wanted, spec)):
@@ -197,10 +88,10 @@ def decided_requests(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[S
     option log-likelihoods, the generated text): a chain or a routed kind's one chain, unasked; for a cascade or a
     vote, the request :func:`decide` picks (the first asked when none has an answer), after asking the rounds through
     ``prefixes``."""
-    if spec.kind == "chain" or spec.kind in ROUTED:
+    if spec.single:
         return [Request(chains[0]) for chains in own_chains(spec, evaluator, samples, prefixes, router)]
     made, asked = ask_rounds(spec, evaluator, samples, prefixes, router)
-    return [requests[decide(spec, answers)[0] or 0] for requests, answers in zip(made, asked)]
+    return [requests[spec.decide(answers)[0] or 0] for requests, answers in zip(made, asked)]
 
 
 def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], batch: int = 16,
@@ -245,7 +136,7 @@ def replay(spec: PolicySpec, chains: Sequence[Chain], sample: Sample, answers: d
     give it, the layers counted as its prefix cache would count them."""
     asked: list[Asked] = []
     requests: list[Request] = []
-    while (request := next_request(spec, chains, asked)) is not None:
+    while (request := spec.next_request(chains, asked)) is not None:
         requests.append(request)
         asked.append(answers[request.key])
     return policy_row(spec, sample, asked, layers_computed([r.chain for r in requests]))

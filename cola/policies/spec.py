@@ -1,4 +1,5 @@
-"""What a label-free policy is: a small, validated, JSON round-tripping spec, and where its chains come from.
+"""What a label-free policy is: one registered class per kind, each a small, validated, JSON round-tripping spec
+that owns its fields, its checks, the requests it makes, how it decides and the settings calibration sweeps.
 
 A policy answers an input by asking one or more chains, never seeing the gold:
 
@@ -11,82 +12,139 @@ A policy answers an input by asking one or more chains, never seeing the gold:
 - ``router``: the chain a fitted router (:mod:`cola.router`) picks for the input;
 - ``layer-router``: the chain Dr.LLM's per-layer routers (:mod:`cola.policies.layer_router`) build for the input
   during its prefill, layer by layer (or a random control of them).
+
+A new kind is one subclass of :class:`PolicySpec` with its ``kind`` name: the harness (:mod:`cola.policies.run`),
+calibration, replay and evaluation call only the methods below. Every spec file has one JSON layout, whatever its
+kind (:meth:`PolicySpec.to_dict`), so files written before the kinds were classes load unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 from ..chain import Chain
 from ..errors import MissingFileError, UsageError
+from ..generation import Sampler
 
-KINDS = ("chain", "cascade", "vote", "self-consistency", "router", "layer-router")
-ROUTED = ("router", "layer-router")  # kinds whose one chain a router picks per input
 SCORE_SIGNALS = ("max_prob", "margin", "certainty")  # of the softmax over the options' log-likelihoods
 GENERATE_SIGNALS = ("answer_prob",)  # exp(mean log-probability of the answer's tokens); 0 without an answer
 RULES = ("majority", "confident", "weighted")
 
 
-# field -> (JSON types it takes, what to say, element type of a list)
-_TYPES = {"kind": ((str,), "a policy name", None), "chains": ((list,), "a list of chains in notation", str),
-          "thresholds": ((list,), "a list of numbers in [0, 1]", (int, float)),
-          "signal": ((str, type(None)), "a signal name or null", None), "norm": ((bool,), "true or false", None),
-          "rule": ((str,), "a vote rule", None), "k": ((int,), "a whole number", None),
-          "temperature": ((int, float), "a number", None), "seed": ((int,), "a whole number", None),
-          "router": ((str, type(None)), "a router folder (or per-layer routers folder) or null", None)}
+@dataclass(frozen=True)
+class Request:
+    """One question a policy asks of one input: ``chain`` greedily, or its seeded sample ``draw`` at ``temperature``."""
+
+    chain: Chain
+    draw: int | None = None
+    temperature: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return str(self.chain) if self.draw is None else f"{self.chain}#T{self.temperature:g}#{self.draw}"
+
+    def sampler(self, seed: int, sample_id: str) -> Sampler | None:
+        """What draws this request's tokens on input ``sample_id`` under spec seed ``seed``: None (greedy), or the
+        draw's seeded sampler, the same on every run."""
+        return None if self.draw is None else Sampler(draw_seed(seed, sample_id, self.draw), self.temperature)
+
+
+def draw_seed(seed: int, sample_id: str, draw: int) -> int:
+    """The sampler seed of one input's ``draw``: the same for every run of the same spec seed."""
+    return int(hashlib.sha256(f"{seed}:{sample_id}:{draw}".encode()).hexdigest()[:12], 16)
+
+
+@dataclass
+class Asked:
+    """What one request answered, as a policy sees it (no gold: ``correct`` is kept for the record, never read)."""
+
+    chain: str
+    draw: int | None
+    answer: str | None
+    correct: bool
+    confidence: float
+    tokens: int  # decoded (generate mode; 0 in score mode)
+
+
+# The JSON layout of every spec: key -> (its value when the kind has no such field, JSON types it takes, what to say,
+# element type of a list). Written in this order, whatever the kind.
+LAYOUT = {
+    "chains": (["full"], (list,), "a list of chains in notation", str),
+    "thresholds": ([], (list,), "a list of numbers in [0, 1]", (int, float)),
+    "signal": (None, (str, type(None)), "a signal name or null", None),
+    "norm": (False, (bool,), "true or false", None),
+    "rule": ("majority", (str,), "a vote rule", None),
+    "k": (1, (int,), "a whole number", None),
+    "temperature": (0.0, (int, float), "a number", None),
+    "seed": (0, (int,), "a whole number", None),
+    "router": (None, (str, type(None)), "a router folder (or per-layer routers folder) or null", None),
+}
+
+KINDS: dict[str, type[PolicySpec]] = {}  # kind -> its class, filled as each class is defined
 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """One label-free policy (module doc). ``chains`` are in chain notation (``full`` allowed)."""
+    """One label-free policy (module doc); a kind's class adds its own fields. ``chains`` are in chain notation
+    (``full`` allowed); ``signal`` None is the mode's own (max_prob in score mode, answer_prob in generate mode);
+    ``norm``: in score mode, answers and confidences per character of the option (lm-eval's acc_norm)."""
 
-    kind: str
+    kind: ClassVar[str]
+    routed: ClassVar[bool] = False  # its one chain per input comes from a router
+    single: ClassVar[bool] = False  # asks one chain per input and answers with it, whatever it answers
     chains: tuple[str, ...] = ("full",)
-    thresholds: tuple[float, ...] = ()
-    signal: str | None = None  # None: the mode's own (max_prob in score mode, answer_prob in generate mode)
-    norm: bool = False  # score mode: answers and confidences per character of the option (lm-eval's acc_norm)
-    rule: str = "majority"
-    k: int = 1
-    temperature: float = 0.0
+    signal: str | None = None
+    norm: bool = False
     seed: int = 0
-    router: str | None = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            KINDS[cls.kind] = cls
+
+    # --- the file format --------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        """The spec as JSON-ready data (:meth:`from_dict` reads it back)."""
-        d = asdict(self)
-        d["chains"], d["thresholds"] = list(self.chains), list(self.thresholds)
-        return d
+        """The spec as JSON-ready data in the one layout of every kind (:meth:`from_dict` reads it back)."""
+        own = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {"kind": self.kind}
+        for key, (absent, *_) in LAYOUT.items():
+            value = own.get(key, absent)
+            data[key] = list(value) if isinstance(value, tuple) else value
+        return data
 
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "policy spec") -> PolicySpec:
-        """A spec from :meth:`to_dict`'s data (or a JSON file's, named ``where`` in errors); unknown keys and values
-        of the wrong JSON type are errors."""
+    @staticmethod
+    def from_dict(data: dict, where: str = "policy spec") -> PolicySpec:
+        """A spec from :meth:`to_dict`'s data (or a JSON file's, named ``where`` in errors): unknown keys, values of
+        the wrong JSON type and settings the kind does not have are errors."""
         if not isinstance(data, dict):
             raise UsageError(f"{where}: holds a JSON {type(data).__name__}; expected an object such as "
                              '{"kind": "cascade", "chains": ["0-20", "full"], "thresholds": [0.9]}')
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(LAYOUT) - {"kind"})
         if unknown:
-            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted([*LAYOUT, 'kind']))}")
         if "kind" not in data:
             raise UsageError(f"{where}: it needs a 'kind', one of " + ", ".join(KINDS))
         for key, value in data.items():
-            expected = _TYPES[key]
-            if not isinstance(value, expected[0]) or isinstance(value, bool) and bool not in expected[0]:
-                raise UsageError(f"{where}: {key!r} is {json.dumps(value)}; expected {expected[1]}")
-            if isinstance(value, list) and not all(isinstance(v, expected[2]) and not isinstance(v, bool)
+            types, what, element = ((str,), "a policy name", None) if key == "kind" else LAYOUT[key][1:]
+            if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+                raise UsageError(f"{where}: {key!r} is {json.dumps(value)}; expected {what}")
+            if isinstance(value, list) and not all(isinstance(v, element) and not isinstance(v, bool)
                                                    for v in value):
-                raise UsageError(f"{where}: {key!r} is {json.dumps(value)}; expected {expected[1]}")
-        d = dict(data)
-        d["chains"] = tuple(str(c) for c in d.get("chains", ("full",)))
-        d["thresholds"] = tuple(float(t) for t in d.get("thresholds", ()))
-        return cls(**d)
+                raise UsageError(f"{where}: {key!r} is {json.dumps(value)}; expected {what}")
+        settings = {k: v for k, v in data.items() if k != "kind"}
+        return policy(data["kind"], **settings)
 
-    @classmethod
-    def load(cls, path: str | Path) -> PolicySpec:
+    @staticmethod
+    def load(path: str | Path) -> PolicySpec:
         """A spec from a JSON file: the spec itself, or a ``cola eval --out`` summary that holds one."""
         from ..store import read_json
 
@@ -94,46 +152,28 @@ class PolicySpec:
         if not path.is_file():
             raise MissingFileError(f"policy spec file not found: {path}")
         data = read_json(path)
-        return cls.from_dict(data.get("policy", data), str(path))
+        return PolicySpec.from_dict(data.get("policy", data), str(path))
 
     def with_(self, **changes) -> PolicySpec:
         """A copy with ``changes`` (a calibrated threshold, another k)."""
         return replace(self, **changes)
 
+    # --- checks -------------------------------------------------------------------------------------------------
+
     def check(self, depth: int, mode: str) -> list[Chain]:
         """Validate the spec for a model of ``depth`` layers in ``mode``; returns its chains, parsed. Every mistake is
         one :class:`~cola.errors.UsageError` (or :class:`~cola.errors.ChainError` for a chain) naming it."""
-        if self.kind not in KINDS:
-            raise UsageError(f"unknown policy {self.kind!r}; policies: {', '.join(KINDS)}")
         if not self.chains:
             raise UsageError(f"a {self.kind} policy needs at least one chain")
         chains = [Chain.parse(c, depth) for c in self.chains]
         signals = SCORE_SIGNALS if mode == "score" else GENERATE_SIGNALS
         if self.signal is not None and self.signal not in signals:
             raise UsageError(f"signal {self.signal!r} does not exist in {mode} mode; use one of {', '.join(signals)}")
-        bad = [t for t in self.thresholds if not 0.0 <= t <= 1.0]
-        if bad:
-            raise UsageError(f"threshold {bad[0]} is outside [0, 1]")
-        if self.kind == "cascade" and len(self.thresholds) != len(chains) - 1:
-            raise UsageError(f"a cascade of {len(chains)} chains needs {len(chains) - 1} threshold(s) (one per step "
-                             f"but the last), not {len(self.thresholds)}")
-        if self.kind != "cascade" and self.thresholds:
-            raise UsageError(f"thresholds belong to a cascade, not a {self.kind} policy")
-        if self.rule not in RULES:
-            raise UsageError(f"unknown vote rule {self.rule!r}; rules: {', '.join(RULES)}")
-        if self.k < 1:
-            raise UsageError(f"k must be at least 1, not {self.k}")
-        if self.kind == "vote" and self.k > len(chains):
-            raise UsageError(f"a vote of k={self.k} needs {self.k} chains; {len(chains)} given")
-        if self.kind in ("chain", "self-consistency") and len(chains) != 1:
-            raise UsageError(f"a {self.kind} policy asks one chain; {len(chains)} given")
-        if self.kind == "self-consistency" and mode != "generate":
-            raise UsageError("self-consistency samples answers: it needs --mode generate")
-        if self.temperature < 0:
-            raise UsageError(f"temperature must be >= 0, not {self.temperature}")
-        if self.kind in ROUTED and not self.router:
-            raise UsageError(f"a {self.kind} policy needs the router's folder (--router DIR)")
+        self.validate(chains, mode)
         return chains
+
+    def validate(self, chains: list[Chain], mode: str) -> None:
+        """The kind's own checks of its settings (:meth:`check` has parsed the chains and checked the signal)."""
 
     def signal_in(self, mode: str) -> str:
         """The confidence signal this spec uses in ``mode``."""
@@ -142,90 +182,272 @@ class PolicySpec:
     def describe(self, mode: str | None = None) -> str:
         """A short human name: ``cascade[max_prob] 0-7,10-17@0.6 > 0-17``, ``vote k=3 majority``,
         ``self-consistency k=5 T=0.7`` (the signal as ``mode`` resolves it, when given)."""
-        if self.kind == "chain":
-            return self.chains[0]
-        if self.kind == "cascade":
-            steps = [f"{c}@{t:g}" for c, t in zip(self.chains, self.thresholds)] + [self.chains[-1]]
-            signal = self.signal_in(mode) if mode else self.signal or "confidence"
-            return f"cascade[{signal}{'/norm' if self.norm else ''}] " + " > ".join(steps)
-        if self.kind == "vote":
-            return f"vote k={self.k} {self.rule}"
-        if self.kind == "self-consistency":
-            return f"self-consistency k={self.k} T={self.temperature:g}"
+        raise NotImplementedError
+
+    # --- asking and deciding ----------------------------------------------------------------------------------
+
+    def next_request(self, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
+        """The next request of one input given what it was told (``asked``; ``chains``: the input's chains, parsed),
+        or None when it answers. One request, then the answer: a kind that asks more overrides it."""
+        return Request(chains[0]) if not asked else None
+
+    def decide(self, asked: Sequence[Asked]) -> tuple[int | None, str]:
+        """Which asked answer the policy gives (an index into ``asked``, None when none has an answer) and why."""
+        return 0, "one chain"
+
+    # --- calibration on dev -----------------------------------------------------------------------------------
+
+    def family(self, ks: Sequence[int] = (), rules: Sequence[str] = (),
+               temperatures: Sequence[float] = ()) -> list[PolicySpec]:
+        """The settings calibration sweeps around this spec (a kind without free settings: itself)."""
+        return [self]
+
+    def requests(self, depth: int) -> list[Request]:
+        """Every request this setting can make of an input (the table calibration asks once per dev input)."""
+        return [Request(Chain.parse(c, depth)) for c in self.chains]
+
+
+def policy(kind: str, **settings) -> PolicySpec:
+    """The spec of ``kind`` with ``settings`` (keys of the one layout, lists allowed for tuples); a setting the kind
+    does not have must keep the layout's value for it (so every file layout loads), else it is an error."""
+    if kind not in KINDS:
+        raise UsageError(f"unknown policy {kind!r}; policies: {', '.join(KINDS)}")
+    cls = KINDS[kind]
+    own = {f.name for f in fields(cls)}
+    for key, value in settings.items():
+        if key in own:
+            continue
+        if key not in LAYOUT:
+            raise UsageError(f"unknown policy setting {key!r}")
+        absent = LAYOUT[key][0]
+        if (list(value) if isinstance(value, tuple) else value) != absent:
+            owners = [name for name, c in KINDS.items() if key in {f.name for f in fields(c)}]
+            raise UsageError(f"{key} belong{'s' if key != 'thresholds' else ''} to a {' or '.join(owners)} policy, "
+                             f"not a {kind} policy")
+    kept = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in own}
+    if "chains" in kept:
+        kept["chains"] = tuple(str(c) for c in kept["chains"])
+    if "thresholds" in kept:
+        kept["thresholds"] = tuple(float(t) for t in kept["thresholds"])
+    return cls(**kept)
+
+
+@dataclass(frozen=True)
+class ChainPolicy(PolicySpec):
+    """One chain for every input."""
+
+    kind: ClassVar[str] = "chain"
+    single: ClassVar[bool] = True
+
+    def validate(self, chains: list[Chain], mode: str) -> None:
+        if len(chains) != 1:
+            raise UsageError(f"a chain policy asks one chain; {len(chains)} given")
+
+    def describe(self, mode: str | None = None) -> str:
+        return self.chains[0]
+
+
+def keeps(threshold: float, conf: float) -> bool:
+    """A cascade step keeps its answer when its confidence is at least the threshold; 1 never keeps."""
+    return threshold < 1.0 and conf >= threshold
+
+
+GRID = tuple(i / 20 for i in range(21))  # the thresholds calibration sweeps: 0, 0.05, ..., 1
+
+
+@dataclass(frozen=True)
+class Cascade(PolicySpec):
+    """Chains cheapest first; a step's answer is kept when its confidence reaches the step's threshold."""
+
+    kind: ClassVar[str] = "cascade"
+    thresholds: tuple[float, ...] = ()
+
+    def validate(self, chains: list[Chain], mode: str) -> None:
+        bad = [t for t in self.thresholds if not 0.0 <= t <= 1.0]
+        if bad:
+            raise UsageError(f"threshold {bad[0]} is outside [0, 1]")
+        if len(self.thresholds) != len(chains) - 1:
+            raise UsageError(f"a cascade of {len(chains)} chains needs {len(chains) - 1} threshold(s) (one per step "
+                             f"but the last), not {len(self.thresholds)}")
+
+    def describe(self, mode: str | None = None) -> str:
+        steps = [f"{c}@{t:g}" for c, t in zip(self.chains, self.thresholds)] + [self.chains[-1]]
+        signal = self.signal_in(mode) if mode else self.signal or "confidence"
+        return f"cascade[{signal}{'/norm' if self.norm else ''}] " + " > ".join(steps)
+
+    def next_request(self, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
+        n = len(asked)
+        if n == 0:
+            return Request(chains[0])
+        if n == len(chains) or keeps(self.thresholds[n - 1], asked[-1].confidence):
+            return None
+        return Request(chains[n])
+
+    def decide(self, asked: Sequence[Asked]) -> tuple[int | None, str]:
+        n = len(asked)
+        return n - 1, f"kept at step {n}" if n < len(self.chains) else "last step"
+
+    def family(self, ks: Sequence[int] = (), rules: Sequence[str] = (),
+               temperatures: Sequence[float] = ()) -> list[PolicySpec]:
+        """Every step's threshold over :data:`GRID`, each its own for up to two steps, one shared value beyond."""
+        steps = len(self.chains) - 1
+        grid = itertools.product(GRID, repeat=steps) if steps <= 2 else ((t,) * steps for t in GRID)
+        return [self.with_(thresholds=tuple(t)) for t in grid]
+
+
+def vote_of(asked: Sequence[Asked], rule: str) -> tuple[int | None, str]:
+    """The answer a vote of ``rule`` over ``asked`` gives (ties: the answer asked first) and why."""
+    answered = [i for i, a in enumerate(asked) if a.answer is not None]
+    if not answered:
+        return None, "no answer"
+    if rule == "confident":
+        best = max(answered, key=lambda i: (asked[i].confidence, -i))
+        return best, "most confident"
+    score: dict[str, float] = {}
+    for i in answered:
+        score[asked[i].answer] = score.get(asked[i].answer, 0.0) + (asked[i].confidence if rule == "weighted" else 1.0)
+    top = max(score.values())
+    best = next(i for i in answered if score[asked[i].answer] == top)
+    votes = sum(1 for i in answered if asked[i].answer == asked[best].answer)
+    return best, f"{rule} {votes}/{len(asked)}"
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise UsageError(f"k must be at least 1, not {k}")
+
+
+@dataclass(frozen=True)
+class Vote(PolicySpec):
+    """The first ``k`` chains all answer; ``rule`` decides."""
+
+    kind: ClassVar[str] = "vote"
+    k: int = 1
+    rule: str = "majority"
+
+    def validate(self, chains: list[Chain], mode: str) -> None:
+        if self.rule not in RULES:
+            raise UsageError(f"unknown vote rule {self.rule!r}; rules: {', '.join(RULES)}")
+        _check_k(self.k)
+        if self.k > len(chains):
+            raise UsageError(f"a vote of k={self.k} needs {self.k} chains; {len(chains)} given")
+
+    def describe(self, mode: str | None = None) -> str:
+        return f"vote k={self.k} {self.rule}"
+
+    def next_request(self, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
+        return Request(chains[len(asked)]) if len(asked) < self.k else None
+
+    def decide(self, asked: Sequence[Asked]) -> tuple[int | None, str]:
+        return vote_of(asked, self.rule)
+
+    def family(self, ks: Sequence[int] = (), rules: Sequence[str] = (),
+               temperatures: Sequence[float] = ()) -> list[PolicySpec]:
+        """``ks`` (at most the chains given) × ``rules``."""
+        return [self.with_(k=k, rule=r) for k in (ks or [self.k]) if k <= len(self.chains)
+                for r in (rules or [self.rule])]
+
+
+@dataclass(frozen=True)
+class SelfConsistency(PolicySpec):
+    """``k`` seeded samples of one chain at ``temperature``, majority vote (at temperature 0: one greedy answer)."""
+
+    kind: ClassVar[str] = "self-consistency"
+    k: int = 1
+    temperature: float = 0.0
+
+    def validate(self, chains: list[Chain], mode: str) -> None:
+        _check_k(self.k)
+        if len(chains) != 1:
+            raise UsageError(f"a self-consistency policy asks one chain; {len(chains)} given")
+        if mode != "generate":
+            raise UsageError("self-consistency samples answers: it needs --mode generate")
+        if self.temperature < 0:
+            raise UsageError(f"temperature must be >= 0, not {self.temperature}")
+
+    def describe(self, mode: str | None = None) -> str:
+        return f"self-consistency k={self.k} T={self.temperature:g}"
+
+    def next_request(self, chains: Sequence[Chain], asked: Sequence[Asked]) -> Request | None:
+        if self.temperature == 0:  # greedy answers: every sample is the same one
+            return Request(chains[0]) if not asked else None
+        return Request(chains[0], len(asked), self.temperature) if len(asked) < self.k else None
+
+    def decide(self, asked: Sequence[Asked]) -> tuple[int | None, str]:
+        return vote_of(asked, "majority")
+
+    def family(self, ks: Sequence[int] = (), rules: Sequence[str] = (),
+               temperatures: Sequence[float] = ()) -> list[PolicySpec]:
+        """``temperatures`` × ``ks``."""
+        return [self.with_(k=k, temperature=t) for t in (temperatures or [self.temperature])
+                for k in (ks or [self.k])]
+
+    def requests(self, depth: int) -> list[Request]:
+        chain = Chain.parse(self.chains[0], depth)
+        if self.temperature > 0:
+            return [Request(chain, d, self.temperature) for d in range(self.k)]
+        return [Request(chain)]
+
+
+@dataclass(frozen=True)
+class Routed(PolicySpec):
+    """A kind whose one chain per input a fitted router picks (``router``: its folder)."""
+
+    routed: ClassVar[bool] = True
+    single: ClassVar[bool] = True
+    router: str | None = None
+
+    def validate(self, chains: list[Chain], mode: str) -> None:
+        if not self.router:
+            raise UsageError(f"a {self.kind} policy needs the router's folder (--router DIR)")
+
+    def describe(self, mode: str | None = None) -> str:
         return f"{self.kind} {self.router}"
 
+    def load_router(self, cm):
+        """The fitted router, checked against ``cm``."""
+        raise NotImplementedError
 
-def router_kind(folder: str | Path) -> str:
-    """The policy kind a router folder is read by: ``router`` for a ``cola router fit`` folder (a library router, with
-    its predictor), else ``layer-router`` (``cola router fit-layers`` routers or a control of them; reading them
-    checks the folder)."""
-    from ..router import PREDICTOR
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingFileError(f"router folder not found: {folder}")
-    return "router" if (folder / PREDICTOR).is_file() else "layer-router"
+    def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
+        """The chain ``router`` picks for each input (routed together, each through its prefix cache)."""
+        raise NotImplementedError
 
 
-def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[str]:
-    """Chains (notation) from a file or folder another command wrote, in its own order of preference, at most
-    ``top`` of them: a ``cola prune --out`` JSON (m = 1, 2, ...), a ``cola search --static`` run (highest accuracy
-    first), a ``cola router fit`` folder (its library) or a per-sample search run (the fixed menu's ranking: the
-    chains right on the most samples first). The full chain is left out; a policy adds it where it belongs."""
-    from ..prune import load_pruned
-    from ..router import CONFIG, PREDICTOR
-    from ..search.menu import ranked, right_samples
-    from ..search.static import ranked_static
-    from ..store import read_config, read_json, read_records
+@dataclass(frozen=True)
+class LibraryRouter(Routed):
+    """The chain a ``cola router fit`` router picks from its library."""
 
-    path = Path(path)
-    if not path.exists():
-        raise MissingFileError(f"chain source not found: {path}")
-    if path.is_file():
-        chains = list(load_pruned(path).values())
-    elif (path / PREDICTOR).exists():
-        chains = read_json(path / CONFIG)["library"]
-    else:
-        config = read_config(path)
-        records = read_records(path)
-        if config.get("static"):
-            chains = [r["chain"] for r in ranked_static(records)]
-        else:
-            chains = [str(c) for c in ranked(right_samples(records), sample_id="")]
-        if config.get("depth") not in (None, depth):
-            raise UsageError(f"{path} is a run of a {config['depth']}-layer model; this one has {depth}")
-    full = str(Chain.full(depth))
-    chains = [c for c in (str(Chain.parse(c, depth)) for c in chains) if c != full]
-    return chains[:top] if top else chains
+    kind: ClassVar[str] = "router"
+
+    def load_router(self, cm):
+        from ..router import Router
+
+        return Router.load(self.router, cm)
+
+    def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
+        from ..router import route_inputs
+
+        return route_inputs(router, evaluator, samples, prefixes)
 
 
-def make_spec(kind_or_file: str, depth: int, chains: Sequence[str] = (), source: str | None = None,
-              top: int | None = None, thresholds: Sequence[float] = (), calibrating: bool = False,
-              **settings) -> PolicySpec:
-    """The spec ``cola eval --policy`` names: a JSON file (a spec, or an earlier evaluation's summary), or a kind
-    with its chains: those given, then ``top`` of ``source``'s (:func:`chains_from`). A cascade's chains run
-    cheapest first: a source's are sorted by length, and the full chain ends it when it is not last; while
-    ``calibrating``, its thresholds are left to the calibration (1 until then). ``settings``: signal, norm, rule, k,
-    temperature, seed, router."""
-    if kind_or_file.endswith(".json"):
-        if chains or source:
-            raise UsageError("--policy FILE.json holds its chains; do not add --chain or --chains-from")
-        return PolicySpec.load(kind_or_file)
-    if kind_or_file not in KINDS:
-        raise UsageError(f"unknown policy {kind_or_file!r}; policies: {', '.join(KINDS)}, or a spec FILE.json")
-    named = [str(Chain.parse(c, depth)) for c in chains]
-    found = chains_from(source, depth, top) if source else []
-    full = str(Chain.full(depth))
-    if kind_or_file == "cascade":
-        found.sort(key=lambda c: len(Chain.parse(c)))
-        named += found
-        if not named or named[-1] != full:
-            named.append(full)
-        if calibrating and not thresholds:
-            thresholds = (1.0,) * (len(named) - 1)
-    else:
-        named += found
-    settings = {k: v for k, v in settings.items() if v is not None}
-    if kind_or_file == "vote" and "k" not in settings:
-        settings["k"] = len(named)
-    return PolicySpec(kind_or_file, tuple(named or [full]), tuple(float(t) for t in thresholds), **settings)
+@dataclass(frozen=True)
+class LayerRouter(Routed):
+    """The chain Dr.LLM's per-layer routers build during the prefill (or a random control of them)."""
+
+    kind: ClassVar[str] = "layer-router"
+
+    def load_router(self, cm):
+        """The routers, with a warning when they were trained on hidden states of another dtype than ``cm`` runs in."""
+        from .layer_router import load_routers
+
+        routers, about = load_routers(self.router, cm)
+        running = str(cm.dtype).removeprefix("torch.")
+        if about.get("dtype") not in (None, running):
+            warnings.warn(f"{self.router} was trained on {about['dtype']} hidden states; this model runs in {running}",
+                          stacklevel=2)
+        return routers
+
+    def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
+        from .layer_router import route_inputs
+
+        return route_inputs(router, evaluator, samples, prefixes)
