@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; set before transformers reads it
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per test worker (and its commands): workers share the cores
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 from helpers import DATA_DIR, tiny_model

@@ -196,3 +196,23 @@ def generate_task_yaml(name: str, path, text: str, until: list[str], max_gen_tok
     return task_yaml(name, path, output_type="generate_until", doc_to_text=text, doc_to_target="{{answer}}",
                      generation_kwargs={"until": until, "max_gen_toks": max_gen_toks, "do_sample": False},
                      metric_list=[{"metric": "exact_match"}])
+
+
+def lmeval_agreement():
+    """``bench/lmeval_agreement.py`` as a module: the per-sample comparison with lm-evaluation-harness."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "lmeval_agreement", Path(__file__).resolve().parents[1] / "bench" / "lmeval_agreement.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_lmeval_agrees(cm, chain, sets, pretrained, folder) -> None:
+    """lm-eval on ``pretrained`` (its HF backend on a folder, or an lm-eval model object) against CoLa's evaluator
+    running ``chain`` of ``cm`` (16 samples together: on a CPU the numbers of one alone): no sample's verdicts differ
+    (float32). ``sets``: ``lmeval_agreement().write_sets``'s."""
+    for name, result in lmeval_agreement().disagreements(cm, chain, sets, pretrained, folder, cola_batch=16).items():
+        assert not result["differ"], (f"{name}: {len(result['differ'])} of {result['n']} samples differ (id, cola "
+                                      f"acc, lm-eval acc, ...): {result['differ'][:5]}")

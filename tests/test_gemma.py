@@ -1,14 +1,20 @@
 """The executor on the second real model, Gemma 3 270M (base; 18 layers: five sliding-window layers, then one global,
 three times): chains that skip, repeat and re-order across the sliding/global pattern give the logits and greedy
-tokens of the model with its layer list physically rebuilt in chain order, and `cola eval` scores as the library does."""
+tokens of the model with its layer list physically rebuilt in chain order, `cola eval` scores as the library does, and
+as lm-evaluation-harness's HF backend scores on the converted weights. (Every Gemma test is in this file: the suite's
+two test processes take a file each, so Gemma loads once.)"""
 
+import os
+
+import pytest
 import torch
-from helpers import reference_model
+from helpers import assert_lmeval_agrees, lmeval_agreement, reference_model
 
 from cola import Chain
 from cola.cli import main
 from cola.executor import forward
 from cola.generation import generate
+from cola.loading import resolve
 
 PROMPT = "Question: What is the capital of France?\nAnswer:"
 
@@ -53,3 +59,12 @@ def test_gemma_cola_eval_in_score_mode(gemma, data_dir, tmp_path, capsys):
     direct, direct_rows = evaluate_chain(evaluator, Chain.full(18), samples, 1, eval_header(evaluator, samples, 1))
     assert [r["answer"] for r in rows] == [r["answer"] for r in direct_rows]
     assert summary["acc"] == direct["acc"] and summary["model"] == "gemma3-270m" and summary["depth"] == 18
+
+
+@pytest.mark.lmeval
+def test_gemma_score_mode_agrees_with_lm_eval_per_sample(gemma, data_dir, tmp_path):
+    """The second real architecture (sliding and global attention, BOS before the context): lm-eval's HF backend on
+    its converted weights, as a user would point lm-eval at them."""
+    pytest.importorskip("lm_eval")
+    sets = lmeval_agreement().write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "3")), ("arc_easy",))
+    assert_lmeval_agrees(gemma, Chain.full(gemma.depth), sets, resolve(gemma.name), tmp_path)

@@ -5,43 +5,30 @@ with an lm-eval task file per set, in the format of lm-eval's own ARC task (``Qu
 scored against `` {choice}``) or its ``commonsense_qa`` task (options listed, labels scored); lm-eval's HF backend
 runs the embedded model's converted weights on them, and CoLa's evaluator the same rows. Every sample's ``acc`` and
 ``acc_norm`` must agree. ``COLA_LMEVAL_N`` sets the rows per set (default 20; docs/results/full-depth.md has every
-row). lm-eval through CoLa's own backend (``--model cola``) agrees with ``cola eval`` too, and its generate_until
+row; tests/test_gemma.py compares Gemma 3). lm-eval through CoLa's own backend (``--model cola``) agrees with ``cola eval`` too, and its generate_until
 writes what `cola generate` writes.
 """
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 
 lm_eval = pytest.importorskip("lm_eval")
+
+from helpers import assert_lmeval_agrees, lmeval_agreement  # noqa: E402
 
 from cola import Chain  # noqa: E402
 from cola.loading import resolve  # noqa: E402
 
 pytestmark = [pytest.mark.lmeval, pytest.mark.slow]
 
-_SPEC = importlib.util.spec_from_file_location(
-    "lmeval_agreement", Path(__file__).resolve().parents[1] / "bench" / "lmeval_agreement.py")
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
-_write_sets = bench.write_sets
-
-
-def _agree(cm, chain, sets, pretrained, folder):
-    """lm-eval on ``pretrained`` (its HF backend on a folder, or an lm-eval model object) against CoLa's evaluator
-    running ``chain`` of ``cm`` (16 samples together: on a CPU the numbers of one alone): no sample's verdicts differ
-    (float32)."""
-    for name, result in bench.disagreements(cm, chain, sets, pretrained, folder, cola_batch=16).items():
-        assert not result["differ"], (f"{name}: {len(result['differ'])} of {result['n']} samples differ (id, cola "
-                                      f"acc, lm-eval acc, ...): {result['differ'][:5]}")
+_write_sets = lmeval_agreement().write_sets
 
 
 def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):
     sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "10")),
                        ("arc_easy", "arc_challenge", "csqa"))
-    _agree(smol, Chain.full(smol.depth), sets, resolve(smol.name), tmp_path)
+    assert_lmeval_agrees(smol, Chain.full(smol.depth), sets, resolve(smol.name), tmp_path)
 
 
 def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tmp_path):
@@ -50,26 +37,17 @@ def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tm
 
     chain = Chain.parse("0-9,12-29")
     sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "10")), ("arc_easy",))
-    _agree(smol, chain, sets, export_chain(smol, chain, tmp_path / "exported"), tmp_path)
+    assert_lmeval_agrees(smol, chain, sets, export_chain(smol, chain, tmp_path / "exported"), tmp_path)
 
 
 def test_lm_eval_through_the_cola_backend_equals_cola_eval_per_sample(smol, data_dir, tmp_path):
     """`--model cola` with a chain (full depth, and one that skips and repeats) scores what `cola eval --chain`
-    scores, sample by sample, on a local ARC-Easy task of 50 rows."""
+    scores, sample by sample, on a local ARC-Easy task of 20 rows."""
     from cola.lmeval import ColaLM
 
-    sets = _write_sets(tmp_path, data_dir, 50, ("arc_easy",))
+    sets = _write_sets(tmp_path, data_dir, 20, ("arc_easy",))
     for chain in (Chain.full(smol.depth), Chain.parse("0-13,13,14-25,28,29")):
-        _agree(smol, chain, sets, ColaLM(cm=smol, chain=str(chain).replace(",", "+")), tmp_path)
-
-
-def test_gemma_score_mode_agrees_with_lm_eval_per_sample(gemma, data_dir, tmp_path):
-    """The second real architecture (sliding and global attention, BOS before the context): lm-eval's HF backend on
-    its converted weights, as a user would point lm-eval at them."""
-    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "3")), ("arc_easy",))
-    _agree(gemma, Chain.full(gemma.depth), sets, resolve(gemma.name), tmp_path)
-
-
+        assert_lmeval_agrees(smol, chain, sets, ColaLM(cm=smol, chain=str(chain).replace(",", "+")), tmp_path)
 
 
 def test_generate_until_through_the_backend_equals_cola_generate(smol, data_dir, tmp_path):
@@ -77,12 +55,11 @@ def test_generate_until_through_the_backend_equals_cola_generate(smol, data_dir,
     writes for the same context, cut at the task's first stop string."""
     import json
 
+    from helpers import generate_task_yaml
     from lm_eval.tasks import TaskManager
 
     from cola.generation import generate_text
     from cola.lmeval import ColaLM
-
-    from helpers import generate_task_yaml
 
     rows = (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:1]
     (tmp_path / "gsm8k.jsonl").write_text("\n".join(rows) + "\n")
