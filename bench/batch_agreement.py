@@ -8,7 +8,7 @@ generate mode, as `cola search` runs (one resumable run folder each, under --out
 mode sample by sample: of the chains both evaluated, how many got a different answer (a verdict flip); how many
 samples' searches took another path, and how many changed their best chain or the correctness of it (that the
 numbers themselves are bitwise equal is tested in tests/test_bf16.py). With batch-invariant products (the default on a
-CPU, `cola.invariant`) every count must be 0; `--plain` also runs the packed products without it, to show what it
+CPU, `cola.core.invariant`) every count must be 0; `--plain` also runs the packed products without it, to show what it
 removes, and both wall times side by side (the price of invariance). Across dtypes, the batch-1 runs are compared the
 same way: per-candidate verdict flips between bf16 and float32 on the chains both searches evaluated.
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from cola import load_model
-from cola.evaluate import Evaluator
-from cola.invariant import make_batch_invariant
+from cola.core.invariant import make_batch_invariant
+from cola.evaluation.evaluator import Evaluator
 from cola.search import MCTSConfig
 from cola.search.run import SearchJob, run_search
-from cola.store import RunStore
+from cola.search.store import RunStore
 from cola.tasks import get_task, load_samples
 
 

@@ -33,9 +33,9 @@ from conftest import (  # noqa: E402
 )
 
 from cola import Chain, ColaModel  # noqa: E402
-from cola.executor import forward, prefill  # noqa: E402
-from cola.generation import generate  # noqa: E402
-from cola.reuse import PrefixCache  # noqa: E402
+from cola.core.executor import forward, prefill  # noqa: E402
+from cola.core.prefix_cache import PrefixCache  # noqa: E402
+from cola.inference.generation import generate  # noqa: E402
 from cola.search import SearchSpace  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,5 +1,5 @@
 """Where does a row of a matrix product depend on how many rows are multiplied with it? The evidence behind
-cola/invariant.py.
+cola/core/invariant.py.
 
     .venv/bin/python bench/gemm_regimes.py [--threads 1,2] [--max-m 200]
 
@@ -16,7 +16,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from cola.invariant import InvariantLinear, packed_rows
+from cola.core.invariant import InvariantLinear, packed_rows
 
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576),  # SmolLM2: q/o, k/v, up/gate, down, head
           (1024, 640), (256, 640), (640, 1024), (2048, 640), (640, 2048)]  # Gemma 3 270M: q, k/v, o, up/gate, down

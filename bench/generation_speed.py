@@ -14,7 +14,7 @@ import time
 import torch
 
 from cola import Chain, load_model
-from cola.generation import generate
+from cola.inference.generation import generate
 
 PROMPTS = [
     "Explain in a few sentences why the sky is blue.",

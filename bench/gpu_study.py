@@ -12,11 +12,11 @@ Sections (all by default, or pick with --sections):
      patched layer list, fresh prefill, 50 new tokens) on --compare-n samples, answers compared in float32
      (bench/search_speed.py's `compare`);
   d  answer agreement of --batch 64 with --batch 1 on --agree-n samples (--agree-sims simulations);
-  e  one-call packed attention (cola.packing ``one_call``) against the per-row path: the score-mode search of
+  e  one-call packed attention (cola.core.packing ``one_call``) against the per-row path: the score-mode search of
      section a on --attn-n samples, timed both ways, with its records compared, and the largest logit difference of
      one packed prefill;
   f  batch invariance in bfloat16 on this device: --agree-n samples x 3 chains, each alone against all together,
-     with batch-invariant products (cola.invariant, off by default on CUDA) and without: numbers and verdicts that
+     with batch-invariant products (cola.core.invariant, off by default on CUDA) and without: numbers and verdicts that
      differ.
 --tiny scales everything down (a few samples and simulations, the offline synthetic tasks) so that a test runs the
 whole script on a CPU in seconds: a broken script is caught before a GPU is spent on it. The script installs
@@ -40,9 +40,9 @@ from batch_agreement import compare  # noqa: E402
 from search_speed import section_compare  # noqa: E402
 
 from cola import Chain, load_model  # noqa: E402
-from cola.evaluate import Evaluator  # noqa: E402
-from cola.executor import advance, prompt_segment  # noqa: E402
-from cola.invariant import make_batch_invariant  # noqa: E402
+from cola.core.executor import advance, prompt_segment  # noqa: E402
+from cola.core.invariant import make_batch_invariant  # noqa: E402
+from cola.evaluation.evaluator import Evaluator  # noqa: E402
 from cola.search import MCTSConfig, SearchSpace  # noqa: E402
 from cola.search.run import search_samples  # noqa: E402
 from cola.tasks import get_task, load_samples  # noqa: E402
@@ -160,8 +160,8 @@ def section_e(args, tasks) -> dict:
 
 def section_f(args, tasks) -> dict:
     """Batch invariance in bf16 on this device: each (chain, sample) alone against all of them run together, with the
-    rows' products kept apart (cola.invariant) and without, per-row attention: how many differ in any number and how
-    many in verdict."""
+    rows' products kept apart (cola.core.invariant) and without, per-row attention: how many differ in any number and
+    how many in verdict."""
     cm = load_model(args.model, device=args.device, dtype="bfloat16")
     cm.packed_attention = "per_row"
     chains = [Chain.full(cm.depth), Chain.parse(f"0-{cm.depth // 2},{cm.depth // 2}-{cm.depth - 1}"),

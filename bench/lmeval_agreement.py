@@ -21,8 +21,6 @@ import json
 import tempfile
 from pathlib import Path
 
-
-
 CSQA_FIELDS = {  # lm-eval's own commonsense_qa task, over rows of CoLa's multiple-choice shape
     "doc_to_text": "Question: {{ question.strip() }}"
                    + "".join(f"\n{x}. {{{{choices[{i}].text}}}}" for i, x in enumerate("ABCDE")) + "\nAnswer:",
@@ -54,12 +52,12 @@ def disagreements(cm, chain, sets: dict, pretrained, folder: Path, dtype: str = 
     sides' acc and acc_norm counts and the samples whose verdicts differ (id, CoLa acc, lm-eval acc, CoLa acc_norm,
     lm-eval acc_norm). ``pretrained`` is what lm-eval's ``hf`` backend loads (a folder), or an lm-eval model object
     (CoLa's own backend, :class:`cola.lmeval.ColaLM`). CoLa asks ``cola_batch`` samples together (1: one at a time, as
-    `cola eval` does in score mode; on a CPU any batch gives the same numbers, :mod:`cola.invariant`)."""
+    `cola eval` does in score mode; on a CPU any batch gives the same numbers, :mod:`cola.core.invariant`)."""
     import lm_eval
     from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager
 
-    from cola.evaluate import Evaluator
+    from cola.evaluation.evaluator import Evaluator
     from cola.tasks import get_task
 
     backend = {"model": pretrained} if isinstance(pretrained, LM) else {
@@ -87,7 +85,7 @@ def disagreements(cm, chain, sets: dict, pretrained, folder: Path, dtype: str = 
 
 def main() -> None:
     from cola import Chain, load_model
-    from cola.loading import resolve
+    from cola.core.loading import resolve
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)

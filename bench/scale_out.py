@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cola.distributed import run_search_ray
 from cola.search import MCTSConfig
+from cola.search.distributed import run_search_ray
 from cola.search.run import SearchJob, run_search
-from cola.store import RunStore, read_records
+from cola.search.store import RunStore, read_records
 from cola.tasks import load_samples
 
 

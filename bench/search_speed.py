@@ -32,12 +32,12 @@ import time
 import torch
 
 from cola import Chain, load_model
-from cola.evaluate import Evaluator
-from cola.executor import advance, forward, prompt_segment
-from cola.export import as_hf
-from cola.records import make_record
-from cola.reuse import PrefixCache
+from cola.core.executor import advance, forward, prompt_segment
+from cola.core.export import as_hf
+from cola.core.prefix_cache import PrefixCache
+from cola.evaluation.evaluator import Evaluator
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
+from cola.search.records import make_record
 from cola.search.run import sample_rng, search_samples
 from cola.tasks import get_task, load_samples
 

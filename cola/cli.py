@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .chain import as_chain
+from .core.chain import as_chain
+from .core.loading import DEFAULT_MODEL
 from .errors import ColaError, UsageError
-from .loading import DEFAULT_MODEL
-from .store import check_folder, check_out_file
+from .search.store import check_folder, check_out_file
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -60,7 +60,7 @@ def _add_model_args(parser: argparse.ArgumentParser, device: bool = True) -> Non
 
 def _check_chain(args: argparse.Namespace) -> None:
     """``--chain`` checked against the model's depth from its config, before the weights load."""
-    from .loading import model_depth
+    from .core.loading import model_depth
 
     depth = model_depth(args.model)
     if depth is not None:
@@ -68,15 +68,15 @@ def _check_chain(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace, device: str | None = None):
-    """The model the command names (:func:`cola.loading.load_model`)."""
-    from .loading import load_model
+    """The model the command names (:func:`cola.core.loading.load_model`)."""
+    from .core.loading import load_model
 
     return load_model(args.model, device=device or getattr(args, "device", None), dtype=args.dtype,
                       allow_untested=args.allow_untested)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generation import generate_text
+    from .inference.generation import generate_text
 
     _check_chain(args)
     cm = _load(args)
@@ -100,7 +100,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import check_export_folder, export_chain
+    from .core.export import check_export_folder, export_chain
 
     check_export_folder(args.out)  # before the model loads
     _check_chain(args)
@@ -112,7 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_task_args(parser: argparse.ArgumentParser) -> None:
-    from .evaluate import MODES, SCORE_STYLES
+    from .evaluation.evaluator import MODES, SCORE_STYLES
 
     parser.add_argument("--task", default=None, help="task name (see `cola tasks`); or --lm-eval-task")
     parser.add_argument("--lm-eval-task", default=None,
@@ -203,7 +203,7 @@ def _samples(args: argparse.Namespace) -> list:
 
 
 def _evaluator_and_samples(args: argparse.Namespace):
-    from .evaluate import Evaluator
+    from .evaluation.evaluator import Evaluator
     from .tasks import get_task
 
     samples = _samples(args)
@@ -235,9 +235,9 @@ class _Bars:
 
 
 def _eval_store(args: argparse.Namespace, lock, config: dict):
-    """The evaluation's output (:class:`~cola.store.EvalStore`; in memory without --out), and what an interrupt
+    """The evaluation's output (:class:`~cola.search.store.EvalStore`; in memory without --out), and what an interrupt
     says it kept."""
-    from .store import EvalStore
+    from .search.store import EvalStore
 
     store = EvalStore(args.out, config, lock) if args.out else EvalStore(None, config)
     args.kept = lambda: f"{store.kept()}; run the same command again to resume" if args.out else store.kept()
@@ -260,8 +260,8 @@ def _finish_eval(args: argparse.Namespace, store, rows: list[dict], summary: dic
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evals import eval_header, evaluate_chain, evaluate_router
-    from .store import eval_lock
+    from .evaluation.evaluations import eval_header, evaluate_chain, evaluate_router
+    from .search.store import eval_lock
     from .tasks import get_task
 
     lock = eval_lock(args.out) if args.out else None  # a bad --out or a second writer fails before the model loads
@@ -281,7 +281,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
                          level=args.level, split=task.split_of(args.split, args.data_file))
     if args.router is not None:
-        from .router import Router
+        from .policies.library_router import Router
 
         router = Router.load(args.router, evaluator.cm)
         store = _eval_store(args, lock, {**header, "kind": "router", "router": str(router.folder),
@@ -314,8 +314,8 @@ def _eval_policy(args: argparse.Namespace, lock) -> int:
     with full depth, side by side."""
     from tqdm import tqdm
 
-    from .evals import eval_header
-    from .loading import model_depth
+    from .core.loading import model_depth
+    from .evaluation.evaluations import eval_header
     from .policies import calibrate, evaluate_policy, make_spec
     from .policies.calibrate import parse_objective
     from .policies.spec import KINDS
@@ -429,7 +429,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .search.launch import default_folder, run_job
     from .search.presets import search_settings
     from .search.run import SearchJob
-    from .store import FolderLock
+    from .search.store import FolderLock
     from .tasks import get_task, with_control
 
     samples = with_control(_samples(args), args.control)
@@ -458,13 +458,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
         truncate=args.truncate, lm_eval_include=args.lm_eval_include)
     if args.workers is not None or args.ray_address is not None:
-        from .distributed import require_ray
+        from .search.distributed import require_ray
 
         require_ray()  # before a run folder is made
     out = args.out or default_folder(job, len(samples), static=args.static)
 
     def kept() -> str:
-        from .store import read_records
+        from .search.store import read_records
 
         done = len(read_records(out)) if (Path(out) / "config.json").exists() else 0
         what = "chain evaluations" if args.static else f"of {len(samples)} samples"
@@ -516,7 +516,7 @@ def _static_search(args: argparse.Namespace, job, samples: list, out: str, lock)
 
 def _print_search(args: argparse.Namespace, out: str, records: list[dict], depth: int) -> None:
     """The run's headline: original and oracle accuracy (said to be an oracle), chain length, the chance control."""
-    from .records import headline
+    from .search.records import headline
 
     h = headline(records)
     n = h["n"]
@@ -542,7 +542,7 @@ def _print_search(args: argparse.Namespace, out: str, records: list[dict], depth
 def cmd_prune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .prune import block_influence, least_influential, pruned_chains, save_influence
+    from .search.prune import block_influence, least_influential, pruned_chains, save_influence
     from .tasks import get_task
 
     if args.out:
@@ -573,7 +573,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_router_fit(args: argparse.Namespace) -> int:
     """`cola router fit`: a chain library from train-split search runs, a router fitted on their samples and
     selected on dev samples, written as a folder."""
-    from .router import fit_from_runs
+    from .policies.library_router import fit_from_runs
 
     check_folder(args.out)  # before the model loads
     library = args.library.split(";") if args.library else None
@@ -647,7 +647,7 @@ def cmd_router_layer_control(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import build_report
+    from .report.pages import build_report
 
     if not args.runs and not args.evals:
         raise UsageError("give search run folders and/or --evals F.jsonl (cola eval outputs)")
@@ -900,14 +900,14 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     try:
         if getattr(args, "device", None) is not None:  # a device this machine lacks fails before any work
-            from .loading import parse_device
+            from .core.loading import parse_device
 
             parse_device(args.device)
         return args.func(args)
     except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.store), so say what is kept and stop
+    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.search.store), so say what is kept and stop
         kept = getattr(args, "kept", None)
         print(f"\ninterrupted: {kept() if kept else 'nothing was written'}", file=sys.stderr)
         return 130

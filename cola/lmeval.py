@@ -13,12 +13,12 @@ commas work in JSON ``model_args``), ``policy`` (a policy spec JSON, or a ``cola
 
 Each context is asked once: ``loglikelihood`` groups lm-eval's requests by context, the policy picks the context's
 chain without any gold (lm-eval never shows it), and all of its continuations are scored through the context's prefix
-cache (:func:`cola.scoring.score_many`, the score path of ``cola eval``). Contexts and continuations are tokenised by
-lm-eval's own ``TemplateLM`` (its context/continuation split, an empty context's prefix token), with special tokens
-as the ``hf`` backend adds them. ``generate_until`` decodes through CoLa's decoder with lm-eval's stop strings;
-``loglikelihood_rolling`` scores lm-eval's rolling windows, each window a context of its own. lm-eval's response
-cache (``--use_cache``) keys requests by their text alone, so it would hand one chain's answers to another: it is
-refused.
+cache (:func:`cola.inference.scoring.score_many`, the score path of ``cola eval``). Contexts and continuations are
+tokenised by lm-eval's own ``TemplateLM`` (its context/continuation split, an empty context's prefix token), with
+special tokens as the ``hf`` backend adds them. ``generate_until`` decodes through CoLa's decoder with lm-eval's stop
+strings; ``loglikelihood_rolling`` scores lm-eval's rolling windows, each window a context of its own. lm-eval's
+response cache (``--use_cache``) keys requests by their text alone, so it would hand one chain's answers to another: it
+is refused.
 """
 
 from __future__ import annotations
@@ -33,25 +33,21 @@ from dataclasses import dataclass, field
 import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import (
-    handle_stop_sequences,
-    normalize_gen_kwargs,
-    postprocess_generated_text,
-)
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from .chain import Chain
+from .core.chain import Chain
+from .core.loading import DEFAULT_MODEL, load_model
+from .core.models import ColaModel
+from .core.prefix_cache import PrefixCache
 from .errors import UsageError
-from .evaluate import Evaluator, Prepared
-from .generation import Sampler
-from .loading import DEFAULT_MODEL, load_model
-from .models import ColaModel
-from .policies.run import decided_requests
+from .evaluation.evaluator import Evaluator, Prepared
+from .inference.generation import Sampler
+from .inference.scoring import encode, inputs_of_pairs, prefix_token_id, score_many
+from .policies.harness import decided_requests
 from .policies.sources import router_kind
 from .policies.spec import KINDS, ChainPolicy, PolicySpec, draw_seed
-from .reuse import PrefixCache
-from .scoring import encode, inputs_of_pairs, prefix_token_id, score_many
 from .tasks import Sample, Task
 
 Pair = tuple[list[int], list[int]]  # (context ids, continuation ids)
@@ -71,9 +67,9 @@ def requests_task(until: Sequence[str] | None = None, max_gen_toks: int = 256) -
 
 @dataclass
 class GivenEvaluator(Evaluator):
-    """An :class:`~cola.evaluate.Evaluator` of inputs lm-eval has already built and tokenised: each sample's
-    :class:`~cola.evaluate.Prepared` is given (``given``, by sample id), so policies, routers and the score and
-    decode paths run on exactly lm-eval's tokens."""
+    """An :class:`~cola.evaluation.evaluator.Evaluator` of inputs lm-eval has already built and tokenised: each sample's
+    :class:`~cola.evaluation.evaluator.Prepared` is given (``given``, by sample id), so policies, routers and the score
+    and decode paths run on exactly lm-eval's tokens."""
 
     given: dict[str, Prepared] = field(default_factory=dict)
 
@@ -158,7 +154,7 @@ class ColaLM(TemplateLM):
 
     def get_model_info(self) -> dict:
         """What produced the results: the model and its weights hash, the dtype, and the chain or policy."""
-        from .provenance import model_header
+        from .evaluation.provenance import model_header
 
         if self._header is None:
             self._header = model_header(self.cm)

@@ -13,7 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per test worker (and its
 import pytest
 from helpers import DATA_DIR, tiny_model
 
-import cola.loading
+import cola.core.loading
 from cola import ColaModel
 
 _PACKAGED: dict[tuple, ColaModel] = {}
@@ -22,7 +22,7 @@ _PACKAGED: dict[tuple, ColaModel] = {}
 def _load_once(spec="smollm2-135m", device=None, dtype=None, attn_implementation=None, allow_untested=False):
     """``load_model``, with each packaged model (an alias: the real weights) loaded once per test session and handed
     to every later caller, in-process CLI commands included; other models (tiny folders) load each time."""
-    from cola.loading import ALIASES
+    from cola.core.loading import ALIASES
 
     if spec in ALIASES and _CURRENT and _CURRENT[-1].get_closest_marker("slow") is None:
         pytest.fail(f"{_CURRENT[-1].nodeid} loads the real model {spec}: mark it `@pytest.mark.slow`, so that "
@@ -55,8 +55,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem):
         _CURRENT.pop()
 
 
-_load_model = cola.loading.load_model
-cola.loading.load_model = _load_once  # the library and the CLI look it up in cola.loading when they load
+_load_model = cola.core.loading.load_model
+cola.core.loading.load_model = _load_once  # the library and the CLI look it up in cola.core.loading when they load
 
 
 @pytest.fixture(scope="session")

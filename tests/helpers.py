@@ -15,9 +15,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from cola import Chain, ColaModel
-from cola.executor import Row, Segment, advance, embed, prefill
-from cola.families import FAMILIES as FAMILY_RECORDS
-from cola.families import TINY_COMMON, tiny_config
+from cola.core.executor import Row, Segment, advance, embed, prefill
+from cola.core.families import FAMILIES as FAMILY_RECORDS
+from cola.core.families import TINY_COMMON, tiny_config
 
 DATA_DIR = Path(os.environ.get("COLA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 VOCAB = TINY_COMMON["vocab_size"]
@@ -37,8 +37,8 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_model(family: str, seed: int = 0) -> ColaModel:
-    """A random-weight model of ``family`` (a ``model_type`` of :data:`cola.families.FAMILIES`, built from its record's
-    tiny config: 6 layers), float32 on CPU, weights scaled up so that layers matter."""
+    """A random-weight model of ``family`` (a ``model_type`` of :data:`cola.core.families.FAMILIES`, built from its
+    record's tiny config: 6 layers), float32 on CPU, weights scaled up so that layers matter."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family)).eval()
     with torch.no_grad():  # the default init (std 0.02) makes every layer nearly the identity; widen it
@@ -148,7 +148,7 @@ def mc_rows(n: int, seed: int = 0) -> list[dict]:
 # Nth durable line (a journal's or a run's) is on disk
 KILLED_AFTER = """
 import os, signal, sys
-import cola.store as store
+import cola.search.store as store
 append, written, limit = store.append_line, [0], int(sys.argv[1])
 def append_then_die(path, line):
     append(path, line)
@@ -166,7 +166,7 @@ sys.exit(main(sys.argv[2:]))
 SLOWED = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import cola.store as store
+import cola.search.store as store
 append = store.append_line
 def append_then_pause(path, line):
     append(path, line)

@@ -8,18 +8,17 @@ from __future__ import annotations
 import json
 
 import torch
+from helpers import EOS, PAD, mc_rows, reference_model, tiny_model
 
-import cola.loading
+import cola.core.loading
 from cola import Chain
 from cola.cli import main
-from cola.evaluate import Evaluator
-from cola.executor import forward
-from cola.generation import generate
-from cola.invariant import InvariantLinear
-from cola.store import read_eval
+from cola.core.executor import forward
+from cola.core.invariant import InvariantLinear
+from cola.evaluation.evaluator import Evaluator
+from cola.inference.generation import generate
+from cola.search.store import read_eval
 from cola.tasks import get_task
-
-from helpers import EOS, PAD, mc_rows, reference_model, tiny_model
 
 CHAINS = [Chain.parse("0-5"), Chain.parse("0-2,2,3-5"), Chain.parse("0,1,4,5"), Chain.parse("5,4,3,2,1,0,0")]
 
@@ -98,11 +97,11 @@ def test_a_resumed_run_in_another_dtype_is_refused(tiny_folder, tmp_path, capsys
 
 def test_auto_keeps_float32_on_a_processor_without_native_bf16(tiny_folder, monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(cola.loading, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
-    assert not cola.loading.native_bf16() and cola.loading.auto_dtype(cpu) == torch.float32
-    assert cola.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.float32
+    monkeypatch.setattr(cola.core.loading, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    assert not cola.core.loading.native_bf16() and cola.core.loading.auto_dtype(cpu) == torch.float32
+    assert cola.core.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.float32
     for flags in ({"avx512_bf16"}, {"amx_bf16", "amx_tile"}, {"fp", "asimd", "bf16"}):
-        monkeypatch.setattr(cola.loading, "cpu_flags", lambda flags=flags: flags)
-        assert cola.loading.auto_dtype(cpu) == torch.bfloat16
-    assert cola.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.bfloat16
-    assert cola.loading.native_bf16({"flags", "sse4_2"}) is False
+        monkeypatch.setattr(cola.core.loading, "cpu_flags", lambda flags=flags: flags)
+        assert cola.core.loading.auto_dtype(cpu) == torch.bfloat16
+    assert cola.core.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.bfloat16
+    assert cola.core.loading.native_bf16({"flags", "sse4_2"}) is False

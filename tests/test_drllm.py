@@ -78,7 +78,7 @@ def test_cola_search_preset_drllm_records_its_constants_and_takes_overrides(tiny
 
 from helpers import tiny_model  # noqa: E402
 
-from cola.executor import forward  # noqa: E402
+from cola.core.executor import forward  # noqa: E402
 from cola.policies.layer_router import (  # noqa: E402
     LayerRouters,
     Recipe,
@@ -154,7 +154,7 @@ def test_teacher_forced_features_follow_the_labelled_path():
     path = Chain.parse("0-1,1,2,4-5")
     features = path_features(cm, ids, path)
     assert features.shape == (6, 8, 64)
-    from cola.executor import embed, prompt_segment, run_segments
+    from cola.core.executor import embed, prompt_segment, run_segments
 
     assert torch.equal(features[0], window_pool(embed(cm, ids)[0]))
     segment = prompt_segment(cm, Chain.parse("0-1,1,2"), ids)  # entering layer 4 (layer 3 skipped): after 0,1,1,2
@@ -164,8 +164,8 @@ def test_teacher_forced_features_follow_the_labelled_path():
 
 def test_routers_saved_and_loaded_decide_the_same_and_foreign_folders_are_one_error(tmp_path):
     from cola.errors import RouterError
+    from cola.evaluation.provenance import weights_hash
     from cola.policies.layer_router import load_routers, save_routers
-    from cola.provenance import weights_hash
 
     cm = tiny_model("llama")
     torch.manual_seed(1)
@@ -222,7 +222,7 @@ def test_supervision_keeps_the_shortest_right_path_and_refuses_labels_of_another
 def test_cola_router_fit_layers_trains_on_drllm_runs_and_scores_on_dev(tiny_folder, tmp_path, capsys):
     from helpers import mc_rows
 
-    from cola.loading import load_model
+    from cola.core.loading import load_model
     from cola.policies.layer_router import load_routers
 
     runs = {}
@@ -280,11 +280,11 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     """Random routing at mixed rates gives the inputs of a batch different paths; each answers as it does alone."""
     from helpers import mc_rows
 
-    from cola.evaluate import Evaluator
-    from cola.loading import load_model
+    from cola.core.loading import load_model
+    from cola.evaluation.evaluator import Evaluator
     from cola.policies import policy
+    from cola.policies.harness import run_policy
     from cola.policies.layer_router import RandomRouting
-    from cola.policies.run import run_policy
     from cola.tasks import get_task, load_samples
 
     data = tmp_path / "d.jsonl"

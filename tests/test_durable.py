@@ -15,17 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import KILLED_AFTER, SLOWED, mc_rows, tiny_model, without_wall
 
-import cola.loading
+import cola.core.loading
 from cola import Chain
 from cola.cli import main
 from cola.errors import ColaError, NonFiniteError
-from cola.evaluate import Evaluator
+from cola.evaluation.evaluator import Evaluator
 from cola.policies.spec import PolicySpec
-from cola.store import eval_lock, read_config, read_eval, read_records
+from cola.search.store import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
-
-from helpers import KILLED_AFTER, SLOWED, mc_rows, tiny_model, without_wall
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -119,7 +118,7 @@ def test_a_second_writer_on_one_out_is_refused_while_the_first_runs(tiny_folder,
 def no_model(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before --out was checked")
-    monkeypatch.setattr(cola.loading, "load_model", refuse)
+    monkeypatch.setattr(cola.core.loading, "load_model", refuse)
 
 
 @pytest.mark.parametrize("command", [
@@ -267,16 +266,16 @@ def test_a_corrupt_cached_conversion_is_detected_on_load_and_rebuilt(tmp_path, m
         cm.model.save_pretrained(folder)
         cm.tokenizer.save_pretrained(folder)
 
-    monkeypatch.setattr(cola.loading, "_dequantize", dequantize)
+    monkeypatch.setattr(cola.core.loading, "_dequantize", dequantize)
     gguf = tmp_path / "tiny.gguf"
     gguf.write_bytes(b"GGUF stand-in")
-    first = cola.loading.load_model(str(gguf), device="cpu")
+    first = cola.core.loading.load_model(str(gguf), device="cpu")
     ids = torch.tensor([[5, 6, 7, 8]])
     logits = first.model(ids).logits.detach().clone()  # before the file is overwritten: its tensors map the file
-    folder = cola.loading.convert_gguf(gguf)
+    folder = cola.core.loading.convert_gguf(gguf)
     weights = folder / "model.safetensors"
     assert len(conversions) == 1 and first.loaded_weights.startswith("sha256:")
-    from cola.provenance import model_header
+    from cola.evaluation.provenance import model_header
 
     header = model_header(first)
     assert header["loaded_weights"] == first.loaded_weights != header["weights"]  # what ran, beside its source
@@ -285,13 +284,13 @@ def test_a_corrupt_cached_conversion_is_detected_on_load_and_rebuilt(tmp_path, m
     data[middle : middle + 4096] = bytes(4096)  # 4 KB overwritten in the middle
     weights.write_bytes(bytes(data))
     with pytest.warns(UserWarning, match="model.safetensors differs from what the conversion wrote.*rebuilding"):
-        again = cola.loading.load_model(str(gguf), device="cpu")
+        again = cola.core.loading.load_model(str(gguf), device="cpu")
     assert len(conversions) == 2 and again.loaded_weights == first.loaded_weights
     assert torch.equal(again.model(ids).logits, logits)
     weights.write_bytes(bytes(data))  # the converted folder loaded as a folder: no source to rebuild from, refused
-    with pytest.raises(cola.loading.CorruptCache, match=r"model.safetensors differs from what the conversion wrote \(sha256 mismatch\): "
+    with pytest.raises(cola.core.loading.CorruptCache, match=r"model.safetensors differs from what the conversion wrote \(sha256 mismatch\): "
                                                         "refused"):
-        cola.loading.load_model(str(folder), device="cpu")
+        cola.core.loading.load_model(str(folder), device="cpu")
 
 
 def test_non_finite_logits_are_one_error_naming_the_chain_and_the_input(tmp_path, capsys):

@@ -7,8 +7,8 @@ from helpers import random_chains, reference_model
 
 from cola import Chain
 from cola.cli import main
-from cola.executor import forward
-from cola.generation import generate, generate_text
+from cola.core.executor import forward
+from cola.inference.generation import generate, generate_text
 
 PROMPTS = ["What is the capital of France? Answer in one word.", "Compute 12 + 30. Reply with the number only."]
 
@@ -61,12 +61,12 @@ def test_cli_generate_json(smol, capsys):
 
 
 def test_cli_bad_chain_is_one_clear_error_before_the_model_loads(capsys, monkeypatch):
-    import cola.loading
+    import cola.core.loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the chain was checked")
 
-    monkeypatch.setattr(cola.loading, "load_model", refuse)
+    monkeypatch.setattr(cola.core.loading, "load_model", refuse)
     assert main(["generate", "--chain", "0-30", "--prompt", "hi"]) == 2
     assert "layer index 30 out of range for a model with 30 layers" in capsys.readouterr().err
     assert main(["eval", "--task", "synthetic_mc", "--mode", "score", "--chain", "0-2,x"]) == 2

@@ -8,14 +8,8 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from cola import Chain
-from cola.executor import (
-    AppendLayer,
-    chain_config,
-    chain_layer_types,
-    forward,
-    new_cache,
-)
-from cola.generation import generate
+from cola.core.executor import AppendLayer, chain_config, chain_layer_types, forward, new_cache
+from cola.inference.generation import generate
 
 FIXED_CHAINS = ["0-5", "0,0,1-5", "0-2,2,2,3-5", "5,4,3,2,1,0", "0,1,4,5", "2", "0-5,0-5"]
 
@@ -43,7 +37,7 @@ def test_full_chain_is_the_model(tiny):
 
 
 def test_full_chain_generate_is_model_generate(tiny):
-    from cola.generation import generate
+    from cola.inference.generation import generate
 
     ids = _ids(1, batch=1)
     expected = tiny.model.generate(ids, max_new_tokens=12, do_sample=False, eos_token_id=EOS, pad_token_id=PAD)

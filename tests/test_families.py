@@ -9,21 +9,15 @@ import pytest
 import torch
 import yaml
 from helpers import EOS, FAMILIES, PAD, tiny_model, tiny_tokenizer
-from transformers import (
-    AutoModelForCausalLM,
-    CohereConfig,
-    CohereForCausalLM,
-    StableLmConfig,
-    StableLmForCausalLM,
-)
+from transformers import AutoModelForCausalLM, CohereConfig, CohereForCausalLM, StableLmConfig, StableLmForCausalLM
 
 from cola import Chain, ModelLoadError, load_model
 from cola.cli import main
-from cola.executor import forward
-from cola.export import export_chain
-from cola.families import FAMILIES as RECORDS
-from cola.families import TINY_COMMON, UNTESTED, family, tiny_config
-from cola.generation import generate
+from cola.core.executor import forward
+from cola.core.export import export_chain
+from cola.core.families import FAMILIES as RECORDS
+from cola.core.families import TINY_COMMON, UNTESTED, family, tiny_config
+from cola.inference.generation import generate
 
 CHAIN = Chain.parse("0-2,2,2,3,5")  # a repeat, a skip: the chain the issue tried
 

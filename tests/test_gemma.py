@@ -12,9 +12,9 @@ from helpers import assert_lmeval_agrees, lmeval_agreement, reference_model
 
 from cola import Chain
 from cola.cli import main
-from cola.executor import forward
-from cola.generation import generate
-from cola.loading import resolve
+from cola.core.executor import forward
+from cola.core.loading import resolve
+from cola.inference.generation import generate
 
 PROMPT = "Question: What is the capital of France?\nAnswer:"
 
@@ -45,9 +45,9 @@ def test_gemma_chains_equal_the_physically_rebuilt_model(gemma):
 
 
 def test_gemma_cola_eval_in_score_mode(gemma, data_dir, tmp_path, capsys):
-    from cola.evals import eval_header, evaluate_chain
-    from cola.evaluate import Evaluator
-    from cola.store import read_eval
+    from cola.evaluation.evaluations import eval_header, evaluate_chain
+    from cola.evaluation.evaluator import Evaluator
+    from cola.search.store import read_eval
     from cola.tasks import get_task, load_samples
 
     out = tmp_path / "g.jsonl"

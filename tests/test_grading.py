@@ -4,14 +4,7 @@ import pytest
 
 from cola.tasks import get_task
 from cola.tasks.base import Sample
-from cola.tasks.grading import (
-    extract_label,
-    extract_math,
-    extract_number,
-    label_done,
-    math_done,
-    number_done,
-)
+from cola.tasks.grading import extract_label, extract_math, extract_number, label_done, math_done, number_done
 
 GSM8K = [  # (model output, gold, verdict)
     ("18", "18", True),

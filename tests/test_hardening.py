@@ -9,10 +9,10 @@ import warnings
 import pandas as pd
 import pytest
 
-import cola.loading
+import cola.core.loading
 from cola import cli
 from cola.cli import main
-from cola.store import ConfigMismatch, RunStore
+from cola.search.store import ConfigMismatch, RunStore
 from cola.tasks import DataError, load_samples
 
 MC_ROW = {"question": "q", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}], "answerKey": "A"}
@@ -28,7 +28,7 @@ def no_model(monkeypatch):
     """Fail the test if a command gets as far as loading a model."""
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was checked")
-    monkeypatch.setattr(cola.loading, "load_model", refuse)
+    monkeypatch.setattr(cola.core.loading, "load_model", refuse)
 
 
 def test_repeated_ids_in_a_user_file_are_one_error_naming_them(tmp_path):
@@ -205,8 +205,8 @@ def test_report_without_a_decoy_run_writes_csvs_with_headers(tmp_path):
 
 
 def test_weights_hash_is_of_the_files_and_cached(tmp_path, monkeypatch):
-    from cola.models import ColaModel
-    from cola.provenance import weights_hash
+    from cola.core.models import ColaModel
+    from cola.evaluation.provenance import weights_hash
 
     monkeypatch.setenv("COLA_CACHE", str(tmp_path / "cache"))
     weights = tmp_path / "w.gguf"

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import EOS, PAD, reference_model, tiny_model
 from transformers import pipeline
 
 from cola import Chain
+from cola.core.export import as_hf
 from cola.errors import ChainError
-from cola.export import as_hf
-
-from helpers import EOS, PAD, reference_model, tiny_model
 
 IDS = torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29]])
 

@@ -18,7 +18,7 @@ lm_eval = pytest.importorskip("lm_eval")
 from helpers import assert_lmeval_agrees, lmeval_agreement  # noqa: E402
 
 from cola import Chain  # noqa: E402
-from cola.loading import resolve  # noqa: E402
+from cola.core.loading import resolve  # noqa: E402
 
 pytestmark = [pytest.mark.lmeval, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):
 
 def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tmp_path):
     """lm-eval on the folder `cola export` writes scores what `cola eval --chain C --mode score` scores."""
-    from cola.export import export_chain
+    from cola.core.export import export_chain
 
     chain = Chain.parse("0-9,12-29")
     sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "10")), ("arc_easy",))
@@ -58,7 +58,7 @@ def test_generate_until_through_the_backend_equals_cola_generate(smol, data_dir,
     from helpers import generate_task_yaml
     from lm_eval.tasks import TaskManager
 
-    from cola.generation import generate_text
+    from cola.inference.generation import generate_text
     from cola.lmeval import ColaLM
 
     rows = (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:1]

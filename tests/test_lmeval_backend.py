@@ -11,19 +11,18 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval")
 
+from helpers import generate_task_yaml, mc_rows, tiny_model  # noqa: E402
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 
 from cola import Chain  # noqa: E402
 from cola.cli import main  # noqa: E402
+from cola.core.export import as_hf  # noqa: E402
 from cola.errors import ChainError, UsageError  # noqa: E402
-from cola.export import as_hf  # noqa: E402
+from cola.evaluation.provenance import weights_hash  # noqa: E402
 from cola.lmeval import ColaLM, context_key  # noqa: E402
 from cola.policies.layer_router import RandomRouting, save_routers  # noqa: E402
-from cola.provenance import weights_hash  # noqa: E402
 from cola.tasks.lmeval import ARC_FIELDS, task_yaml  # noqa: E402
-
-from helpers import generate_task_yaml, mc_rows, tiny_model  # noqa: E402
 
 CONTEXTS = ["t11 t12 t13", "t20 t21", "t30 t31 t32 t33 "]  # the last ends in a space, moved onto its continuations
 CONTINUATIONS = [" t50", " t51 t52", " t60 t61 t62"]
@@ -102,8 +101,8 @@ def test_bad_model_args_and_the_response_cache_are_one_clear_error(tmp_path):
 
 def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample(tiny_folder, tmp_path):
     # no --device: lm-eval asks for cuda:0, and on a machine without CUDA the backend runs on the CPU, as lm-eval's does
-    from cola.evaluate import Evaluator
-    from cola.loading import load_model
+    from cola.core.loading import load_model
+    from cola.evaluation.evaluator import Evaluator
     from cola.tasks import get_task, load_samples
 
     _tiny_task(tmp_path, rows=12)
@@ -137,10 +136,10 @@ def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_
     import subprocess
     import sys
 
-    from cola.store import read_config, read_records
-    from cola.tasks import get_task, load_samples
-
     from helpers import KILLED_AFTER
+
+    from cola.search.store import read_config, read_records
+    from cola.tasks import get_task, load_samples
 
     _tiny_task(tmp_path)
     task = get_task("lm-eval:tiny_mc", str(tmp_path))
@@ -187,7 +186,7 @@ def test_an_lm_eval_task_without_a_per_document_acc_is_one_clear_error(tiny_fold
 def test_a_generation_task_is_graded_by_its_filters_and_exact_match_as_lm_eval_grades_it(tiny_folder, tmp_path, capsys):
     from lm_eval.tasks import TaskManager
 
-    from cola.evaluate import Evaluator
+    from cola.evaluation.evaluator import Evaluator
     from cola.tasks import get_task, load_samples
 
     cm = tiny_model("llama")

@@ -8,9 +8,9 @@ from helpers import RUNS, records
 
 from cola import Chain
 from cola.cli import main
-from cola.evaluate import Evaluator
+from cola.evaluation.evaluator import Evaluator
 from cola.search.menu import load_menu, ranked
-from cola.store import read_records
+from cola.search.store import read_records
 from cola.tasks import get_task, load_samples
 
 

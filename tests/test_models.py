@@ -3,7 +3,7 @@
 import pytest
 
 from cola import ModelLoadError, load_model
-from cola.loading import ALIASES, alias_gguf_path
+from cola.core.loading import ALIASES, alias_gguf_path
 
 
 def test_missing_gguf_file(tmp_path):
@@ -38,7 +38,7 @@ def test_cache_lock_lets_one_process_at_a_time_prepare_a_model(tmp_path, monkeyp
     import threading
     import time
 
-    from cola.loading import cache_lock
+    from cola.core.loading import cache_lock
 
     monkeypatch.setenv("COLA_CACHE", str(tmp_path))
     inside, overlaps = [], []

@@ -1,5 +1,5 @@
-"""Packed rows' attention in one call (cola.packing: ``one_call`` SDPA under a block mask, ``flex`` attention under the
-same block mask): the logits, cache slots and answers of the per-row path, for prefill, decode, repeated layers,
+"""Packed rows' attention in one call (cola.core.packing: ``one_call`` SDPA under a block mask, ``flex`` attention under
+the same block mask): the logits, cache slots and answers of the per-row path, for prefill, decode, repeated layers,
 sliding-window layers and Gemma 2's soft-capping (packed by ``flex`` only; ``one_call`` refuses it, with the
 reason)."""
 
@@ -8,10 +8,10 @@ import torch
 from helpers import CHAINS, FAMILIES, decode_together_and_alone, packed_prompts, tiny_model
 
 from cola import Chain
-from cola.evaluate import Evaluator
-from cola.executor import advance, prefill, prompt_segment
-from cola.packing import _one_call, block_mask, packed_mode, packs
-from cola.reuse import PrefixCache
+from cola.core.executor import advance, prefill, prompt_segment
+from cola.core.packing import _one_call, block_mask, packed_mode, packs
+from cola.core.prefix_cache import PrefixCache
+from cola.evaluation.evaluator import Evaluator
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples

@@ -7,13 +7,14 @@ import torch
 from helpers import CHAINS, FAMILIES, decode_together_and_alone, packed_prompts, tiny_model
 
 from cola import Chain
-from cola.evaluate import Evaluator
-from cola.executor import advance, forward, prefill, prompt_segment
-from cola.generation import RowDecoder, generate
-from cola.reuse import PrefixCache
+from cola.core.executor import advance, forward, prefill, prompt_segment
+from cola.core.prefix_cache import PrefixCache
+from cola.evaluation.evaluator import Evaluator
+from cola.inference.generation import RowDecoder, generate
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples
+
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
 def tiny(request):

@@ -15,9 +15,10 @@ from helpers import mc_rows, tiny_model
 
 from cola import Chain
 from cola.cli import main
+from cola.core.prefix_cache import layers_computed
 from cola.errors import ColaError
-from cola.evaluate import Evaluator
-from cola.generation import generate
+from cola.evaluation.evaluator import Evaluator
+from cola.inference.generation import generate
 from cola.policies import (
     KINDS,
     PolicySpec,
@@ -33,8 +34,7 @@ from cola.policies import (
     sweep,
 )
 from cola.policies.calibrate import choose, parse_objective, table_requests
-from cola.reuse import layers_computed
-from cola.store import read_eval
+from cola.search.store import read_eval
 from cola.tasks import get_task
 
 CHEAP = Chain((0, 1, 4, 5))
@@ -163,7 +163,7 @@ def test_signals_by_hand():
     probs = option_probabilities([math.log(0.6), math.log(0.3), math.log(0.1)])
     assert probs == pytest.approx([0.6, 0.3, 0.1])
     assert option_probabilities([-2.0, -4.0], n_chars=[2, 4]) == pytest.approx([0.5, 0.5])
-    from cola.evaluate import Outcome
+    from cola.evaluation.evaluator import Outcome
 
     o = Outcome("x", "0-5", "p", [math.log(0.6), math.log(0.3), math.log(0.1)], "A", "A", True)
     assert confidence(o, "max_prob") == pytest.approx(0.6)
@@ -309,7 +309,7 @@ def test_report_lists_each_policy_paired_and_draws_its_sweep(tiny_folder, plante
 
 
 def test_the_router_as_a_policy_routes_and_counts_as_the_router_evaluation_does(planted):
-    from cola.router import Predictor, Router, Setting, routed_outcomes
+    from cola.policies.library_router import Predictor, Router, Setting, routed_outcomes
 
     evaluator, samples, *_ = planted
     dim = evaluator.cm.config.hidden_size

@@ -8,7 +8,7 @@ from helpers import tiny_model
 
 from cola import Chain
 from cola.cli import main
-from cola.prune import block_influence, pruned_chains
+from cola.search.prune import block_influence, pruned_chains
 
 
 def test_block_influence_equals_a_direct_computation_from_hidden_states():

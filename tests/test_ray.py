@@ -14,10 +14,10 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from cola.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402
 from cola.search import MCTSConfig  # noqa: E402
+from cola.search.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402
 from cola.search.run import SearchJob, run_search  # noqa: E402
-from cola.store import RunStore, read_records  # noqa: E402
+from cola.search.store import RunStore, read_records  # noqa: E402
 from cola.tasks import load_samples  # noqa: E402
 
 

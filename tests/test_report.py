@@ -8,7 +8,6 @@ import shutil
 import matplotlib.image
 import pandas as pd
 import pytest
-
 from helpers import RUNS, records
 
 from cola.cli import main
@@ -112,7 +111,7 @@ def test_figures_exist_and_are_not_blank(report):
 
 
 def test_the_page_keeps_bold_tables_and_figures(tmp_path):
-    from cola.report import _html
+    from cola.report.pages import _html
 
     matplotlib.image.imsave(tmp_path / "f.png", [[0.0, 1.0]])
     page = _html(["# Title", "", "a **bold** word", "", "| x | y |", "|---|---|", "| 1 | 2 |", "",
@@ -170,7 +169,7 @@ def test_oracle_controls_pass_at_k_by_hand(report):
         for _, row in rows.iterrows():
             expected = sum(any(e["correct"] for e in r["evaluations"][: row["at"]]) for r in records(name))
             assert row["k"] == expected and row["n"] == len(records(name))
-            from cola.analysis import Run, pass_curve
+            from cola.report.analysis import Run, pass_curve
 
             assert math.isclose(pass_curve(Run.load(RUNS[name]))[row["at"] - 1], expected / len(records(name)))
     first = table[(table["control"] == "none") & (table["variant"] == "CoLa") & (table["at"] == 1)].iloc[0]
@@ -180,7 +179,7 @@ def test_oracle_controls_pass_at_k_by_hand(report):
 
 
 def test_pass_at_k_refuses_k_beyond_the_budget():
-    from cola.analysis import Run, pass_at_k
+    from cola.report.analysis import Run, pass_at_k
 
     run = Run.load(RUNS["cola"])
     with pytest.raises(ValueError, match="k must be between 1 and the run's 16 evaluations"):
@@ -220,7 +219,7 @@ def test_controls_compare_the_samples_both_runs_finished(tmp_path):
 
 
 def test_the_label_names_the_split():
-    from cola.analysis import Run
+    from cola.report.analysis import Run
 
     run = Run.load(RUNS["cola"])
     run.config = {**run.config, "split": "dev"}
@@ -228,7 +227,7 @@ def test_the_label_names_the_split():
 
 
 def test_a_menu_control_is_in_its_searchs_group():
-    from cola.analysis import Run
+    from cola.report.analysis import Run
 
     run = Run.load(RUNS["cola"])
     menu = Run(run.folder, {**run.config, "control": "menu", "menu": "sha256:0"}, run.records)

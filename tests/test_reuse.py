@@ -7,10 +7,10 @@ import torch
 from helpers import FAMILIES, random_chains, tiny_model
 
 from cola import Chain
-from cola.executor import forward, prefill
-from cola.generation import generate
-from cola.reuse import PrefixCache
-from cola.scoring import option_token_ids, score_options
+from cola.core.executor import forward, prefill
+from cola.core.prefix_cache import PrefixCache
+from cola.inference.generation import generate
+from cola.inference.scoring import option_token_ids, score_options
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))  # sliding-window slots must be refilled exactly too

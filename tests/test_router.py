@@ -16,23 +16,15 @@ import matplotlib.image
 import pandas as pd
 import pytest
 import torch
+from helpers import KILLED_AFTER, without_wall
 
 from cola import Chain, load_model
 from cola.cli import main
-from cola.evaluate import Evaluator
-from cola.router import (
-    Router,
-    RouterError,
-    candidates,
-    chain_library,
-    layers_computed,
-    select,
-)
-from cola.stats import mcnemar_exact
-from cola.store import read_eval
+from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.stats import mcnemar_exact
+from cola.policies.library_router import Router, RouterError, candidates, chain_library, layers_computed, select
+from cola.search.store import read_eval
 from cola.tasks import get_task, load_samples
-
-from helpers import KILLED_AFTER, without_wall
 
 SHORT = Chain((0, 1, 4, 5))  # the tiny model's chain without layers 2 and 3
 FULL = Chain.full(6)
@@ -232,8 +224,8 @@ def test_router_folder_refusals(tiny_folder, tmp_path):
     cm = load_model(str(tiny_folder), device="cpu")
     with pytest.raises(RouterError, match="not a router folder"):
         Router.load(tmp_path / "missing", cm)
-    from cola.provenance import weights_hash
-    from cola.router import Predictor, Setting
+    from cola.evaluation.provenance import weights_hash
+    from cola.policies.library_router import Predictor, Setting
 
     predictor = Predictor(torch.zeros(64).double(), torch.ones(64).double(), torch.zeros(2, 64).double(),
                           torch.zeros(2).double())
@@ -301,20 +293,20 @@ def test_eval_and_report_bad_inputs(tmp_path, capsys):
 def test_router_fit_asks_each_chain_once_per_train_sample(tiny_folder, planted_pool, tmp_path, monkeypatch, capsys):
     """Without --library the candidates are asked on the searched samples to build the library; the fit reuses those
     verdicts (no chain asked twice on a sample), and each library chain's train accuracy is still its own."""
-    import cola.router
+    import cola.policies.library_router
 
     files = planted_files(planted_pool, tmp_path, True)
     common = ["--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--mode", "score", "--no-chat"]
     run = tmp_path / "run"
     assert main(["search", *common, "--data-file", files["train"], "--n", "12", "--sims", "8", "--out", str(run),
                  "--quiet"]) == 0
-    asked, original = [], cola.router.library_verdicts
+    asked, original = [], cola.policies.library_router.library_verdicts
 
     def counting(evaluator, library, samples, *args, **kwargs):
         asked.extend((str(c), s.id) for c in library for s in samples)
         return original(evaluator, library, samples, *args, **kwargs)
 
-    monkeypatch.setattr(cola.router, "library_verdicts", counting)
+    monkeypatch.setattr(cola.policies.library_router, "library_verdicts", counting)
     router = tmp_path / "router"
     assert main(["router", "fit", "--runs", str(run), "--out", str(router), "--data-file", files["train"],
                  "--dev-file", files["dev"], "--dev-n", "20",

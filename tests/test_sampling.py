@@ -10,10 +10,10 @@ from helpers import tiny_model
 
 from cola import Chain
 from cola.cli import main
-from cola.evaluate import Evaluator
-from cola.generation import RowDecoder, Sampler, generate
+from cola.evaluation.evaluator import Evaluator
+from cola.inference.generation import RowDecoder, Sampler, generate
 from cola.search.sampling import sampling_records
-from cola.store import read_records
+from cola.search.store import read_records
 from cola.tasks import get_task, load_samples
 
 

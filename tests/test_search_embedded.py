@@ -4,10 +4,10 @@ answers the search recorded; searching samples together in score mode visits wha
 import json
 
 from cola.cli import main
-from cola.evaluate import Evaluator
+from cola.evaluation.evaluator import Evaluator
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
-from cola.store import read_config, read_records
+from cola.search.store import read_config, read_records
 from cola.tasks import get_task, load_samples
 
 

@@ -2,7 +2,7 @@
 of samples and the temperature of self-consistency.
 
 The settings of one family (each kind's :meth:`~cola.policies.spec.PolicySpec.family`) are swept over a table of answers (every request each setting could make, asked once per
-dev input, :func:`~cola.policies.run.ask_table`) and one is chosen by an *objective*:
+dev input, :func:`~cola.policies.harness.ask_table`) and one is chosen by an *objective*:
 
 - ``consistency=S``: the setting that computes the fewest layers while its answers agree with full depth's on at
   least a share ``S`` of the inputs: it needs no labels at all (CALM's calibration);
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..chain import Chain
+from ..core.chain import Chain
 from ..errors import UsageError
-from ..evaluate import Evaluator
-from ..store import EvalStore
+from ..evaluation.evaluator import Evaluator
+from ..search.store import EvalStore
 from ..tasks import Sample
-from .run import ask_table, replay
+from .harness import ask_table, replay
 from .spec import Asked, PolicySpec, Request
 
 OBJECTIVES = ("consistency", "budget", "accuracy")

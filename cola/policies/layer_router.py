@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..chain import Chain
-from ..executor import embed, prompt_segment, run_segments
-from ..models import ColaModel
-from ..reuse import PrefixCache
+from ..core.chain import Chain
+from ..core.executor import embed, prompt_segment, run_segments
+from ..core.models import ColaModel
+from ..core.prefix_cache import PrefixCache
 
 DECISIONS = ("skip", "execute", "repeat")  # class c runs the layer c times
 WINDOWS = 8
@@ -123,7 +123,7 @@ def route_prompts(routers: Routing, cm: ColaModel, prompts: Sequence[torch.Tenso
     """The chain the routers choose for each prompt (1, tokens) named by ``keys``, layer by layer during its prefill:
     each decision reads the hidden states that the layers routed before it produced. The prompts advance together,
     one layer at a time, their new layers run in packed calls whose products per prompt do not depend on the others
-    (:mod:`cola.invariant`), so a prompt is routed as it is alone. A path that would run no layer at all runs the
+    (:mod:`cola.core.invariant`), so a prompt is routed as it is alone. A path that would run no layer at all runs the
     last one. Through each prompt's ``prefixes`` cache, the chain's own prefill then reuses the routing's layers."""
     prefixes = prefixes or [PrefixCache() for _ in prompts]
     paths: list[list[int]] = [[] for _ in prompts]
@@ -143,8 +143,8 @@ def route(routers: Routing, cm: ColaModel, ids: torch.Tensor, prefix: PrefixCach
 
 
 def route_inputs(routers: Routing, evaluator, samples: Sequence, prefixes: Sequence[PrefixCache]) -> list[Chain]:
-    """The chain ``routers`` route each of ``samples`` to (an :class:`~cola.evaluate.Evaluator`'s prompts), routed
-    together, each through its own prefix cache, so the chain that answers reuses the routing's layers."""
+    """The chain ``routers`` route each of ``samples`` to (an :class:`~cola.evaluation.evaluator.Evaluator`'s prompts),
+    routed together, each through its own prefix cache, so the chain that answers reuses the routing's layers."""
     return route_prompts(routers, evaluator.cm, [evaluator.prompt_ids(s) for s in samples], [s.id for s in samples],
                          prefixes)
 
@@ -228,7 +228,7 @@ def supervision(folder) -> tuple[list[dict], dict]:
     path, labels, improved) and the counts kept, dropped and improved. A run of another search space is refused."""
     from ..errors import RouterError
     from ..search.space import drllm_labels
-    from ..store import read_config, read_records
+    from ..search.store import read_config, read_records
 
     config = read_config(folder)
     if config.get("space", {}).get("actions") != "drllm":
@@ -259,7 +259,7 @@ def save_routers(routers: Routing, folder, config: dict):
 
     from safetensors.torch import save_file
 
-    from ..store import no_interrupts, write_atomic
+    from ..search.store import no_interrupts, write_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def load_routers(folder, cm: ColaModel | None = None) -> tuple[Routing, dict]:
     from safetensors.torch import load_file
 
     from ..errors import DataError, RouterError
-    from ..store import read_json
+    from ..search.store import read_json
 
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
@@ -308,7 +308,7 @@ def load_routers(folder, cm: ColaModel | None = None) -> tuple[Routing, dict]:
     except (SafetensorError, OSError, KeyError, RuntimeError, ValueError, TypeError, DataError) as err:
         raise RouterError(f"{folder}: unreadable routers ({type(err).__name__}: {err}); make them again") from None
     if cm is not None:
-        from ..provenance import weights_hash
+        from ..evaluation.provenance import weights_hash
 
         expected = {"model": cm.name, "depth": cm.depth, "weights": weights_hash(cm)}
         differ = [f"{k} {config.get(k)!r} (this model: {v!r})" for k, v in expected.items() if config.get(k) != v]
@@ -340,11 +340,11 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
     runs were, the counts, and an evaluator with every sample the runs searched."""
     from tqdm import tqdm
 
+    from ..core.loading import load_model
     from ..errors import RouterError
-    from ..evaluate import Evaluator
-    from ..loading import load_model
+    from ..evaluation.evaluator import Evaluator
     from ..search.run import run_samples
-    from ..store import read_config
+    from ..search.store import read_config
     from ..tasks import get_task
 
     configs = [read_config(f) for f in folders]
@@ -394,7 +394,7 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
     from tqdm import tqdm
 
     from ..errors import RouterError
-    from ..store import chunks
+    from ..search.store import chunks
 
     only = kept_ids(same_samples_as) if same_samples_as else None
     x, y, ids, cm, about, counts, _ = _supervised(runs, None, data, progress, "train", only)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..evaluate import Outcome
+from ..evaluation.evaluator import Outcome
 
 
 def option_probabilities(logprobs: Sequence[float], n_chars: Sequence[int] | None = None) -> list[float]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..chain import Chain
+from ..core.chain import Chain
 from ..errors import MissingFileError, UsageError
 from .spec import KINDS, PolicySpec, policy
 
@@ -15,7 +15,7 @@ def router_kind(folder: str | Path) -> str:
     """The policy kind a router folder is read by: ``router`` for a ``cola router fit`` folder (a library router, with
     its predictor), else ``layer-router`` (``cola router fit-layers`` routers or a control of them; reading them
     checks the folder)."""
-    from ..router import PREDICTOR
+    from .library_router import PREDICTOR
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -28,11 +28,11 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
     ``top`` of them: a ``cola prune --out`` JSON (m = 1, 2, ...), a ``cola search --static`` run (highest accuracy
     first), a ``cola router fit`` folder (its library) or a per-sample search run (the fixed menu's ranking: the
     chains right on the most samples first). The full chain is left out; a policy adds it where it belongs."""
-    from ..prune import load_pruned
-    from ..router import CONFIG, PREDICTOR
     from ..search.menu import ranked, right_samples
+    from ..search.prune import load_pruned
     from ..search.static import ranked_static
-    from ..store import read_config, read_json, read_records
+    from ..search.store import read_config, read_json, read_records
+    from .library_router import CONFIG, PREDICTOR
 
     path = Path(path)
     if not path.exists():

@@ -9,11 +9,11 @@ A policy answers an input by asking one or more chains, never seeing the gold:
 - ``vote``: the first ``k`` chains all answer; ``majority`` (ties to the chain listed first), the ``confident`` chain's
   answer, or a confidence-``weighted`` vote decides;
 - ``self-consistency``: ``k`` seeded samples of one chain at ``temperature`` (generate mode), majority vote;
-- ``router``: the chain a fitted router (:mod:`cola.router`) picks for the input;
+- ``router``: the chain a fitted router (:mod:`cola.policies.library_router`) picks for the input;
 - ``layer-router``: the chain Dr.LLM's per-layer routers (:mod:`cola.policies.layer_router`) build for the input
   during its prefill, layer by layer (or a random control of them).
 
-A new kind is one subclass of :class:`PolicySpec` with its ``kind`` name: the harness (:mod:`cola.policies.run`),
+A new kind is one subclass of :class:`PolicySpec` with its ``kind`` name: the harness (:mod:`cola.policies.harness`),
 calibration, replay and evaluation call only the methods below. Every spec file has one JSON layout, whatever its
 kind (:meth:`PolicySpec.to_dict`), so files written before the kinds were classes load unchanged.
 """
@@ -29,9 +29,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
-from ..chain import Chain
+from ..core.chain import Chain
 from ..errors import MissingFileError, UsageError
-from ..generation import Sampler
+from ..inference.generation import Sampler
 
 SCORE_SIGNALS = ("max_prob", "margin", "certainty")  # of the softmax over the options' log-likelihoods
 GENERATE_SIGNALS = ("answer_prob",)  # exp(mean log-probability of the answer's tokens); 0 without an answer
@@ -146,7 +146,7 @@ class PolicySpec:
     @staticmethod
     def load(path: str | Path) -> PolicySpec:
         """A spec from a JSON file: the spec itself, or a ``cola eval --out`` summary that holds one."""
-        from ..store import read_json
+        from ..search.store import read_json
 
         path = Path(path)
         if not path.is_file():
@@ -420,12 +420,12 @@ class LibraryRouter(Routed):
     kind: ClassVar[str] = "router"
 
     def load_router(self, cm):
-        from ..router import Router
+        from .library_router import Router
 
         return Router.load(self.router, cm)
 
     def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
-        from ..router import route_inputs
+        from .library_router import route_inputs
 
         return route_inputs(router, evaluator, samples, prefixes)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..store import FolderLock, RunStore
 from ..tasks import Sample, get_task
 from .run import SearchJob, run_search
+from .store import FolderLock, RunStore
 
 
 def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
@@ -16,7 +16,7 @@ def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
     ``runs/MODEL-TASK[-SPLIT]-MODE-ACTIONS[-CONTROL|-static][-DTYPE]-nN-sSEED`` (the split only when it is not the
     task's default, the dtype only when it is not the device's default, so that a bf16 run on a CPU has a folder of
     its own)."""
-    from ..loading import default_device, default_dtype, parse_device, resolve_dtype
+    from ..core.loading import default_device, default_dtype, parse_device, resolve_dtype
 
     control = f"-{job.control}" if job.control != "none" else "-static" if static else ""
     split = f"-{job.split}" if job.split not in (None, get_task(job.task, job.lm_eval_include).default_split) else ""
@@ -42,10 +42,11 @@ def run_job(job: SearchJob, samples: Sequence[Sample], folder: str, workers: int
             ray_address: str | None = None, gpus_per_worker: float | None = None, progress: bool = True,
             lock: FolderLock | None = None) -> RunResult:
     """``cola search``: search (or run the job's control on) every sample not yet recorded in ``folder``, in this
-    process, or on Ray workers when ``workers`` or ``ray_address`` is given (:func:`cola.distributed.run_search_ray`).
-    The folder is locked while it is written (``lock``, taken earlier by the caller, or here)."""
+    process, or on Ray workers when ``workers`` or ``ray_address`` is given
+    (:func:`cola.search.distributed.run_search_ray`). The folder is locked while it is written (``lock``, taken earlier
+    by the caller, or here)."""
     if workers is not None or ray_address is not None:
-        from ..distributed import run_search_ray  # Ray is imported only when asked for
+        from .distributed import run_search_ray  # Ray is imported only when asked for
 
         records, failures, depth = run_search_ray(job, samples, folder, workers, ray_address, gpus_per_worker,
                                                   progress, lock)

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 
-from ..chain import Chain
+from ..core.chain import Chain
 from .space import SearchSpace
 
 

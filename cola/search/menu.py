@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..chain import Chain
+from ..core.chain import Chain
+from ..core.prefix_cache import PrefixCache
 from ..errors import UsageError
-from ..evaluate import Evaluator
-from ..records import make_record
-from ..reuse import PrefixCache
-from ..store import read_config, read_records
+from ..evaluation.evaluator import Evaluator
 from ..tasks import Sample
 from .mcts import Evaluation, SearchResult
+from .records import make_record
+from .store import read_config, read_records
 
 
 def load_menu(folder: str | Path, model: str) -> dict[str, list[str]]:

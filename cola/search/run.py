@@ -9,16 +9,16 @@ from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
-from ..chain import Chain
+from ..core.chain import Chain
+from ..core.prefix_cache import PrefixCache
 from ..errors import UsageError
-from ..evaluate import Evaluator, Outcome
-from ..provenance import evaluator_header
-from ..records import make_record, ordered_records
-from ..reuse import PrefixCache
-from ..store import RunStore
+from ..evaluation.evaluator import Evaluator, Outcome
+from ..evaluation.provenance import evaluator_header
 from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, SearchResult, search_steps
+from .records import make_record, ordered_records
 from .space import SearchSpace
+from .store import RunStore
 
 REWARDS = ("correct", "margin")
 CONTROLS = ("none", "decoy", "sample", "menu")
@@ -46,11 +46,11 @@ def search_samples(
 
     Each sample's MCTS (:func:`~cola.search.mcts.search_steps`) runs with its own seeded randomness and its own
     prefix cache (``prefix_bytes`` shared out among the ``batch`` searches); a search that ends makes room for the
-    next sample. The searches' current chains run together as the evaluator's :class:`~cola.evaluate.Requests`: in
-    generate mode they decode with continuous batching (a search whose chain has finished gets its next chain in at
-    the next step), in score mode every search's chain prefills its prompt in the same layer calls. ``batch=1``
-    runs each chain alone, exactly; larger batches give outcomes equal up to the rounding of packed matrix
-    products. ``on_evaluation()`` is called after every chain evaluated."""
+    next sample. The searches' current chains run together as the evaluator's
+    :class:`~cola.evaluation.evaluator.Requests`: in generate mode they decode with continuous batching (a search whose
+    chain has finished gets its next chain in at the next step), in score mode every search's chain prefills its prompt
+    in the same layer calls. ``batch=1`` runs each chain alone, exactly; larger batches give outcomes equal up to the
+    rounding of packed matrix products. ``on_evaluation()`` is called after every chain evaluated."""
     if reward not in REWARDS:
         raise UsageError(f"reward must be one of {REWARDS}, not {reward!r}")
     if reward == "margin" and evaluator.mode != "score":
@@ -101,7 +101,7 @@ def resume(store: RunStore, samples: Sequence[Sample],
            desc: str = "samples") -> list[dict]:
     """The one resume loop: ``search(todo, on_evaluation)`` gets the samples not yet in the store and yields their
     records, each appended (durably) as it comes; returns the records of ``samples``, in their order. A single
-    process (:func:`run_search`) and a Ray driver (:mod:`cola.distributed`) both run through here."""
+    process (:func:`run_search`) and a Ray driver (:mod:`cola.search.distributed`) both run through here."""
     done = store.finished_ids()
     todo = [s for s in samples if s.id not in done]
     with tqdm(desc=desc, unit="sample", disable=not progress, initial=len(samples) - len(todo),
@@ -129,7 +129,7 @@ def run_search(job: SearchJob, evaluator: Evaluator, samples: Sequence[Sample], 
 @dataclass(frozen=True)
 class SearchJob:
     """Everything a search run is besides its samples, as plain values, so that another process (a Ray worker,
-    :mod:`cola.distributed`) can rebuild the model, task, evaluator and search space from it."""
+    :mod:`cola.search.distributed`) can rebuild the model, task, evaluator and search space from it."""
 
     model: str
     task: str
@@ -160,7 +160,7 @@ class SearchJob:
 
     def evaluator(self) -> Evaluator:
         """Load the model and ask the task through it."""
-        from ..loading import load_model
+        from ..core.loading import load_model
         from ..tasks import get_task
 
         cm = load_model(self.model, device=self.device, dtype=self.dtype, allow_untested=self.allow_untested)
@@ -207,7 +207,7 @@ class SearchJob:
 def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **extra) -> dict:
     """Everything that decides a run's results, for ``config.json``, with its provenance: the dtype and a content hash
     of the weights (a resume under others is refused) and the software and device (a resume under others is
-    warned about, :class:`~cola.store.RunStore`)."""
+    warned about, :class:`~cola.search.store.RunStore`)."""
     return {
         **evaluator_header(evaluator),
         "depth": space.depth,

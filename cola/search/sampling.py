@@ -15,12 +15,12 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from ..chain import Chain
-from ..evaluate import Evaluator
-from ..generation import Sampler
-from ..records import make_record
+from ..core.chain import Chain
+from ..evaluation.evaluator import Evaluator
+from ..inference.generation import Sampler
 from ..tasks import Sample
 from .mcts import Evaluation, SearchResult
+from .records import make_record
 
 
 def _seed(*parts: object) -> int:

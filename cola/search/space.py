@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..chain import Chain
+from ..core.chain import Chain
 from ..errors import UsageError
 
 ACTION_SETS = ("all", "skip", "repeat", "drllm")

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..chain import Chain
-from ..reuse import PrefixCache
-from ..store import FolderLock, RunStore
+from ..core.chain import Chain
+from ..core.prefix_cache import PrefixCache
 from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, mcts
 from .run import SearchJob
 from .space import SearchSpace
+from .store import FolderLock, RunStore
 
 
 def static_search(

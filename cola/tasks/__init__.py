@@ -6,18 +6,8 @@ from pathlib import Path
 
 from ..errors import MissingFileError, UnknownNameError
 from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
+from .base import DataError, Sample, Task, decoy, draw, parse_rows, read_jsonl, row_id, with_control
 from .lmeval import PREFIX
-from .base import (
-    DataError,
-    Sample,
-    Task,
-    decoy,
-    draw,
-    parse_rows,
-    read_jsonl,
-    row_id,
-    with_control,
-)
 
 TASKS: dict[str, Task] = {}
 

@@ -86,7 +86,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
 )}
 
 # An untested family (loaded with allow_untested) is read for every quirk any record names; the load-time check
-# (cola.executor.check_exact) then refuses it if its full chain differs from its own forward.
+# (cola.core.executor.check_exact) then refuses it if its full chain differs from its own forward.
 UNTESTED = Family(
     "untested", tested=False, embedding_multiplier="embedding_multiplier", logits_scaling="logits_scaling",
     final_softcapping="final_logit_softcapping", attention_softcapping="attn_logit_softcapping",

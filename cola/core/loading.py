@@ -1,5 +1,6 @@
 """Model loading: a hub id or local folder, a ``.gguf`` file, or a packaged alias, wrapped as a
-:class:`~cola.models.ColaModel` and checked to run exactly as separate layers (:func:`~cola.executor.check_exact`).
+:class:`~cola.core.models.ColaModel` and checked to run exactly as separate layers
+(:func:`~cola.core.executor.check_exact`).
 
 GGUF files are de-quantized by transformers (slow on a CPU); the float weights are cached as safetensors under
 ``$COLA_CACHE`` (default ``~/.cache/cola``) so that later loads take seconds.
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .errors import CorruptCache, ModelLoadError, UsageError
+from ..errors import CorruptCache, ModelLoadError, UsageError
 from .executor import check_exact
 from .families import family, tested_families
 from .models import ColaModel
@@ -181,7 +182,7 @@ def verify_folder(folder: Path) -> str | None:
     """Check a converted folder against the hashes its conversion recorded (:data:`MANIFEST`): returns the hash of
     its weights, None when it has no manifest, or raises :class:`CorruptCache` naming the first file that differs.
     Costs one read of the weights (measured: 0.56 s for SmolLM2-135M's 0.54 GB, 1.7 s for Gemma 3 270M's 1.1 GB)."""
-    from .store import read_json
+    from ..search.store import read_json
 
     path = folder / MANIFEST
     if not path.is_file():
@@ -351,8 +352,9 @@ def load_model(
     ``spec`` is an alias (``smollm2-135m``, the default; ``gemma3-270m``), a ``.gguf`` file, a local folder or a hub
     id. Device defaults to CUDA when present, else CPU; dtype to bf16 on CUDA, float32 on CPU (``auto``: bf16 where the
     processor has it natively, :func:`auto_dtype`). A family outside
-    the tested families (:mod:`cola.families`) is refused unless ``allow_untested``; every model is then checked: its full chain run by
-    CoLa must give the model's own logits on a short probe (:func:`cola.executor.check_exact`), else it is refused.
+    the tested families (:mod:`cola.core.families`) is refused unless ``allow_untested``; every model is then checked:
+    its full chain run by CoLa must give the model's own logits on a short probe
+    (:func:`cola.core.executor.check_exact`), else it is refused.
     """
     device = parse_device(device) if device is not None else default_device()
     dtype = resolve_dtype(dtype, device)

@@ -1,10 +1,10 @@
 """Evaluations: a chain, or a router, asked on a task's samples, with what ``cola eval --out`` writes.
 
-An evaluation is its per-sample rows (one :class:`~cola.evaluate.Outcome` each, as a dict) and a summary: where the
-samples come from, the model's provenance (:mod:`cola.provenance`), the accuracy with its 95% interval (``acc``, and
-``acc_norm`` in score mode), the layers computed and the wall time. A router's summary also holds its baselines on
-the same samples (full depth, a random pick from its library), each paired with the router by McNemar's exact test,
-and how many of the samples the router saw when it was fitted or selected.
+An evaluation is its per-sample rows (one :class:`~cola.evaluation.evaluator.Outcome` each, as a dict) and a summary:
+where the samples come from, the model's provenance (:mod:`cola.evaluation.provenance`), the accuracy with its 95%
+interval (``acc``, and ``acc_norm`` in score mode), the layers computed and the wall time. A router's summary also holds
+its baselines on the same samples (full depth, a random pick from its library), each paired with the router by McNemar's
+exact test, and how many of the samples the router saw when it was fitted or selected.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .chain import Chain
-from .errors import UsageError
-from .evaluate import Evaluator, Outcome
+from ..core.chain import Chain
+from ..errors import UsageError
+from ..policies.library_router import Router, routed_outcomes
+from ..search.store import EvalStore, chunks
+from ..tasks import Sample
+from .evaluator import Evaluator, Outcome
 from .provenance import evaluator_header
-from .router import Router, routed_outcomes
 from .stats import paired, wilson_interval
-from .store import EvalStore, chunks
-from .tasks import Sample
 
 Progress = Callable[[int], None]
 
@@ -29,8 +29,8 @@ Progress = Callable[[int], None]
 def eval_header(evaluator: Evaluator, samples: Sequence[Sample], batch: int, *, data: str | None = None,
                 split: str | None = None, seed: int = 0, level: int | None = None) -> dict:
     """The part of an evaluation's summary that says what was asked: the evaluator's header as a search records it
-    (:func:`~cola.provenance.evaluator_header`: the model, its weights hash and dtype, the task and how it is asked,
-    the software), where the samples come from and how many, and the batch size."""
+    (:func:`~cola.evaluation.provenance.evaluator_header`: the model, its weights hash and dtype, the task and how it is
+    asked, the software), where the samples come from and how many, and the batch size."""
     return {**evaluator_header(evaluator), "data": data, "level": level, "split": split, "seed": seed,
             "n": len(samples), "batch": batch}
 

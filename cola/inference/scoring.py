@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from .chain import Chain
-from .errors import NonFiniteError
-from .executor import advance, forward, prompt_segment
-from .models import ColaModel
-from .reuse import PrefixCache
+from ..core.chain import Chain
+from ..core.executor import advance, forward, prompt_segment
+from ..core.models import ColaModel
+from ..core.prefix_cache import PrefixCache
+from ..errors import NonFiniteError
 
 
 @dataclass
@@ -135,7 +135,7 @@ def score_options(
     """Score every option of one question through ``chain``, running the shared prompt once.
 
     The tokens all options' inputs share (the context) go through the chain once, batch 1 (reusing earlier chains'
-    work when a :class:`~cola.reuse.PrefixCache` of them is given); then the options' own tokens run as one
+    work when a :class:`~cola.core.prefix_cache.PrefixCache` of them is given); then the options' own tokens run as one
     right-padded batch on a copy of that cache per option (:func:`finish_scores`). Each continuation is
     ``delimiter + option``; as in lm-eval, ``acc_norm`` divides by the option's length without the delimiter.
     """
@@ -148,7 +148,7 @@ def score_many(
     cm: ColaModel, requests: Sequence[tuple[Chain, OptionInputs, PrefixCache | None]]
 ) -> list[OptionScores]:
     """Option scores of many (chain, tokenised options, prefix cache) requests: every request's shared context
-    prefills in the same layer calls (packed, :func:`cola.executor.advance`), then each finishes its options
+    prefills in the same layer calls (packed, :func:`cola.core.executor.advance`), then each finishes its options
     (:func:`finish_scores`). One request alone runs its chain's layers in order, exactly."""
     segments = [prompt_segment(cm, chain, torch.tensor([inputs.context], device=cm.device), prefix)
                 for chain, inputs, prefix in requests]

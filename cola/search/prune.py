@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .chain import Chain
-from .errors import UsageError
-from .executor import Row, Segment, embed, new_cache, run_segments
-from .models import ColaModel
+from ..core.chain import Chain
+from ..core.executor import Row, Segment, embed, new_cache, run_segments
+from ..core.models import ColaModel
+from ..errors import UsageError
 from .store import read_json, write_atomic
 
 

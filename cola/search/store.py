@@ -27,13 +27,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import (
-    ConfigMismatch,
-    DataError,
-    MissingFileError,
-    RunLockedError,
-    UsageError,
-)
+from ..errors import ConfigMismatch, DataError, MissingFileError, RunLockedError, UsageError
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"

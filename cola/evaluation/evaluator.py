@@ -7,13 +7,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .chain import Chain
-from .errors import NonFiniteError, UsageError
-from .generation import Generation, RowDecoder, Sampler
-from .models import ColaModel, ContextTooLong
-from .reuse import PrefixCache
-from .scoring import OptionInputs, OptionScores, option_inputs, score_many
-from .tasks import Sample, Task
+from ..core.chain import Chain
+from ..core.models import ColaModel, ContextTooLong
+from ..core.prefix_cache import PrefixCache
+from ..errors import NonFiniteError, UsageError
+from ..inference.generation import Generation, RowDecoder, Sampler
+from ..inference.scoring import OptionInputs, OptionScores, option_inputs, score_many
+from ..tasks import Sample, Task
 
 MODES = ("generate", "score")
 SCORE_STYLES = ("lmeval", "chat")
@@ -125,8 +125,8 @@ class Evaluator:
     def evaluate(self, chain: Chain, samples: Sequence[Sample],
                  prefixes: Sequence[PrefixCache | None] | None = None) -> list[Outcome]:
         """Outcomes of ``samples`` through ``chain``, all run together. ``prefixes`` (one
-        :class:`~cola.reuse.PrefixCache` per sample, kept across the chains asked on it) let a prompt reuse the
-        work of chains that share a prefix with this one; the outcome is the same with or without them."""
+        :class:`~cola.core.prefix_cache.PrefixCache` per sample, kept across the chains asked on it) let a prompt reuse
+        the work of chains that share a prefix with this one; the outcome is the same with or without them."""
         requests = self.requests()
         for b, sample in enumerate(samples):
             requests.submit(b, chain, sample, prefixes[b] if prefixes is not None else None)
@@ -214,10 +214,10 @@ class Requests:
 
     :meth:`submit` adds a request at any time; :meth:`step` runs one step of all of them and returns those that
     finished, graded. In generate mode the requests decode together with continuous batching
-    (:class:`~cola.generation.RowDecoder`: a request submitted between steps prefills in the same layer calls as the
-    others' decoding tokens); in score mode a step prefills every submitted request's context together and scores
-    its options (:func:`~cola.scoring.score_many`). One request alone computes exactly as its chain's layers run in
-    order; several give the same outcomes up to the rounding of packed matrix products."""
+    (:class:`~cola.inference.generation.RowDecoder`: a request submitted between steps prefills in the same layer calls
+    as the others' decoding tokens); in score mode a step prefills every submitted request's context together and scores
+    its options (:func:`~cola.inference.scoring.score_many`). One request alone computes exactly as its chain's layers
+    run in order; several give the same outcomes up to the rounding of packed matrix products."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
@@ -233,8 +233,8 @@ class Requests:
     def submit(self, key: object, chain: Chain, sample: Sample, prefix: PrefixCache | None = None,
                sampler: Sampler | None = None) -> None:
         """Ask ``sample`` through ``chain`` at the next step; ``key`` names the outcome. ``prefix`` is the sample's
-        :class:`~cola.reuse.PrefixCache`, if any; a ``sampler`` (generate mode) draws the answer's tokens instead of
-        choosing them greedily."""
+        :class:`~cola.core.prefix_cache.PrefixCache`, if any; a ``sampler`` (generate mode) draws the answer's tokens
+        instead of choosing them greedily."""
         pending = _Pending(key, chain, sample, prefix)
         if self.decoder is None:
             if sampler is not None:

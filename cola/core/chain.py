@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import ChainError
+from ..errors import ChainError
 
 _TOKEN = re.compile(r"^(\d+)(?:-(\d+))?$")
 

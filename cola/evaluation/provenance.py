@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-from ._version import __version__
-from .evaluate import Evaluator
-from .loading import WEIGHT_SUFFIXES, cache_root, file_sha256
-from .models import ColaModel
+from .._version import __version__
+from ..core.loading import WEIGHT_SUFFIXES, cache_root, file_sha256
+from ..core.models import ColaModel
+from .evaluator import Evaluator
+
 
 def _weight_files(weights: Path | str) -> list[Path]:
     """The files holding the weights: the file itself, a folder's weight files, or a hub id's cached snapshot."""
@@ -91,8 +92,8 @@ def evaluator_header(evaluator: Evaluator) -> dict:
 def model_header(cm: ColaModel) -> dict:
     """What identifies the model a result was computed with: its name, a content hash of its weights as given (the
     GGUF file, a folder's files), of the weights actually loaded where they are others (a GGUF's verified
-    conversion), its dtype, whether its products are batch-invariant (:mod:`cola.invariant`) and its depth. A resume
-    under other weights, loaded weights, dtype or invariance is refused."""
+    conversion), its dtype, whether its products are batch-invariant (:mod:`cola.core.invariant`) and its depth. A
+    resume under other weights, loaded weights, dtype or invariance is refused."""
     weights = weights_hash(cm)
     loaded = {"loaded_weights": cm.loaded_weights} if cm.loaded_weights not in (None, weights) else {}
     return {"model": cm.name, "weights": weights, **loaded, "dtype": str(cm.dtype).removeprefix("torch."),

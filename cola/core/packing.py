@@ -3,12 +3,12 @@
 A search evaluates one chain at a time per sample; searching several samples at once gives several chains to run at
 once. A layer call is bound by reading the layer's weights (CPU decoding) or by kernel launches (GPU), so rows that
 run the same layer should run it together, whether a row is prefilling its prompt or decoding one token
-(:func:`cola.executor.run_segments` schedules them). Rows run together are *packed*, not padded: their tokens are
+(:func:`cola.core.executor.run_segments` schedules them). Rows run together are *packed*, not padded: their tokens are
 laid end to end as one sequence, so the layer's matrix products see every row's tokens at once and no padding is
 computed. Each row keeps its own cache, one slot per chain position; :class:`PackedCache` writes each row's new keys
 and values to that row's slot, and :func:`packed_attention` (an attention implementation registered with
 transformers) runs each row's queries against that row's own keys and values only. With ``ColaModel.batch_invariant``
-(the default on a CPU) the linear layers keep the rows apart (:mod:`cola.invariant`) and the results equal running
+(the default on a CPU) the linear layers keep the rows apart (:mod:`cola.core.invariant`) and the results equal running
 each row alone bitwise; without it, up to floating-point rounding.
 
 The attention of packed rows runs one of three ways (:data:`PACKED_MODES`, chosen by ``ColaModel.packed_attention``):

@@ -1,4 +1,4 @@
-"""The chain executor: run a model's decoder layers in the order a :class:`~cola.chain.Chain` gives.
+"""The chain executor: run a model's decoder layers in the order a :class:`~cola.core.chain.Chain` gives.
 
 Each *position* of the chain owns its KV-cache slot. A layer that appears twice is two independent applications of
 that layer, writing two slots, exactly as if the layer list had been physically built in chain order. The HF
@@ -16,16 +16,13 @@ from functools import lru_cache
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
-from transformers.masking_utils import (
-    create_causal_mask,
-    create_sliding_window_causal_mask,
-)
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from ..errors import ModelLoadError, NonFiniteError
 from .chain import Chain
-from .errors import ModelLoadError, NonFiniteError
 from .models import ColaModel, stack_config
 from .packing import attention_configs, packed_mode, packs, run_packed
-from .reuse import PrefixCache
+from .prefix_cache import PrefixCache
 
 MASK_FUNCTIONS = {
     "full_attention": create_causal_mask,
@@ -171,7 +168,7 @@ class Segment:
 
     @property
     def packable(self) -> bool:
-        """One unpadded sequence: it may share a packed layer call with other rows (:mod:`cola.packing`)."""
+        """One unpadded sequence: it may share a packed layer call with other rows (:mod:`cola.core.packing`)."""
         return self.hidden.shape[0] == 1 and self.attention_mask is None
 
     def rotary(self, cm: ColaModel, layer_type: str):
@@ -199,8 +196,8 @@ def run_segments(cm: ColaModel, segments: list[Segment]) -> None:
 
     A step is scheduled by layer: among the segments' next chain positions, the lowest layer index runs next, for
     every segment whose next layer it is. Unpadded rows of a layer run together in one call, packed end to end
-    (:func:`cola.packing.run_packed`), where the model's packed attention mode packs that layer's type
-    (:func:`cola.packing.packs`); any other runs alone. One segment alone is thus the plain loop
+    (:func:`cola.core.packing.run_packed`), where the model's packed attention mode packs that layer's type
+    (:func:`cola.core.packing.packs`); any other runs alone. One segment alone is thus the plain loop
     over its chain positions, and several get the same results up to the rounding of packed matrix products."""
     for seg in segments:
         for layer_type in dict.fromkeys(chain_layer_types(cm, seg.row.chain)[seg.start :]):
@@ -323,7 +320,7 @@ def check_finite(logits: torch.Tensor, chains: Sequence[Chain]) -> None:
 def prompt_hidden(cm: ColaModel, chain: Chain, input_ids: torch.Tensor,
                   prefix: PrefixCache | None = None) -> torch.Tensor:
     """The hidden states (1, length, hidden) of the prompt ``input_ids`` (1, length) after running ``chain``, through
-    ``prefix`` (this prompt's :class:`~cola.reuse.PrefixCache`) when given."""
+    ``prefix`` (this prompt's :class:`~cola.core.prefix_cache.PrefixCache`) when given."""
     segment = prompt_segment(cm, chain, input_ids, prefix)
     run_segments(cm, [segment])
     return segment.hidden
@@ -334,8 +331,8 @@ def prefill(
     cm: ColaModel, chain: Chain, input_ids: torch.Tensor, prefix: PrefixCache | None = None
 ) -> tuple[torch.Tensor, DynamicCache]:
     """Run one unpadded prompt ``input_ids`` (1, length) through ``chain`` into a new cache, reusing the work of
-    earlier chains held by ``prefix`` (a :class:`~cola.reuse.PrefixCache` of this prompt); returns the last token's
-    logits (1, 1, vocab) and the cache."""
+    earlier chains held by ``prefix`` (a :class:`~cola.core.prefix_cache.PrefixCache` of this prompt); returns the last
+    token's logits (1, 1, vocab) and the cache."""
     seg = prompt_segment(cm, chain, input_ids, prefix)
     return advance(cm, [seg])[:, None], seg.row.cache
 

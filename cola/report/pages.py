@@ -17,10 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..errors import UsageError
+from ..search.store import no_interrupts
 from . import analysis  # noqa: E402
 from .analysis import ACTION_NAMES, EvalResult, Run  # noqa: E402
-from .errors import UsageError
-from .store import no_interrupts
 
 
 def _pct(x: float) -> str:

@@ -33,15 +33,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .chain import Chain, as_chain
-from . import reuse
-from .errors import RouterError, UsageError
-from .evaluate import Evaluator
-from .executor import prompt_hidden
-from .models import ColaModel
-from .reuse import PrefixCache
-from .store import no_interrupts, read_json, write_atomic
-from .tasks import Sample
+from ..core import prefix_cache
+from ..core.chain import Chain, as_chain
+from ..core.executor import prompt_hidden
+from ..core.models import ColaModel
+from ..core.prefix_cache import PrefixCache
+from ..errors import RouterError, UsageError
+from ..evaluation.evaluator import Evaluator
+from ..search.store import no_interrupts, read_json, write_atomic
+from ..tasks import Sample
 
 CONFIG, PREDICTOR = "config.json", "predictor.safetensors"
 FEATURE_LAYERS = (2, 4, 8)
@@ -93,7 +93,7 @@ def chain_library(right: dict[Chain, set[str]], depth: int, size: int = 8, min_s
 def layers_computed(chain: Chain, features: int) -> int:
     """Chain positions run over an input: the ``features`` layers of the full chain, then the chain's positions
     after the prefix it shares with them."""
-    return reuse.layers_computed([range(features), chain])
+    return prefix_cache.layers_computed([range(features), chain])
 
 
 @torch.inference_mode()
@@ -250,7 +250,7 @@ class Router:
         if any(tuple(predictor.tensors()[k].shape) != s for k, s in shapes.items()):
             raise RouterError(f"{folder / PREDICTOR} does not fit its config ({chains} chains, {dim} features)")
         if cm is not None:
-            from .provenance import weights_hash
+            from ..evaluation.provenance import weights_hash
 
             if config["model"] != cm.name or config["depth"] != cm.depth:
                 raise RouterError(f"{folder} was fitted for {config['model']} ({config['depth']} layers), not "
@@ -390,10 +390,10 @@ def fit_from_runs(
     a router of decoy golds (the chance control). ``data``/``data_file`` say where the runs' data is when not where
     they recorded it. Returns the router and the summary of :func:`fit_router`, with ``library_search`` (candidates
     asked, how many were right on ``min_support`` samples) when the library was chosen here."""
-    from .loading import load_model
-    from .search.run import run_samples
-    from .store import read_config, read_records
-    from .tasks import DataError, get_task, load_samples, with_control
+    from ..core.loading import load_model
+    from ..search.run import run_samples
+    from ..search.store import read_config, read_records
+    from ..tasks import DataError, get_task, load_samples, with_control
 
     configs = [read_config(folder) for folder in runs]
     for folder, config in zip(runs, configs):

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..errors import UsageError
+from ..search.store import check_folder
 from .chain import Chain
-from .errors import UsageError
 from .models import ColaModel, stack_config
-from .store import check_folder
 
 CARD = """---
 {front}---
@@ -39,8 +39,8 @@ passthrough merge.
 def card(cm: ColaModel, chain: Chain) -> str:
     """The model card of an exported chain: hub metadata (``library_name``, ``pipeline_tag``, the source as
     ``base_model`` with ``base_model_relation: merge`` where the source is a hub model) and what the checkpoint is."""
+    from ..evaluation.provenance import weights_hash
     from .loading import ALIAS_HUB_IDS
-    from .provenance import weights_hash
 
     source = ALIAS_HUB_IDS.get(cm.name, cm.name)
     on_hub = not Path(source).expanduser().exists() and source.count("/") == 1 and not source.endswith(".gguf")

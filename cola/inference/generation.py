@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .chain import Chain
-from .errors import NonFiniteError
-from .executor import Row, Segment, advance, embed, prompt_segment
-from .models import ColaModel
-from .reuse import PrefixCache
+from ..core.chain import Chain
+from ..core.executor import Row, Segment, advance, embed, prompt_segment
+from ..core.models import ColaModel
+from ..core.prefix_cache import PrefixCache
+from ..errors import NonFiniteError
 
 
 @dataclass
@@ -94,7 +94,7 @@ class RowDecoder:
     step its prompt is prefilled (reusing its prefix cache) in the same layer calls as the other requests' decoding
     tokens, and it leaves as soon as it stops (EOS, a stop string, ``is_done(text)``, or ``max_new_tokens``).
     One request alone runs exactly its chain's layers in order; several give the same tokens up to the rounding of
-    packed matrix products (:mod:`cola.packing`)."""
+    packed matrix products (:mod:`cola.core.packing`)."""
 
     def __init__(self, cm: ColaModel, max_new_tokens: int, stop_strings: Sequence[str] = ()) -> None:
         self.cm, self.max_new_tokens, self.stop_strings = cm, max_new_tokens, stop_strings
@@ -165,9 +165,9 @@ def generate(
 
     Each prompt runs unpadded as its own row (:class:`RowDecoder`), and stops at EOS, once its new text contains a
     stop string, or once ``is_done(b, text)`` is true for its batch index ``b`` (an answer that is complete).
-    ``prefix`` (a :class:`~cola.reuse.PrefixCache` of a single prompt) lets its prefill reuse earlier chains' work.
-    A prompt that leaves fewer than ``max_new_tokens`` of the model's positions is refused
-    (:meth:`~cola.models.ColaModel.context_drop`), or with ``truncate`` loses its first tokens.
+    ``prefix`` (a :class:`~cola.core.prefix_cache.PrefixCache` of a single prompt) lets its prefill reuse earlier
+    chains' work. A prompt that leaves fewer than ``max_new_tokens`` of the model's positions is refused
+    (:meth:`~cola.core.models.ColaModel.context_drop`), or with ``truncate`` loses its first tokens.
     """
     if prefix is not None and input_ids.shape[0] != 1:
         raise ValueError("a prefix cache holds one unpadded prompt")

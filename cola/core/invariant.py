@@ -1,6 +1,6 @@
 """Batch-invariant matrix products: a sample's numbers do not depend on which other samples share its batch.
 
-CoLa runs the rows of many chains in one layer call, their tokens packed end to end (:mod:`cola.packing`), so every
+CoLa runs the rows of many chains in one layer call, their tokens packed end to end (:mod:`cola.core.packing`), so every
 ``nn.Linear`` multiplies a matrix of M rows, M the tokens of every row in the call. A CPU GEMM library picks its
 kernel, its blocking and its split among threads by shape, and these sum the products in different orders. Measured
 on the project's machine (torch 2.13, one thread): a float32 row differs between M < 16 and M >= 16; a bfloat16 row

@@ -1,5 +1,5 @@
 """The model as CoLa sees it: a pretrained causal LM with its tokenizer, a stack of separately callable decoder
-layers (:class:`ColaModel`). Loading one is :mod:`cola.loading`."""
+layers (:class:`ColaModel`). Loading one is :mod:`cola.core.loading`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import UsageError
+from ..errors import UsageError
 from .families import Family, family
 from .invariant import make_batch_invariant
 
@@ -30,9 +30,9 @@ class ColaModel:
     name: str
     weights: Path | str | None = None  # where the weights came from: a GGUF file, a folder or a hub id
     loaded_weights: str | None = None  # sha256 of the files actually loaded, where verified (a GGUF's conversion)
-    chain_configs: dict = field(default_factory=dict, repr=False)  # memo for cola.executor.chain_config
-    packed_attention: str = "auto"  # how packed rows attend (cola.packing.PACKED_MODES; auto: one call on CUDA)
-    batch_invariant: bool | None = None  # rows' linear products kept apart (cola.invariant); None: on a CPU only
+    chain_configs: dict = field(default_factory=dict, repr=False)  # memo for cola.core.executor.chain_config
+    packed_attention: str = "auto"  # how packed rows attend (cola.core.packing.PACKED_MODES; auto: one call on CUDA)
+    batch_invariant: bool | None = None  # rows' linear products kept apart (cola.core.invariant); None: on a CPU only
 
     def __post_init__(self) -> None:
         if self.model is None:  # a stand-in that only names its weights
@@ -63,7 +63,7 @@ class ColaModel:
 
     @property
     def family(self) -> Family:
-        """The record of the model's family (:mod:`cola.families`): the config attributes CoLa reads."""
+        """The record of the model's family (:mod:`cola.core.families`): the config attributes CoLa reads."""
         return family(self.config)
 
     @property
@@ -146,7 +146,8 @@ class ColaModel:
 
 def stack_config(config, layer_types: Sequence[str]):
     """A copy of ``config`` describing a stack of ``len(layer_types)`` layers with these attention types: the config
-    of a model whose layer list is a chain (masks, caches and :func:`cola.export.export_chain` are built from it)."""
+    of a model whose layer list is a chain (masks, caches and :func:`cola.core.export.export_chain` are built from
+    it)."""
     config = copy.deepcopy(config)
     config.num_hidden_layers = len(layer_types)
     if getattr(config, "layer_types", None) is not None:

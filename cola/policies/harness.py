@@ -1,15 +1,16 @@
 """The one harness every label-free policy runs in, live or replayed from a table of answers.
 
 A policy is asked in rounds: each round, every unfinished input names its next request (a chain, or one seeded
-sample of a chain) from what it has been told so far (:func:`next_request`); the round's requests run together
-(:class:`~cola.evaluate.Requests`, each input keeping one :class:`~cola.reuse.PrefixCache` across its rounds, so a
-chain that shares a prefix with one asked before computes only the rest); when no input asks any more, each
-answers (:func:`decide`). The layers computed per input are the prefix cache's counters, as the router's are.
+sample of a chain) from what it has been told so far (its kind's ``next_request``); the round's requests run together
+(:class:`~cola.evaluation.evaluator.Requests`, each input keeping one :class:`~cola.core.prefix_cache.PrefixCache`
+across its rounds, so a chain that shares a prefix with one asked before computes only the rest); when no input asks any
+more, each answers (its kind's ``decide``, :mod:`cola.policies.spec`). The layers computed per input are the prefix
+cache's counters, as the router's are.
 
 The same decisions replay from a *table* (every request of a family of settings asked once per input,
 :func:`ask_table`): a cascade's thresholds or a vote's k and rule are then swept without running the model again,
 with the layers each setting would compute counted the way the prefix cache counts them
-(:func:`cola.reuse.layers_computed`).
+(:func:`cola.core.prefix_cache.layers_computed`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
-from ..chain import Chain
-from ..evaluate import Evaluator, Outcome
-from ..reuse import PrefixCache, layers_computed
-from ..store import EvalStore, chunks
+from ..core.chain import Chain
+from ..core.prefix_cache import PrefixCache, layers_computed
+from ..evaluation.evaluator import Evaluator, Outcome
+from ..search.store import EvalStore, chunks
 from ..tasks import Sample
 from .signals import confidence
 from .spec import Asked, PolicySpec, Request
@@ -86,7 +87,7 @@ def decided_requests(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[S
                      prefixes: Sequence[PrefixCache], router=None) -> list[Request]:
     """The request whose output ``spec`` answers each input with, for a caller that needs that output whole (per
     option log-likelihoods, the generated text): a chain or a routed kind's one chain, unasked; for a cascade or a
-    vote, the request :func:`decide` picks (the first asked when none has an answer), after asking the rounds through
+    vote, the request its ``decide`` picks (the first asked when none has an answer), after asking the rounds through
     ``prefixes``."""
     if spec.single:
         return [Request(chains[0]) for chains in own_chains(spec, evaluator, samples, prefixes, router)]

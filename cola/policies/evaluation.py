@@ -1,21 +1,21 @@
-"""A policy evaluation: its per-sample rows and a summary in the shape of :mod:`cola.evals`' (what ``cola eval
---out`` writes), with full depth run in the same process on the same samples, paired (McNemar) and timed side by
-side."""
+"""A policy evaluation: its per-sample rows and a summary in the shape of :mod:`cola.evaluation.evaluations`' (what
+``cola eval --out`` writes), with full depth run in the same process on the same samples, paired (McNemar) and timed
+side by side."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from ..chain import Chain
+from ..core.chain import Chain
 from ..errors import UsageError
-from ..evals import accuracies
-from ..evaluate import Evaluator
-from ..stats import paired, wilson_interval
-from ..store import EvalStore
+from ..evaluation.evaluations import accuracies
+from ..evaluation.evaluator import Evaluator
+from ..evaluation.stats import paired, wilson_interval
+from ..search.store import EvalStore
 from ..tasks import Sample
 from .calibrate import sweep, table_requests
-from .run import ask_table, replay, run_policy
+from .harness import ask_table, replay, run_policy
 from .spec import ChainPolicy, PolicySpec
 
 FULL = ChainPolicy()

@@ -3,15 +3,15 @@
 A record holds the sample's id and gold (``true_gold`` too for a decoy run), the full chain's evaluation, every chain
 evaluated in order, the best and the shortest correct chain, and the search's cost. The search (:mod:`cola.search.run`),
 its controls (:mod:`cola.search.menu`, :mod:`cola.search.sampling`) write records with :func:`make_record`; the
-report (:mod:`cola.analysis`) and the router read them.
+report (:mod:`cola.report.analysis`) and the router read them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .search.mcts import Evaluation, SearchResult
-from .tasks import Sample
+from ..tasks import Sample
+from .mcts import Evaluation, SearchResult
 
 
 def evaluation_dict(e: Evaluation | None) -> dict | None:

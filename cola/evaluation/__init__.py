@@ -1,0 +1,1 @@
+"""Asking a task's samples through chains: the evaluator, chain and router evaluations, provenance, statistics."""

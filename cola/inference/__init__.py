@@ -1,0 +1,1 @@
+"""Decoding and scoring through a chain: the one decoding loop and option log-likelihoods."""

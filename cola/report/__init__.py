@@ -1,0 +1,1 @@
+"""The study's tables from search records (analysis) and their pages: Markdown, HTML, figures, CSV."""
