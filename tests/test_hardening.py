@@ -222,7 +222,7 @@ def test_weights_hash_is_of_the_files_and_cached(tmp_path, monkeypatch):
 
 
 def test_number_lists_parse_to_their_kind():
-    assert cli.number_list(int)("1,3,9") == [1, 3, 9]
-    assert cli.number_list(float)("0.5,1") == [0.5, 1.0]
+    assert cli.common.number_list(int)("1,3,9") == [1, 3, 9]
+    assert cli.common.number_list(float)("0.5,1") == [0.5, 1.0]
     with pytest.raises(argparse.ArgumentTypeError, match="not '1,,3'"):
-        cli.number_list(int)("1,,3")
+        cli.common.number_list(int)("1,,3")

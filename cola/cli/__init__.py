@@ -1,0 +1,72 @@
+"""The ``cola`` command line: one module per command group (``model``: generate, layers, export; ``evaluate``: eval;
+``search``: search, prune; ``router``; ``report``: report, tasks; ``lmeval``), sharing ``common``.
+
+Each command parses its arguments, calls the library and prints: what a command does, a Python caller can do with the
+same calls. Each imports what it needs when it runs, so ``cola --help`` stays fast. Errors CoLa raises on purpose
+(:mod:`cola.errors`) print as one line; anything else is a bug and shows its traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ColaError
+from . import evaluate, lmeval, model, report, router, search
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cola`` parser: each command group adds its commands."""
+    parser = argparse.ArgumentParser(prog="cola", description="Chains of layers: skip, repeat and re-order the layers of a pretrained LLM per input.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in (model, evaluate, search, router, report, lmeval):
+        group.add_parsers(sub)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace: ``cola lm-eval``'s arguments all go to lm-eval, options and --help included;
+    a command that takes a task gets ``--task`` or ``--lm-eval-task`` (as the task ``lm-eval:NAME``) and its mode
+    (default generate; an lm-eval task's own, set when the task loads)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:
+        return argparse.Namespace(func=lmeval.cmd_lm_eval, lm_eval_args=argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "lm_eval_task"):
+        from ..tasks.lmeval import PREFIX
+
+        if (args.task is None) == (args.lm_eval_task is None):
+            parser.error("give --task NAME or --lm-eval-task NAME (one of them)")
+        if args.lm_eval_task is not None:
+            args.task = PREFIX + args.lm_eval_task
+        if args.mode is None and not args.task.startswith(PREFIX):  # an lm-eval task's own: once it loads (task_samples)
+            args.mode = "generate"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cola`` console script."""
+    args = parse_args(argv)
+    import warnings
+
+    import transformers
+
+    shown = warnings.showwarning  # for this command only: main() may be called from a Python program or a test
+    warnings.showwarning = lambda message, *_, **__: print(f"cola: warning: {message}", file=sys.stderr)
+    transformers.utils.logging.set_verbosity_error()  # weight-loading bars and notices drown the command's output
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        if getattr(args, "device", None) is not None:  # a device this machine lacks fails before any work
+            from ..core.loading import parse_device
+
+            parse_device(args.device)
+        return args.func(args)
+    except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
+        print(f"cola: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.search.store), so say what is kept and stop
+        kept = getattr(args, "kept", None)
+        print(f"\ninterrupted: {kept() if kept else 'nothing was written'}", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = shown

@@ -1,0 +1,248 @@
+"""`cola eval`: a chain, a router or a policy on a task's samples, beside full depth."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..core.chain import as_chain
+from ..errors import UsageError
+from .common import (
+    Bars,
+    add_model_args,
+    add_task_args,
+    check_chain,
+    eval_store,
+    evaluator_and_samples,
+    finish_eval,
+    number_list,
+    positive_int,
+    resolve_mode,
+)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..evaluation.evaluations import eval_header, evaluate_chain, evaluate_router
+    from ..search.store import eval_lock
+    from ..tasks import get_task
+
+    lock = eval_lock(args.out) if args.out else None  # a bad --out or a second writer fails before the model loads
+    chains = args.chain or ["full"]
+    if args.policy is not None:
+        return _eval_policy(args, lock)
+    if args.router is not None and args.chain:
+        raise UsageError("--router picks each input's chain; it does not take --chain")
+    if len(chains) > 1:
+        raise UsageError("several --chain need a policy that asks them: --policy cascade or --policy vote")
+    args.chain = chains[0]
+    if args.router is None:
+        check_chain(args)
+    evaluator, samples = evaluator_and_samples(args)
+    task = get_task(args.task, args.lm_eval_include)
+    batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)
+    header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
+                         level=args.level, split=task.split_of(args.split, args.data_file))
+    if args.router is not None:
+        from ..policies.library_router import Router
+
+        router = Router.load(args.router, evaluator.cm)
+        store = eval_store(args, lock, {**header, "kind": "router", "router": str(router.folder),
+                                         "library": [str(c) for c in router.library],
+                                         "setting": router.setting.__dict__})
+        with Bars(len(samples), args.task) as bars:
+            summary, rows = store.finished or evaluate_router(router, evaluator, samples, batch, header, args.name,
+                                                              args.seed, bars, store)
+        if summary["seen_in_fit"]:
+            print(f"cola: warning: {summary['seen_in_fit']} of these samples were used to fit or select "
+                  f"{args.router} (first: {summary['seen_ids'][:3]}); its numbers here are not held-out",
+                  file=sys.stderr)
+        _print_router(summary, router, args.router)
+    else:
+        chain = as_chain(args.chain, evaluator.cm.depth)
+        store = eval_store(args, lock, {**header, "kind": "chain", "chain": str(chain)})
+        with Bars(len(samples), args.task) as bars:
+            summary, rows = store.finished or evaluate_chain(evaluator, chain, samples, batch, header, args.name,
+                                                             lambda done: bars(str(chain), done), store)
+    for name in ("acc", "acc_norm") if args.mode == "score" else ("acc",):
+        m = summary[name]
+        print(f"{args.task} {name}: {m['accuracy']:.4f} ({m['k']}/{len(rows)}), 95% CI [{m['ci'][0]:.4f}, "
+              f"{m['ci'][1]:.4f}]  {'router ' + args.router if args.router else 'chain ' + summary['chain']}")
+    finish_eval(args, store, rows, summary)
+    return 0
+
+
+def _eval_policy(args: argparse.Namespace, lock) -> int:
+    """``cola eval --policy``: build (and, with --calibrate, choose on dev) the policy, answer the samples with it and
+    with full depth, side by side."""
+    from tqdm import tqdm
+
+    from ..core.loading import model_depth
+    from ..evaluation.evaluations import eval_header
+    from ..policies import calibrate, evaluate_policy, make_spec
+    from ..policies.calibrate import parse_objective
+    from ..policies.spec import KINDS
+    from ..tasks import get_task, load_samples
+
+    task = get_task(args.task, args.lm_eval_include)
+    if args.calibrate:
+        parse_objective(args.calibrate)
+        if args.data_file or not task.splits:
+            raise UsageError(f"--calibrate chooses on the dev split; {args.task} from a data file has none")
+    if args.router is not None and not (args.policy in KINDS and KINDS[args.policy].routed):
+        raise UsageError("--router belongs to --policy router or layer-router (or to a plain `cola eval --router`)")
+    if args.replay and not args.sweep:
+        raise UsageError("--replay answers from the sweep's table: it needs --sweep")
+    if args.policy in KINDS and KINDS[args.policy].routed and (args.calibrate or args.sweep):
+        raise UsageError(f"a {args.policy} policy has no setting to calibrate or sweep; its router was selected on dev "
+                         "when it was fitted")
+    options = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
+                   temperature=args.temperature, seed=args.sample_seed, router=args.router)
+
+    def spec_for(depth: int):
+        return make_spec(args.policy, depth, args.chain or (), args.chains_from, args.top, args.threshold or (),
+                         calibrating=bool(args.calibrate), **options)
+
+    resolve_mode(args)
+    depth = model_depth(args.model)
+    spec = None if depth is None else spec_for(depth)
+    if spec is not None:  # a bad spec fails before the weights load
+        spec.check(depth, args.mode)
+    evaluator, samples = evaluator_and_samples(args)
+    if spec is None or depth != evaluator.cm.depth:
+        spec = spec_for(evaluator.cm.depth)
+    router = spec.load_router(evaluator.cm) if spec.routed else None
+    batch = args.batch_size or 16
+    split = task.split_of(args.split, args.data_file)
+    header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
+                         level=args.level, split=split)
+    ks, temperatures = args.ks, args.temperatures
+    rules = args.rules.split(",") if args.rules else ()
+    store = eval_store(args, lock, {
+        **header, "kind": "policy", "policy": spec.to_dict(), "calibrate": args.calibrate,
+        "dev_n": args.dev_n if args.calibrate else None, "ks": list(ks), "rules": list(rules),
+        "temperatures": list(temperatures), "sweep": args.sweep, "replay": args.replay})
+    if store.finished is not None:
+        _print_policy(store.finished[0])
+        summary, rows = store.finished
+        finish_eval(args, store, rows, summary)
+        return 0
+    calibration, family = None, []
+    if args.calibrate:
+        dev = load_samples(task, args.data_dir, None, args.dev_n, args.seed, args.level, args.skip_bad_rows, "dev")
+        evaluator.check(dev)
+        with tqdm(total=len(dev), desc=f"{args.task} [calibrate on dev]", unit="sample") as bar:
+            spec, calibration = calibrate(spec, evaluator, dev, args.calibrate, batch, ks, rules, temperatures,
+                                          task.split("dev"), bar.update, store)
+        chosen = calibration["points"][calibration["chosen"]]
+        print(f"calibrated on {len(dev)} dev samples ({args.calibrate}): {chosen['name']} — dev accuracy "
+              f"{chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with full depth "
+              f"{chosen['agreement']:.1%}")
+    if args.sweep:
+        family = spec.family(ks, rules, temperatures)
+    with Bars(len(samples), args.task) as bars:
+        summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration,
+                                        family, args.replay, bars, store)
+    _print_policy(summary)
+    finish_eval(args, store, rows, summary)
+    return 0
+
+
+def _print_policy(summary: dict) -> None:
+    """A policy evaluation's lines: its accuracy and cost, and full depth's beside it, paired and timed."""
+    n, acc, full = summary["n"], summary["acc"], summary["baselines"]["full"]
+    print(f"policy {summary['name']} ({summary['task']} {summary['split'] or summary['data']}, {summary['mode']} mode)")
+    print(f"  policy:     accuracy {acc['accuracy']:.4f} ({acc['k']}/{n}) [{acc['ci'][0]:.4f}, {acc['ci'][1]:.4f}], "
+          f"{summary['mean_layers']:.2f} layers computed per input ({summary['layers_ratio']:.3f} x full), "
+          f"{summary['mean_chains']:.2f} chains asked, {summary['mean_tokens']:.1f} tokens decoded, "
+          + ("replayed from the sweep (not timed)" if summary["replayed"] else
+             f"{summary['wall_s']:.1f} s ({summary['wall_ratio']:.3f} x full)"))
+    print(f"  full depth: accuracy {full['accuracy']:.4f} ({full['k']}/{n}) [{full['ci'][0]:.4f}, {full['ci'][1]:.4f}], "
+          f"{full['mean_layers']:.2f} layers" + ("" if summary["replayed"] else f", {full['wall_s']:.1f} s")
+          + f"; policy right only {full['policy_only']}, full right only {full['other_only']}: McNemar exact p = "
+          f"{full['mcnemar_p']:.4g}")
+    if summary.get("mean_layer_tokens"):
+        print(f"  layers x generated tokens (Dr.LLM's count): policy {summary['mean_layer_tokens']:.1f}, full depth "
+              f"{full['mean_layer_tokens']:.1f} per input")
+    print(f"  agreement with full depth {summary['agreement']:.1%}; stops: "
+          + ", ".join(f"{k} ({v})" for k, v in summary["stops"].items()))
+    if summary["seen_in_calibration"]:
+        print(f"cola: warning: {summary['seen_in_calibration']} of these samples were used to calibrate the policy "
+              f"(first: {summary['seen_ids'][:3]}); its numbers here are not held-out", file=sys.stderr)
+
+
+def _print_router(summary: dict, router, folder: str) -> None:
+    """The router evaluation's lines: what it is, its accuracy and layers, each baseline paired with it."""
+    n, depth, config = summary["n"], summary["depth"], router.config
+    acc = summary["acc"]
+    print(f"router {folder}: {len(router.library)} chains, features after {router.setting.features} layers "
+          f"(fitted on {config.get('task')} {config.get('split')}, control {config.get('control')})")
+    print(f"  routed:      accuracy {acc['accuracy']:.4f} ({acc['k']}/{n}) [{acc['ci'][0]:.4f}, {acc['ci'][1]:.4f}], "
+          f"mean chain length {summary['mean_length']:.2f}, mean layers computed {summary['mean_layers']:.2f} "
+          f"({summary['mean_layers'] / depth:.3f} x depth, feature layers included), {summary['routed_s']:.1f} s")
+    for name, b in summary["baselines"].items():
+        print(f"  {name + ':':12s} accuracy {b['accuracy']:.4f} ({b['k']}/{n}) [{b['ci'][0]:.4f}, {b['ci'][1]:.4f}], "
+              f"mean chain length {b['mean_length']:.2f}; router right only {b['router_only']}, {name} right only "
+              f"{b['other_only']}: McNemar exact p = {b['mcnemar_p']:.4g}")
+    print(f"  routed to the full chain: {summary['full_share']:.1%} of inputs; picks: "
+          + ", ".join(f"{c} ({count})" for c, count in summary["picks"].items()))
+
+
+def _add_policy_args(parser: argparse.ArgumentParser) -> None:
+    from ..policies import KINDS, RULES
+    from ..policies.spec import GENERATE_SIGNALS, SCORE_SIGNALS
+
+    g = parser.add_argument_group("label-free policies (docs/policies.md)")
+    g.add_argument("--policy", default=None,
+                   help=f"answer with a policy: {', '.join(KINDS)}, or a spec FILE.json (a spec, or an earlier "
+                        "--policy evaluation's summary); full depth runs beside it, paired and timed")
+    g.add_argument("--chains-from", default=None,
+                   help="add chains from a `cola prune --out` file, a `--static` search run, a router folder or a "
+                        "per-sample search run (its fixed-menu ranking), after any --chain")
+    g.add_argument("--top", type=positive_int, default=None, help="take at most this many chains from --chains-from")
+    g.add_argument("--threshold", type=float, action="append", default=None,
+                   help="cascade: keep a step's answer when its confidence is at least this (one per step but the "
+                        "last; 0 always keeps, 1 never)")
+    g.add_argument("--signal", default=None, choices=SCORE_SIGNALS + GENERATE_SIGNALS,
+                   help="confidence: max_prob, margin or certainty of the option softmax (score mode, default "
+                        "max_prob); answer_prob (generate mode)")
+    g.add_argument("--norm", action="store_true", help="score mode: answers and confidences per character (acc_norm)")
+    g.add_argument("--rule", default=None, choices=RULES, help="vote: majority (default), confident or weighted")
+    g.add_argument("--k", type=positive_int, default=None,
+                   help="vote: the first k chains (default all); self-consistency: samples per input")
+    g.add_argument("--temperature", type=float, default=None, help="self-consistency: sampling temperature")
+    g.add_argument("--sample-seed", type=int, default=None, help="self-consistency: seed of the samples (default 0)")
+    g.add_argument("--calibrate", default=None,
+                   help="choose the thresholds (cascade), k and rule (vote), k and temperature (self-consistency) on "
+                        "the dev split: consistency=S (fewest layers agreeing with full depth on a share S, no "
+                        "labels), budget=B (most accurate within B x depth layers) or accuracy")
+    g.add_argument("--dev-n", type=positive_int, default=300, help="dev samples to calibrate on (default 300)")
+    g.add_argument("--ks", type=number_list(int), default=(), help="k values to calibrate over, e.g. 1,3,5,9")
+    g.add_argument("--rules", default=None, help="vote rules to calibrate over, e.g. majority,confident,weighted")
+    g.add_argument("--temperatures", type=number_list(float), default=(), help="temperatures to calibrate over, e.g. 0.5,0.7,1.0")
+    g.add_argument("--sweep", action="store_true",
+                   help="also answer every setting of the calibrated family on these samples (one table of answers, "
+                        "replayed): the curve of `cola report`; nothing is chosen from it")
+    g.add_argument("--replay", action="store_true",
+                   help="with --sweep: answer the policy and full depth from the sweep's table instead of running them "
+                        "again (the same answers and layers, one pass less, no wall times)")
+
+
+def add_parsers(sub) -> None:
+    """The parsers of this module's commands, on ``cola``'s subcommands ``sub``."""
+    p = sub.add_parser("eval", help="accuracy of one chain on a task, with a 95%% confidence interval")
+    add_model_args(p)
+    add_task_args(p)
+    p.add_argument("--chain", action="append", default=None,
+                   help="chain notation (default: full); with --policy cascade or vote, repeat it: the chains in order")
+    p.add_argument("--router", default=None,
+                   help="a router folder (`cola router fit`): each input through the chain it routes it to, compared "
+                        "with full depth and a random pick from its library on the same samples; with --policy "
+                        "layer-router, a per-layer routers folder (`cola router fit-layers` or `layer-control`)")
+    _add_policy_args(p)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="samples run together (default: 16 in generate mode and with --router, 1 in score mode: each "
+                        "alone, exactly as lm-eval; larger is faster, equal up to floating-point rounding)")
+    p.add_argument("--name", default=None, help="a name for this evaluation in `cola report` (default: the chain)")
+    p.add_argument("--out", default=None,
+                   help="write one JSON line per sample to this file (F.jsonl) and the summary beside it (F.json)")
+    p.set_defaults(func=cmd_eval)
