@@ -90,14 +90,16 @@ def test_a_killed_worker_loses_nothing(cluster, tiny_folder, samples, reference,
         out=run_search_ray(_job(tiny_folder), samples, str(out), workers=2, progress=False)))
     driver.start()
     deadline = time.time() + 120
+    workers: list[dict] = []
+    while time.time() < deadline and len(workers) < 2:  # the victim's pid first: the run may end soon after a record
+        workers = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(WORKER_PREFIX)]
+        time.sleep(0.05)
+    assert len(workers) == 2
+    pid = ray.get(ray.get_actor(workers[0]["name"], namespace=workers[0]["namespace"]).pid.remote())
     while time.time() < deadline and len(read_records(out)) < 1:
-        time.sleep(0.1)
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(WORKER_PREFIX)]
-    assert len(names) == 2
-    victim = ray.get_actor(names[0], namespace=next(a["namespace"] for a in ray.util.list_named_actors(
-        all_namespaces=True) if a["name"] == names[0]))
+        time.sleep(0.05)
     done_before = len(read_records(out))
-    os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
     driver.join(timeout=300)
     assert not driver.is_alive()
     assert done_before < N, "the kill must land mid-run"
