@@ -23,7 +23,7 @@ import torch
 
 from cola import load_model
 from cola.core.invariant import make_batch_invariant
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import MCTSConfig
 from cola.search.run import SearchJob, run_search
 from cola.search.store import RunStore
@@ -32,8 +32,8 @@ from cola.tasks import get_task, load_samples
 
 def search(evaluator: Evaluator, samples, folder: Path, sims: int, batch: int) -> tuple[dict[str, dict], float]:
     """The run's records by sample id, and the wall seconds of the searches this call ran."""
-    job = SearchJob(evaluator.cm.name, evaluator.task.name, evaluator.mode, mcts=MCTSConfig(sims=sims), batch=batch,
-                    dtype=str(evaluator.cm.dtype).removeprefix("torch."))
+    job = SearchJob(evaluator.cm.name, evaluator.task.name, eval_config=EvalConfig(mode=evaluator.config.mode),
+                    mcts=MCTSConfig(sims=sims), batch=batch, dtype=str(evaluator.cm.dtype).removeprefix("torch."))
     store = RunStore(folder, job.run_config(evaluator, samples))
     start = time.perf_counter()
     records = {r["id"]: r for r in run_search(job, evaluator, samples, store, progress=False)}
@@ -90,7 +90,7 @@ def main() -> None:
             cm.batch_invariant = invariant
             kind = "invariant" if invariant else "plain"
             for mode in args.modes.split(","):
-                evaluator = Evaluator(cm, task, mode=mode)
+                evaluator = Evaluator(cm, task, config=EvalConfig(mode=mode))
                 folder = Path(args.out) / f"{dtype}-{kind}-{mode}"
                 (one, one_s), (many, many_s) = [search(evaluator, samples, folder / f"batch{b}", args.sims, b)
                                                 for b in (1, args.batch)]

@@ -42,7 +42,7 @@ from search_speed import section_compare  # noqa: E402
 from cola import Chain, load_model  # noqa: E402
 from cola.core.executor import advance, prompt_segment  # noqa: E402
 from cola.core.invariant import make_batch_invariant  # noqa: E402
-from cola.evaluation.evaluator import Evaluator  # noqa: E402
+from cola.evaluation.evaluator import EvalConfig, Evaluator  # noqa: E402
 from cola.search import MCTSConfig, SearchSpace  # noqa: E402
 from cola.search.run import search_samples  # noqa: E402
 from cola.tasks import get_task, load_samples  # noqa: E402
@@ -85,7 +85,7 @@ def section_a(args, tasks) -> dict:
     out = {}
     for dtype in args.dtypes.split(","):
         cm = load_model(args.model, device=args.device, dtype=dtype)
-        evaluator = Evaluator(cm, tasks["score"], mode="score")
+        evaluator = Evaluator(cm, tasks["score"], config=EvalConfig(mode="score"))
         result = searched(evaluator, args.samples["score"], args.sims, len(args.samples["score"]))
         result.pop("records")
         out[dtype] = result
@@ -96,7 +96,7 @@ def section_a(args, tasks) -> dict:
 
 def section_b(args, tasks) -> dict:
     cm = load_model(args.model, device=args.device)
-    evaluator = Evaluator(cm, tasks["generate"], mode="generate")
+    evaluator = Evaluator(cm, tasks["generate"], config=EvalConfig(mode="generate"))
     result = searched(evaluator, args.samples["generate"], args.sims, len(args.samples["generate"]), args.generate_cap_s)
     result.pop("records")
     result["dtype"] = str(cm.dtype).removeprefix("torch.")
@@ -123,7 +123,7 @@ def section_d(args, tasks) -> dict:
     cm = load_model(args.model, device=args.device)
     out = {}
     for mode in ("score", "generate"):
-        evaluator = Evaluator(cm, tasks[mode], mode=mode)
+        evaluator = Evaluator(cm, tasks[mode], config=EvalConfig(mode=mode))
         samples = args.samples[mode][: args.agree_n]
         alone = {r["id"]: r for r in searched(evaluator, samples, args.agree_sims, 1)["records"]}
         together = {r["id"]: r for r in searched(evaluator, samples, args.agree_sims, min(64, len(samples)))["records"]}
@@ -134,7 +134,7 @@ def section_d(args, tasks) -> dict:
 
 def section_e(args, tasks) -> dict:
     cm = load_model(args.model, device=args.device)
-    evaluator = Evaluator(cm, tasks["score"], mode="score")
+    evaluator = Evaluator(cm, tasks["score"], config=EvalConfig(mode="score"))
     samples = args.samples["score"][: args.attn_n]
     out, answers = {}, {}
     for mode in ("per_row", "one_call"):
@@ -170,7 +170,7 @@ def section_f(args, tasks) -> dict:
     for invariant in (True, False):
         make_batch_invariant(cm.model, invariant)
         for mode in ("score", "generate"):
-            evaluator = Evaluator(cm, tasks[mode], mode=mode)
+            evaluator = Evaluator(cm, tasks[mode], config=EvalConfig(mode=mode))
             samples = args.samples[mode][: args.agree_n]
             pairs = [(c, s) for c in chains for s in samples]
             alone = {(str(c), s.id): evaluator.evaluate(c, [s])[0] for c, s in pairs}

@@ -57,7 +57,7 @@ def disagreements(cm, chain, sets: dict, pretrained, folder: Path, dtype: str = 
     from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager
 
-    from cola.evaluation.evaluator import Evaluator
+    from cola.evaluation.evaluator import EvalConfig, Evaluator
     from cola.tasks import get_task
 
     backend = {"model": pretrained} if isinstance(pretrained, LM) else {
@@ -71,7 +71,7 @@ def disagreements(cm, chain, sets: dict, pretrained, folder: Path, dtype: str = 
         theirs = {row["doc"]["id"]: row for row in output["samples"][f"cola_{name}"]}
         if len(theirs) != len(samples):
             raise RuntimeError(f"{name}: lm-eval scored {len(theirs)} of {len(samples)} samples")
-        evaluator = Evaluator(cm, get_task(name), mode="score", score_style="lmeval")
+        evaluator = Evaluator(cm, get_task(name), config=EvalConfig(mode="score", score_style="lmeval"))
         outcomes = evaluator.evaluate_many(chain, samples, cola_batch)
         differ = [(o.id, o.correct, theirs[o.id]["acc"], bool(o.correct_norm), theirs[o.id]["acc_norm"])
                   for o in outcomes

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cola.evaluation.evaluator import EvalConfig
 from cola.search import MCTSConfig
 from cola.search.distributed import run_search_ray
 from cola.search.run import SearchJob, run_search
@@ -40,7 +41,8 @@ def main() -> None:
     import ray
 
     samples = load_samples("arc_challenge", args.data_dir, n=args.n, seed=0)
-    job = SearchJob(args.model, "arc_challenge", mode="score", device="cpu", mcts=MCTSConfig(sims=args.sims))
+    job = SearchJob(args.model, "arc_challenge", eval_config=EvalConfig(mode="score"), device="cpu",
+                    mcts=MCTSConfig(sims=args.sims))
     root = Path(tempfile.mkdtemp(prefix="cola-scale-"))
     print(f"{os.cpu_count()} CPU cores; ARC-Challenge score mode, {len(samples)} samples x {args.sims} simulations")
     t0 = time.perf_counter()

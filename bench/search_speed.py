@@ -35,7 +35,7 @@ from cola import Chain, load_model
 from cola.core.executor import advance, forward, prompt_segment
 from cola.core.export import as_hf
 from cola.core.prefix_cache import PrefixCache
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
 from cola.search.records import make_record
 from cola.search.run import sample_rng, search_samples
@@ -50,7 +50,7 @@ def published_answer(evaluator: Evaluator, chain: Chain, sample) -> str | None:
     weights shared), prefill from scratch and greedily `generate` 50 new tokens (EOS still ends it) with
     transformers, then extract the answer."""
     cm = evaluator.cm
-    ids, mask = cm.tokenize([evaluator.prompt(sample)], evaluator.chat)  # the prompt CoLa asks
+    ids, mask = cm.tokenize([evaluator.prompt(sample)], evaluator.config.chat)  # the prompt CoLa asks
     out = as_hf(cm, chain).generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=PUBLISHED_NEW_TOKENS, do_sample=False,
         pad_token_id=cm.tokenizer.pad_token_id)
@@ -75,7 +75,7 @@ def run_mcts(evaluator, sample, sims, seed=0):
 
 def section_compare(cm, task, samples, sims, every, batch, prefix_gib):
     # the same budget as the published method, so that both must give the same answer; CoLa stops early instead
-    evaluator = Evaluator(cm, task, mode="generate", max_new_tokens=PUBLISHED_NEW_TOKENS)
+    evaluator = Evaluator(cm, task, config=EvalConfig(mode="generate", max_new_tokens=PUBLISHED_NEW_TOKENS))
     print(f"\n== compare: {task.name}, generate mode, {len(samples)} samples, {sims} simulations each, "
           f"CoLa searching {batch} sample(s) at once, {prefix_gib:g} GiB of prefix caches ==")
     t0 = time.perf_counter()
@@ -106,7 +106,7 @@ def section_mcts(cm, samples, sims):
     print(f"\n== mcts: one {sims}-simulation search per sample vs {sims} independent full forwards ==")
     print("(ARC-Challenge, chat-formatted prompt; score mode ranks the option labels as the reply)")
     for mode in ("score", "generate"):
-        evaluator = Evaluator(cm, get_task("arc_challenge"), mode=mode, score_style="chat")
+        evaluator = Evaluator(cm, get_task("arc_challenge"), config=EvalConfig(mode=mode, score_style="chat"))
         searches, forwards, prompts = [], [], []
         for sample in samples:
             _, seconds, _ = run_mcts(evaluator, sample, sims)
@@ -137,7 +137,7 @@ def section_mcts(cm, samples, sims):
 def section_growth(cm, task, samples, budgets):
     print("\n== growth: cost against budget ==")
     mode = "score" if task.kind == "mc" else "generate"
-    evaluator = Evaluator(cm, task, mode=mode)
+    evaluator = Evaluator(cm, task, config=EvalConfig(mode=mode))
     print(f"{'sims':>5s} {'s/sample':>9s} {'ms/sim':>8s} {'layers computed':>16s} {'chain length':>13s} {'ratio':>6s}")
     for sims in budgets:
         times, computed, lengths = [], [], []
@@ -173,7 +173,7 @@ def section_dtype(model: str, samples, sims: int) -> None:
         cm = load_model(model, dtype=dtype)
         task = get_task("arc_challenge")
         for mode in ("score", "generate"):
-            evaluator = Evaluator(cm, task, mode=mode)
+            evaluator = Evaluator(cm, task, config=EvalConfig(mode=mode))
             times, candidates = [], 0
             for sample in samples:
                 record, seconds, _ = run_mcts(evaluator, sample, sims)
@@ -184,7 +184,7 @@ def section_dtype(model: str, samples, sims: int) -> None:
                                 batch=len(samples)))
             together = (time.perf_counter() - start) / len(samples)
             rows[(dtype, mode)] = (statistics.median(times), candidates / sum(times), together)
-        prompts = [Evaluator(cm, task, mode="score").prompt_ids(s) for s in samples]
+        prompts = [Evaluator(cm, task, config=EvalConfig(mode="score")).prompt_ids(s) for s in samples]
         linear = sum(m.weight.numel() for m in cm.layers.modules() if isinstance(m, torch.nn.Linear))
         tokens = sum(ids.shape[1] for ids in prompts)
         advance(cm, [prompt_segment(cm, Chain.full(cm.depth), ids, None) for ids in prompts])  # warm-up

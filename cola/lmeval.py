@@ -42,7 +42,7 @@ from .core.loading import DEFAULT_MODEL, load_model
 from .core.models import ColaModel
 from .core.prefix_cache import PrefixCache
 from .errors import UsageError
-from .evaluation.evaluator import Evaluator, Prepared
+from .evaluation.evaluator import EvalConfig, Evaluator, Prepared
 from .inference.generation import Sampler
 from .inference.scoring import encode, inputs_of_pairs, prefix_token_id, score_many
 from .policies.harness import decided_requests
@@ -175,7 +175,7 @@ class ColaLM(TemplateLM):
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (ctx, _) in enumerate(pairs):
             groups.setdefault(tuple(ctx), []).append(i)
-        evaluator = GivenEvaluator(self.cm, requests_task(), mode="score", chat=False)
+        evaluator = GivenEvaluator(self.cm, requests_task(), config=EvalConfig(mode="score", chat=False))
         samples = []
         for ctx, members in groups.items():
             inputs = inputs_of_pairs([pairs[i] for i in members], [n_chars[i] for i in members])
@@ -243,7 +243,8 @@ class ColaLM(TemplateLM):
                 if budget >= self.max_length:
                     raise UsageError(f"max_gen_toks {budget} leaves no room for a context in {self.max_length} "
                                      "positions")
-                evaluator = GivenEvaluator(self.cm, requests_task(until, budget), mode="generate", chat=False)
+                evaluator = GivenEvaluator(self.cm, requests_task(until, budget), config=EvalConfig(mode="generate",
+                                                                                                    chat=False))
                 for start in range(0, len(members), self.batch_size):
                     chunk = members[start : start + self.batch_size]
                     samples = []

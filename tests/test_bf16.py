@@ -15,7 +15,7 @@ from cola import Chain
 from cola.cli import main
 from cola.core.executor import forward
 from cola.core.invariant import InvariantLinear
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import generate
 from cola.search.store import read_eval
 from cola.tasks import get_task
@@ -56,7 +56,7 @@ def test_a_samples_numbers_are_bitwise_the_same_alone_and_inside_any_batch():
         cm.model.to(dtype)
         assert any(isinstance(m, InvariantLinear) for m in cm.model.modules())
         for mode in ("score", "generate"):
-            evaluator = Evaluator(cm, task, mode, chat=False, max_new_tokens=5)
+            evaluator = Evaluator(cm, task, config=EvalConfig(mode=mode, chat=False, max_new_tokens=5))
             pairs = [(c, s) for c in CHAINS for s in samples]
             alone = {(str(c), s.id): evaluator.evaluate(c, [s])[0] for c, s in pairs}
 

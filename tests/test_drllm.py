@@ -281,7 +281,7 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     from helpers import mc_rows
 
     from cola.core.loading import load_model
-    from cola.evaluation.evaluator import Evaluator
+    from cola.evaluation.evaluator import EvalConfig, Evaluator
     from cola.policies import policy
     from cola.policies.harness import run_policy
     from cola.policies.layer_router import RandomRouting
@@ -290,7 +290,7 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(6, seed=3)))
     cm = load_model(str(tiny_folder), device="cpu")
-    evaluator = Evaluator(cm, get_task("mc_jsonl"), "score", chat=False)
+    evaluator = Evaluator(cm, get_task("mc_jsonl"), config=EvalConfig(mode="score", chat=False))
     samples = load_samples(get_task("mc_jsonl"), None, str(data), 0)
     routing = RandomRouting([[0.3, 0.5, 0.2]] * cm.depth, seed=4)
     spec = policy("layer-router", router="random")

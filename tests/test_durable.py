@@ -21,7 +21,7 @@ import cola.core.loading
 from cola import Chain
 from cola.cli import main
 from cola.errors import ColaError, NonFiniteError
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.policies.spec import PolicySpec
 from cola.search.store import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
@@ -300,7 +300,7 @@ def test_non_finite_logits_are_one_error_naming_the_chain_and_the_input(tmp_path
     task = get_task("mc_jsonl")
     samples = [task.parse_row(r, r["id"]) for r in mc_rows(3)]
     for mode in ("score", "generate"):
-        evaluator = Evaluator(cm, task, mode, chat=False, max_new_tokens=4)
+        evaluator = Evaluator(cm, task, config=EvalConfig(mode=mode, chat=False, max_new_tokens=4))
         assert len(evaluator.evaluate(Chain.parse("0-2,4-5"), samples)) == 3  # layer 3 skipped: fine
         with pytest.raises(NonFiniteError, match=r"from chain 0-5 on sample 'q0' \(mc_jsonl\)"):
             evaluator.evaluate(Chain.parse("0-5"), samples)

@@ -46,7 +46,7 @@ def test_gemma_chains_equal_the_physically_rebuilt_model(gemma):
 
 def test_gemma_cola_eval_in_score_mode(gemma, data_dir, tmp_path, capsys):
     from cola.evaluation.evaluations import eval_header, evaluate_chain
-    from cola.evaluation.evaluator import Evaluator
+    from cola.evaluation.evaluator import EvalConfig, Evaluator
     from cola.search.store import read_eval
     from cola.tasks import get_task, load_samples
 
@@ -55,7 +55,7 @@ def test_gemma_cola_eval_in_score_mode(gemma, data_dir, tmp_path, capsys):
                  "--mode", "score", "--out", str(out)]) == 0
     summary, rows = read_eval(out)
     samples = load_samples("arc_easy", data_dir, n=6, seed=0)
-    evaluator = Evaluator(gemma, get_task("arc_easy"), mode="score")
+    evaluator = Evaluator(gemma, get_task("arc_easy"), config=EvalConfig(mode="score"))
     direct, direct_rows = evaluate_chain(evaluator, Chain.full(18), samples, 1, eval_header(evaluator, samples, 1))
     assert [r["answer"] for r in rows] == [r["answer"] for r in direct_rows]
     assert summary["acc"] == direct["acc"] and summary["model"] == "gemma3-270m" and summary["depth"] == 18

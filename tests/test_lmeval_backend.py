@@ -102,7 +102,7 @@ def test_bad_model_args_and_the_response_cache_are_one_clear_error(tmp_path):
 def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample(tiny_folder, tmp_path):
     # no --device: lm-eval asks for cuda:0, and on a machine without CUDA the backend runs on the CPU, as lm-eval's does
     from cola.core.loading import load_model
-    from cola.evaluation.evaluator import Evaluator
+    from cola.evaluation.evaluator import EvalConfig, Evaluator
     from cola.tasks import get_task, load_samples
 
     _tiny_task(tmp_path, rows=12)
@@ -115,7 +115,8 @@ def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample
               for line in path.read_text().splitlines()}
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     assert results["config"]["cola"]["chain"] == "0-2,2,4-5"
-    evaluator = Evaluator(load_model(str(tiny_folder), device="cpu"), get_task("mc_jsonl"), mode="score")
+    evaluator = Evaluator(load_model(str(tiny_folder), device="cpu"), get_task("mc_jsonl"),
+                          config=EvalConfig(mode="score"))
     samples = load_samples("mc_jsonl", data_file=data, n=0)
     outcomes = evaluator.evaluate_many(Chain.parse("0-2,2,4-5"), samples, batch=1)
     assert len(logged) == len(samples) == 12
@@ -186,7 +187,7 @@ def test_an_lm_eval_task_without_a_per_document_acc_is_one_clear_error(tiny_fold
 def test_a_generation_task_is_graded_by_its_filters_and_exact_match_as_lm_eval_grades_it(tiny_folder, tmp_path, capsys):
     from lm_eval.tasks import TaskManager
 
-    from cola.evaluation.evaluator import Evaluator
+    from cola.evaluation.evaluator import EvalConfig, Evaluator
     from cola.tasks import get_task, load_samples
 
     cm = tiny_model("llama")
@@ -200,7 +201,8 @@ def test_a_generation_task_is_graded_by_its_filters_and_exact_match_as_lm_eval_g
     (tmp_path / "tiny_gen.yaml").write_text(generate_task_yaml("tiny_gen", tmp_path / "gen.jsonl", "{{question}}",
                                                                ["t7"], 5))
     task = get_task("lm-eval:tiny_gen", str(tmp_path))
-    outcomes = Evaluator(cm, task, mode="generate").evaluate_many(Chain.full(6), load_samples(task, n=0), batch=3)
+    outcomes = Evaluator(cm, task, config=EvalConfig(mode="generate")).evaluate_many(Chain.full(6),
+                                                                                     load_samples(task, n=0), batch=3)
     theirs = lm_eval.simple_evaluate(model=ColaLM(cm=cm), tasks=["tiny_gen"], log_samples=True,
                                      task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False))
     logged = {row["doc"]["id"]: row for row in theirs["samples"]["tiny_gen"]}

@@ -8,7 +8,7 @@ from helpers import RUNS, records
 
 from cola import Chain
 from cola.cli import main
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search.menu import load_menu, ranked
 from cola.search.store import read_records
 from cola.tasks import get_task, load_samples
@@ -31,7 +31,7 @@ def test_menu_run_tries_the_ranked_chains_on_the_embedded_model(smol, data_dir, 
         x["chain"] == e["chain"] and x["correct"] for x in r["evaluations"])] for r in records("cola")
         for e in r["evaluations"] if e["correct"]}
     samples = {s.id: s for s in load_samples("arc_easy", data_dir, n=2, seed=1)}
-    evaluator = Evaluator(smol, get_task("arc_easy"), mode="score")
+    evaluator = Evaluator(smol, get_task("arc_easy"), config=EvalConfig(mode="score"))
     for record in read_records(out):
         chains = [e["chain"] for e in record["evaluations"]]
         full = str(Chain.full(30))

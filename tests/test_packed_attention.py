@@ -11,7 +11,7 @@ from cola import Chain
 from cola.core.executor import advance, prefill, prompt_segment
 from cola.core.packing import _one_call, block_mask, packed_mode, packs
 from cola.core.prefix_cache import PrefixCache
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.tasks import get_task, load_samples
@@ -81,7 +81,7 @@ def test_one_call_search_gives_the_answers_of_the_per_row_path():
 
     def records(mode):
         cm.packed_attention = mode
-        evaluator = Evaluator(cm, get_task("synthetic"), mode="generate")
+        evaluator = Evaluator(cm, get_task("synthetic"), config=EvalConfig(mode="generate"))
         return {r["id"]: [(e["chain"], e["answer"]) for e in r["evaluations"]]
                 for r in search_samples(evaluator, samples, space, config, seed=2, batch=4)}
 

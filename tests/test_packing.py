@@ -9,7 +9,7 @@ from helpers import CHAINS, FAMILIES, decode_together_and_alone, packed_prompts,
 from cola import Chain
 from cola.core.executor import advance, forward, prefill, prompt_segment
 from cola.core.prefix_cache import PrefixCache
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import RowDecoder, generate
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
@@ -145,7 +145,7 @@ def test_decoder_matches_generate_per_chain(tiny):
 
 def test_searching_samples_together_equals_one_by_one():
     cm = tiny_model("llama")
-    evaluator = Evaluator(cm, get_task("synthetic"), mode="generate")
+    evaluator = Evaluator(cm, get_task("synthetic"), config=EvalConfig(mode="generate"))
     samples = load_samples(get_task("synthetic"), None, n=5, seed=1)
     space, config = SearchSpace(cm.depth), MCTSConfig(sims=25)
     alone = {r["id"]: r for r in search_samples(evaluator, samples, space, config, seed=4)}

@@ -17,7 +17,7 @@ from cola import Chain
 from cola.cli import main
 from cola.core.prefix_cache import layers_computed
 from cola.errors import ColaError
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import generate
 from cola.policies import (
     KINDS,
@@ -52,7 +52,7 @@ def planted(tiny):
     *marked* inputs) and another option elsewhere, so the cheap chain is right exactly on the marked ones."""
     task = get_task("mc_jsonl")
     rows = mc_rows(40)
-    evaluator = Evaluator(tiny, task, "score", chat=False)
+    evaluator = Evaluator(tiny, task, config=EvalConfig(mode="score", chat=False))
     samples = [task.parse_row(r, r["id"]) for r in rows]
     cheap = evaluator.evaluate_many(CHEAP, samples, 1)
     conf = [confidence(o, "max_prob") for o in cheap]
@@ -190,7 +190,7 @@ def test_decoder_log_probabilities_are_the_models_own(tiny):
 def test_self_consistency_at_temperature_zero_is_greedy_and_seeded_samples_repeat(tiny):
     task = get_task("mc_jsonl")
     samples = [task.parse_row(r, r["id"]) for r in mc_rows(12, seed=3)]
-    evaluator = Evaluator(tiny, task, "generate", chat=False)
+    evaluator = Evaluator(tiny, task, config=EvalConfig(mode="generate", chat=False))
     greedy = run_policy(policy("chain"), evaluator, samples, 4)
     sc0 = run_policy(policy("self-consistency", k=5, temperature=0.0), evaluator, samples, 4)
     assert [(r["answer"], r["tokens"]) for r in sc0] == [(r["answer"], r["tokens"]) for r in greedy]

@@ -20,7 +20,7 @@ from helpers import KILLED_AFTER, without_wall
 
 from cola import Chain, load_model
 from cola.cli import main
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.evaluation.stats import mcnemar_exact
 from cola.policies.library_router import Router, RouterError, candidates, chain_library, layers_computed, select
 from cola.search.store import read_eval
@@ -110,7 +110,7 @@ def planted_pool(tiny_folder) -> list[tuple[dict, str, str]]:
         rows.append({"id": f"q{i}", "question": f"{marker} {marker} {marker} {words}", "answerKey": "A",
                      "choices": [{"label": label, "text": f"t{o}"} for label, o in zip("ABCD", options)]})
     samples = [get_task("mc_jsonl").parse_row(r, r["id"]) for r in rows]
-    evaluator = Evaluator(cm, get_task("mc_jsonl"), "score", chat=False)
+    evaluator = Evaluator(cm, get_task("mc_jsonl"), config=EvalConfig(mode="score", chat=False))
     full = {o.id: o.answer for o in evaluator.evaluate_many(FULL, samples, 64)}
     short = {o.id: o.answer for o in evaluator.evaluate_many(SHORT, samples, 64)}
     kept = [(r, full[r["id"]], short[r["id"]]) for r in rows if full[r["id"]] != short[r["id"]]]
@@ -315,7 +315,8 @@ def test_router_fit_asks_each_chain_once_per_train_sample(tiny_folder, planted_p
     assert len(asked) == len(set(asked))
     config = json.loads((router / "config.json").read_text())
     assert len(config["library"]) >= 2 and config["train_samples"] == 30
-    evaluator = Evaluator(load_model(str(tiny_folder), device="cpu"), get_task("mc_jsonl"), "score", chat=False)
+    evaluator = Evaluator(load_model(str(tiny_folder), device="cpu"), get_task("mc_jsonl"),
+                          config=EvalConfig(mode="score", chat=False))
     by_id = {s.id: s for s in load_samples(get_task("mc_jsonl"), None, files["train"], 0)}
     train = [by_id[i] for i in config["train_ids"]]
     for entry in config["library_accuracy"]:

@@ -10,7 +10,7 @@ from helpers import tiny_model
 
 from cola import Chain
 from cola.cli import main
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import RowDecoder, Sampler, generate
 from cola.search.sampling import sampling_records
 from cola.search.store import read_records
@@ -44,7 +44,7 @@ def test_sampling_at_a_low_temperature_is_greedy_and_at_one_varies():
 
 def test_score_mode_draws_options_from_their_likelihoods():
     cm = tiny_model("llama")
-    evaluator = Evaluator(cm, get_task("synthetic_mc"), mode="score")
+    evaluator = Evaluator(cm, get_task("synthetic_mc"), config=EvalConfig(mode="score"))
     sample = load_samples("synthetic_mc", n=1, seed=4)[0]
     [record] = sampling_records(evaluator, [sample], draws=3000, seed=0)
     greedy = evaluator.evaluate_one(Chain.full(cm.depth), sample)

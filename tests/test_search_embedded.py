@@ -4,7 +4,7 @@ answers the search recorded; searching samples together in score mode visits wha
 import json
 
 from cola.cli import main
-from cola.evaluation.evaluator import Evaluator
+from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
 from cola.search.store import read_config, read_records
@@ -33,7 +33,7 @@ def test_best_chains_reproduce_under_cola_eval(smol, data_dir, tmp_path, capsys)
 def test_score_mode_searches_together_equal_one_by_one(smol, data_dir):
     """Score mode with several samples at once: every search's chain prefills its question in the same packed layer
     calls; the searches visit the same chains with the same answers, and the margins agree to rounding."""
-    evaluator = Evaluator(smol, get_task("arc_easy"), mode="score")
+    evaluator = Evaluator(smol, get_task("arc_easy"), config=EvalConfig(mode="score"))
     samples = load_samples(get_task("arc_easy"), data_dir, n=3, seed=2)
     space, config = SearchSpace(smol.depth), MCTSConfig(sims=6)
     alone = {r["id"]: r for r in search_samples(evaluator, samples, space, config, seed=5, reward="margin")}

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..search.store import check_out_file
-from .common import add_model_args, add_task_args, evaluator_and_samples, positive_float, positive_int, task_samples
+from .common import (
+    add_model_args,
+    add_task_args,
+    eval_config,
+    evaluator_and_samples,
+    positive_float,
+    positive_int,
+    task_samples,
+)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -36,13 +44,11 @@ def cmd_search(args: argparse.Namespace) -> int:
                                   stop_shorter_by=args.stop_shorter_by)
     args.sims, args.actions = mcts.sims, space["actions"]
     job = SearchJob(
-        model=args.model, task=args.task, mode=args.mode, chat=args.chat, score_style=args.score_style,
-        max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype, **space,
+        model=args.model, task=args.task, eval_config=eval_config(args), device=args.device, dtype=args.dtype, **space,
         allow_untested=args.allow_untested, mcts=mcts, seed=args.seed, reward=args.reward, control=args.control,
-        menu=_menu(args), level=args.level,
-        split=task.split_of(args.split, args.data_file),
+        menu=_menu(args), level=args.level, split=task.split_of(args.split, args.data_file),
         data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
-        truncate=args.truncate, lm_eval_include=args.lm_eval_include)
+        lm_eval_include=args.lm_eval_include)
     if args.workers is not None or args.ray_address is not None:
         from ..search.distributed import require_ray
 

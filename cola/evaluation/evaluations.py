@@ -59,7 +59,7 @@ def evaluate_chain(evaluator: Evaluator, chain: Chain, samples: Sequence[Sample]
     full = chain.is_full(evaluator.cm.depth)
     summary = {**header, "kind": "chain", "chain": str(chain), "name": name or ("full" if full else str(chain)),
                "mean_length": len(chain), "mean_layers": len(chain), "wall_s": round(seconds, 3),
-               "wall_processes": store.processes("chain"), **accuracies(rows, evaluator.mode)}
+               "wall_processes": store.processes("chain"), **accuracies(rows, evaluator.config.mode)}
     return summary, rows
 
 
@@ -77,8 +77,8 @@ def evaluate_router(router: Router, evaluator: Evaluator, samples: Sequence[Samp
     per-sample rows (the routed outcome, its layers computed, and the baselines' verdicts)."""
     cm = evaluator.cm
     fitted = router.config
-    if (fitted["mode"], fitted["score_style"], fitted["chat"]) != (evaluator.mode, evaluator.score_style,
-                                                                    evaluator.chat):
+    if (fitted["mode"], fitted["score_style"], fitted["chat"]) != (evaluator.config.mode, evaluator.config.score_style,
+                                                                    evaluator.config.chat):
         raise UsageError(f"the router was fitted in {fitted['mode']} mode (score style {fitted['score_style']}, chat "
                          f"{fitted['chat']}): its features are of those prompts; evaluate it the same way (--mode, "
                          "--score-style, --no-chat)")
@@ -133,5 +133,5 @@ def evaluate_router(router: Router, evaluator: Evaluator, samples: Sequence[Samp
         "baselines": {"full": {**versus("full_correct"), "mean_length": cm.depth, "wall_s": round(full_s, 3)},
                       "random_pick": {**versus("random_correct"),
                                       "mean_length": sum(len(Chain.parse(c)) for c in drawn) / n}},
-        **accuracies(rows, evaluator.mode)}
+        **accuracies(rows, evaluator.config.mode)}
     return summary, rows

@@ -40,43 +40,58 @@ class Outcome:
         return asdict(self)
 
 
-@dataclass
-class Evaluator:
-    """Asks one task's samples through any chain of one model.
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a task's samples are asked (one object, as nanoGPT's ``GPTConfig``): ``mode`` ``generate`` (the model writes
+    its answer, graded by extraction) or ``score`` (options ranked by log-likelihood); ``chat`` (a chat model reads the
+    prompt as a user turn); ``score_style`` (``lmeval`` or ``chat``, :class:`Evaluator`); ``max_new_tokens`` (None: the
+    task's own); ``truncate`` (an input past the model's positions loses its first tokens, else it is refused)."""
 
-    ``mode`` is ``generate`` (the model writes its answer, graded by extraction) or ``score`` (multiple choice only:
-    options ranked by log-likelihood through the chain). ``score_style`` ``lmeval`` scores the task's options after its
-    context (its ``score_format``: ``Question: ..\\nAnswer:`` and `` {option text}`` as lm-evaluation-harness's ARC
-    task, CommonsenseQA's listed options and labels as its ``commonsense_qa``) with no chat template; ``chat`` scores each choice label as the assistant's reply to the chat prompt
-    that lists the options. A ``verbatim`` task (lm-eval's) gives the model's whole input itself.
-    """
-
-    cm: ColaModel
-    task: Task
     mode: str = "generate"
     chat: bool = True
     score_style: str = "lmeval"
     max_new_tokens: int | None = None
-    truncate: bool = False  # an input past the model's positions loses its first tokens (else it is refused)
+    truncate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.score_style not in SCORE_STYLES:
+            raise UsageError(f"score style must be one of {SCORE_STYLES}, not {self.score_style!r}")
+
+
+@dataclass
+class Evaluator:
+    """Asks one task's samples through any chain of one model.
+
+    ``config`` says how (:class:`EvalConfig`): in ``generate`` mode the model writes its answer, graded by extraction;
+    in ``score`` mode (multiple choice only) options are ranked by log-likelihood through the chain. ``score_style``
+    ``lmeval`` scores the task's options after its context (its ``score_format``: ``Question: ..\\nAnswer:`` and
+    `` {option text}`` as lm-evaluation-harness's ARC task, CommonsenseQA's listed options and labels as its
+    ``commonsense_qa``) with no chat template; ``chat`` scores each choice label as the assistant's reply to the chat
+    prompt that lists the options. A ``verbatim`` task (lm-eval's) gives the model's whole input itself.
+    """
+
+    cm: ColaModel
+    task: Task
+    config: EvalConfig = EvalConfig()
 
     def __post_init__(self) -> None:
         self._prepared: dict[Sample, Prepared] = {}
-        if self.mode not in self.task.modes:
-            raise UsageError(f"task {self.task.name!r} has modes {self.task.modes}, not {self.mode!r}")
-        if self.score_style not in SCORE_STYLES:
-            raise UsageError(f"score style must be one of {SCORE_STYLES}, not {self.score_style!r}")
+        if self.config.mode not in self.task.modes:
+            raise UsageError(f"task {self.task.name!r} has modes {self.task.modes}, not {self.config.mode!r}")
 
     def prompt(self, sample: Sample) -> str:
         """The text the model reads (generate mode, or the scoring context). A model with a chat template reads the
         task's prompt as a user turn (``chat``); a base model, which has none, reads it in the completion format of
         question-answer text, ``Question: ...\nAnswer:``, so that what it continues with is the answer."""
-        if self.mode == "score" and (self.score_style == "lmeval" or self.task.verbatim):
+        if self.config.mode == "score" and (self.config.score_style == "lmeval" or self.task.verbatim):
             return self.task.score_format(sample)[0]
         if self.task.verbatim:
             return self.task.prompt(sample)
         if not self.cm.has_chat_template:
             return f"Question: {self.task.prompt(sample)}\nAnswer:"
-        return self.cm.format_prompt(self.task.prompt(sample), self.chat)
+        return self.cm.format_prompt(self.task.prompt(sample), self.config.chat)
 
     def prepare(self, sample: Sample) -> Prepared:
         """The sample's prompt and its token ids (score mode: the options, tokenised), made once per sample and
@@ -86,15 +101,17 @@ class Evaluator:
             if len(self._prepared) >= 4096:
                 self._prepared.clear()
             prompt, what = self.prompt(sample), f"sample {sample.id!r}"
-            if self.mode == "score":
+            if self.config.mode == "score":
                 inputs = self.option_inputs(sample, prompt)
                 reserve = inputs.positions - len(inputs.context)
-                drop = self.cm.context_drop(len(inputs.context), reserve, self.truncate, f"{what} (with its longest option)")
+                drop = self.cm.context_drop(len(inputs.context), reserve, self.config.truncate,
+                                            f"{what} (with its longest option)")
                 prepared = Prepared(prompt, None, inputs.without_first(drop) if drop else inputs)
             else:
-                ids = self.cm.tokenize([prompt], self.chat and not self.task.verbatim)[0]
-                budget = self.max_new_tokens or self.task.max_new_tokens
-                prepared = Prepared(prompt, ids[:, self.cm.context_drop(ids.shape[1], budget, self.truncate, what) :],
+                ids = self.cm.tokenize([prompt], self.config.chat and not self.task.verbatim)[0]
+                budget = self.config.max_new_tokens or self.task.max_new_tokens
+                prepared = Prepared(prompt, ids[:, self.cm.context_drop(ids.shape[1], budget, self.config.truncate,
+                                                                        what) :],
                                     None)
             self._prepared[sample] = prepared
         return prepared
@@ -173,7 +190,7 @@ class Evaluator:
     def option_inputs(self, sample: Sample, prompt: str) -> OptionInputs:
         """Score mode: the sample's options as token ids after its ``prompt`` (:meth:`prompt`), the shared context
         first."""
-        if self.score_style == "lmeval" or self.task.verbatim:  # special tokens as the tokenizer adds them
+        if self.config.score_style == "lmeval" or self.task.verbatim:  # special tokens as the tokenizer adds them
             options, delimiter, special = self.task.score_format(sample)[1], self.task.target_delimiter, None
         else:  # the chat prompt ends where the assistant's reply begins
             options, delimiter, special = list(sample.labels), "", False
@@ -222,8 +239,8 @@ class Requests:
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator
         self.queued: list[_Pending] = []  # score mode
-        self.decoder = None if evaluator.mode == "score" else RowDecoder(
-            evaluator.cm, evaluator.max_new_tokens or evaluator.task.max_new_tokens)
+        self.decoder = None if evaluator.config.mode == "score" else RowDecoder(
+            evaluator.cm, evaluator.config.max_new_tokens or evaluator.task.max_new_tokens)
         self.in_decoder: dict[int, _Pending] = {}
 
     def __len__(self) -> int:

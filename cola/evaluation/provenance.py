@@ -83,9 +83,9 @@ def environment(cm: ColaModel) -> dict:
 def evaluator_header(evaluator: Evaluator) -> dict:
     """What decides an evaluator's outcomes, with its provenance: the model (:func:`model_header`), the task and how
     it is asked, the CoLa version and the environment (software and device)."""
-    return {**model_header(evaluator.cm), "task": evaluator.task.name, "mode": evaluator.mode,
-            "chat": evaluator.chat, "score_style": evaluator.score_style,
-            "max_new_tokens": evaluator.max_new_tokens or evaluator.task.max_new_tokens, "version": __version__,
+    return {**model_header(evaluator.cm), "task": evaluator.task.name, "mode": evaluator.config.mode,
+            "chat": evaluator.config.chat, "score_style": evaluator.config.score_style,
+            "max_new_tokens": evaluator.config.max_new_tokens or evaluator.task.max_new_tokens, "version": __version__,
             "environment": environment(evaluator.cm)}
 
 

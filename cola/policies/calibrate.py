@@ -103,9 +103,9 @@ def calibrate(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample],
     family = spec.family(ks, rules, temperatures)
     depth = evaluator.cm.depth
     for s in family:
-        s.check(depth, evaluator.mode)
+        s.check(depth, evaluator.config.mode)
     table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, progress, store, "calibrate")
-    points = sweep(family, samples, table, depth, evaluator.mode)
+    points = sweep(family, samples, table, depth, evaluator.config.mode)
     chosen = choose(points, target, depth)
     return family[chosen], {"objective": objective, "task": evaluator.task.name, "split": split, "n": len(samples),
                             "ids": [s.id for s in samples], "chosen": chosen, "points": points}

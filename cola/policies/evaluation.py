@@ -48,11 +48,11 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
     if family:
         table = ask_table(evaluator, samples, table_requests(family, depth), spec, batch, stage("sweep"), store,
                           "sweep")
-        points = sweep(family, samples, table, depth, evaluator.mode)
+        points = sweep(family, samples, table, depth, evaluator.config.mode)
     if replayed:
         if table is None or spec.routed:
             raise UsageError("a replayed evaluation needs the sweep's table (--sweep), and a router is not swept")
-        chains = spec.check(depth, evaluator.mode)
+        chains = spec.check(depth, evaluator.config.mode)
         rows = [replay(spec, chains, s, t) for s, t in zip(samples, table)]
         full = [replay(FULL, [Chain.full(depth)], s, t) for s, t in zip(samples, table)]
         policy_s = full_s = None
@@ -71,7 +71,7 @@ def evaluate_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sa
         ids = set(calibration["ids"])
         seen = [s.id for s in samples if s.id in ids]
     summary = {
-        **header, "kind": "policy", "policy": spec.to_dict(), "name": name or spec.describe(evaluator.mode),
+        **header, "kind": "policy", "policy": spec.to_dict(), "name": name or spec.describe(evaluator.config.mode),
         "mean_layers": _mean(rows, "layers"), "mean_length": _mean(rows, "positions"),
         "mean_chains": _mean(rows, "chains_asked"), "mean_tokens": _mean(rows, "tokens"),
         "mean_layer_tokens": _mean(rows, "layer_tokens"),

@@ -29,10 +29,10 @@ from .spec import Asked, PolicySpec, Request
 
 def to_asked(evaluator: Evaluator, sample: Sample, request: Request, outcome: Outcome, spec: PolicySpec) -> Asked:
     """A graded outcome as the policy sees it: the answer (``acc_norm``'s with ``norm``) and its confidence."""
-    n_chars = evaluator.prepare(sample).inputs.n_chars if spec.norm and evaluator.mode == "score" else None
+    n_chars = evaluator.prepare(sample).inputs.n_chars if spec.norm and evaluator.config.mode == "score" else None
     answer, correct = ((outcome.answer_norm, bool(outcome.correct_norm)) if n_chars is not None
                        else (outcome.answer, outcome.correct))
-    conf = confidence(outcome, spec.signal_in(evaluator.mode), n_chars)
+    conf = confidence(outcome, spec.signal_in(evaluator.config.mode), n_chars)
     return Asked(str(request.chain), request.draw, answer, correct, conf, outcome.tokens or 0)
 
 
@@ -64,7 +64,7 @@ def own_chains(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample]
     cache, so answering reuses the routing's layers."""
     if spec.routed:
         return [[c] for c in spec.route(router, evaluator, samples, prefixes)]
-    return [spec.check(evaluator.cm.depth, evaluator.mode)] * len(samples)
+    return [spec.check(evaluator.cm.depth, evaluator.config.mode)] * len(samples)
 
 
 def ask_rounds(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample], prefixes: Sequence[PrefixCache],
@@ -101,7 +101,7 @@ def run_policy(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[Sample]
     """Answer ``samples`` with the policy ``spec``, ``batch`` inputs at a time (module doc); a routed kind needs its
     loaded router (:func:`load_router`). Returns one row per input (:func:`policy_row`), in order; each batch is
     recorded in ``store`` as stage ``stage`` as it finishes (and read back from it on a resume)."""
-    spec.check(evaluator.cm.depth, evaluator.mode)
+    spec.check(evaluator.cm.depth, evaluator.config.mode)
 
     def unit_rows(chunk: Sequence[Sample]) -> list[dict]:
         prefixes = [PrefixCache() for _ in chunk]

@@ -342,7 +342,7 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
 
     from ..core.loading import load_model
     from ..errors import RouterError
-    from ..evaluation.evaluator import Evaluator
+    from ..evaluation.evaluator import EvalConfig, Evaluator
     from ..search.run import run_samples
     from ..search.store import read_config
     from ..tasks import get_task
@@ -354,7 +354,8 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
     first = configs[0]
     if cm is None:
         cm = load_model(first["model"], dtype=first["dtype"])
-    evaluator = Evaluator(cm, get_task(first["task"], first.get("lm_eval_include")), first["mode"], first["chat"], first["score_style"])
+    evaluator = Evaluator(cm, get_task(first["task"], first.get("lm_eval_include")),
+                          config=EvalConfig(mode=first["mode"], chat=first["chat"], score_style=first["score_style"]))
     features, labels, ids, counts = [], [], [], {"kept": 0, "dropped": 0, "improved": 0}
     searched = []
     for folder, config in zip(folders, configs):

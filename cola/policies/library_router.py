@@ -39,7 +39,7 @@ from ..core.executor import prompt_hidden
 from ..core.models import ColaModel
 from ..core.prefix_cache import PrefixCache
 from ..errors import RouterError, UsageError
-from ..evaluation.evaluator import Evaluator
+from ..evaluation.evaluator import EvalConfig, Evaluator
 from ..search.store import no_interrupts, read_json, write_atomic
 from ..tasks import Sample
 
@@ -436,7 +436,8 @@ def fit_from_runs(
     cm = load_model(first["model"], device=device, dtype=first["dtype"], allow_untested=allow_untested)
     if cm.depth != first["depth"]:
         raise RouterError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
-    evaluator = Evaluator(cm, task, first["mode"], first["chat"], first["score_style"], first.get("max_new_tokens"))
+    evaluator = Evaluator(cm, task, EvalConfig(mode=first["mode"], chat=first["chat"], score_style=first["score_style"],
+                                               max_new_tokens=first.get("max_new_tokens")))
     full, known, search_info = Chain.full(cm.depth), None, None
     if library is None:  # the candidates asked on every searched sample, then covered greedily
         pool = [full] + candidates(records, cm.depth, most)

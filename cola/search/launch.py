@@ -23,8 +23,8 @@ def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
     device = parse_device(job.device) if job.device is not None else default_device()
     dtype = resolve_dtype(job.dtype, device)
     kind = f"-{str(dtype).removeprefix('torch.')}" if dtype != default_dtype(device) else ""
-    return (f"runs/{job.model.replace('/', '_')}-{job.task.replace(':', '-')}{split}-{job.mode}-{job.actions}{control}{kind}-n{n}"
-            f"-s{job.seed}")
+    return (f"runs/{job.model.replace('/', '_')}-{job.task.replace(':', '-')}{split}-{job.eval_config.mode}-"
+            f"{job.actions}{control}{kind}-n{n}-s{job.seed}")
 
 
 @dataclass

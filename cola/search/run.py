@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..core.chain import Chain
 from ..core.prefix_cache import PrefixCache
 from ..errors import UsageError
-from ..evaluation.evaluator import Evaluator, Outcome
+from ..evaluation.evaluator import EvalConfig, Evaluator, Outcome
 from ..evaluation.provenance import evaluator_header
 from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, SearchResult, search_steps
@@ -53,7 +53,7 @@ def search_samples(
     rounding of packed matrix products. ``on_evaluation()`` is called after every chain evaluated."""
     if reward not in REWARDS:
         raise UsageError(f"reward must be one of {REWARDS}, not {reward!r}")
-    if reward == "margin" and evaluator.mode != "score":
+    if reward == "margin" and evaluator.config.mode != "score":
         raise UsageError("--reward margin needs --mode score (a multiple-choice task)")
     if batch < 1:
         raise UsageError(f"batch must be at least 1, not {batch}")
@@ -133,10 +133,7 @@ class SearchJob:
 
     model: str
     task: str
-    mode: str = "generate"
-    chat: bool = True
-    score_style: str = "lmeval"
-    max_new_tokens: int | None = None
+    eval_config: EvalConfig = EvalConfig()  # how the task is asked
     device: str | None = None
     dtype: str | None = None
     allow_untested: bool = False
@@ -155,7 +152,6 @@ class SearchJob:
     data: str | None = None
     batch: int = 1
     prefix_bytes: int = 4 << 30
-    truncate: bool = False  # inputs past the model's positions lose their first tokens (else they are refused)
     lm_eval_include: str | None = None  # where an lm-eval task's YAML is (a task named lm-eval:NAME)
 
     def evaluator(self) -> Evaluator:
@@ -164,8 +160,7 @@ class SearchJob:
         from ..tasks import get_task
 
         cm = load_model(self.model, device=self.device, dtype=self.dtype, allow_untested=self.allow_untested)
-        return Evaluator(cm, get_task(self.task, self.lm_eval_include), self.mode, self.chat, self.score_style, self.max_new_tokens,
-                         self.truncate)
+        return Evaluator(cm, get_task(self.task, self.lm_eval_include), self.eval_config)
 
     def space(self, depth: int) -> SearchSpace:
         """The search space over chains of a model of ``depth`` layers."""
@@ -179,7 +174,7 @@ class SearchJob:
             from .menu import menu_hash
 
             extra = {"menu": menu_hash(self.menu), **extra}
-        if self.truncate:  # recorded only when set, so that earlier runs resume
+        if self.eval_config.truncate:  # recorded only when set, so that earlier runs resume
             extra = {"truncate": True, **extra}
         if self.lm_eval_include is not None:
             extra = {"lm_eval_include": str(self.lm_eval_include), **extra}

@@ -40,7 +40,7 @@ def sampling_records(
     for sample in samples:
         start = time.perf_counter()
         greedy = evaluator.evaluate_one(full, sample)
-        if evaluator.mode == "score":
+        if evaluator.config.mode == "score":
             top = max(greedy.output)
             weights = [math.exp(lp - top) for lp in greedy.output]
             rng = random.Random(_seed(seed, sample.id, "options"))
