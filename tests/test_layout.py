@@ -46,8 +46,11 @@ def import_graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
-        # importing a.b.c runs a/__init__ and a/b/__init__ first: a package counts as imported too
-        graph[name] = {t for t in _imports(path) if t in modules and t != name}
+        # importing a.b.c runs a/__init__ and a/b/__init__ first: a package counts as imported too, unless it is
+        # one of the importing module's own packages (already initialising when the module runs)
+        own = {name.rsplit(".", k)[0] for k in range(1, name.count(".") + 1)}
+        targets = {".".join(t.split(".")[:k]) for t in _imports(path) for k in range(2, t.count(".") + 2)}
+        graph[name] = {t for t in targets if t in modules and t != name and t not in own}
     return graph
 
 

@@ -1,13 +1,11 @@
-"""What the commands share: argument types and groups, loading the model a command names, its samples and
-evaluator, progress bars per stage, the evaluation's output file."""
+"""What the commands share: argument types and groups, the model, samples and evaluator a command names, progress bars
+per stage."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
-from ..core.chain import as_chain
 from ..core.loading import DEFAULT_MODEL
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -52,6 +50,7 @@ def add_model_args(parser: argparse.ArgumentParser, device: bool = True) -> None
 
 def check_chain(args: argparse.Namespace) -> None:
     """``--chain`` checked against the model's depth from its config, before the weights load."""
+    from ..core.chain import as_chain
     from ..core.loading import model_depth
 
     depth = model_depth(args.model)
@@ -108,14 +107,18 @@ def resolve_mode(args: argparse.Namespace) -> None:
         args.mode = get_task(args.task, args.lm_eval_include).modes[0]
 
 
+def selection(args: argparse.Namespace):
+    """The samples the command names (:class:`~cola.tasks.Selection`)."""
+    from ..tasks import Selection
+
+    return Selection(args.task, args.data_dir, args.data_file, args.split, args.n, args.seed, args.level,
+                     args.skip_bad_rows, args.lm_eval_include)
+
+
 def task_samples(args: argparse.Namespace) -> list:
     """The task's samples the command asks for: loaded and checked before any model is."""
-    from ..tasks import get_task, load_samples
-
     resolve_mode(args)
-    task = get_task(args.task, args.lm_eval_include)
-    return load_samples(task, args.data_dir, args.data_file, args.n, args.seed, args.level, args.skip_bad_rows,
-                        args.split)
+    return selection(args).load()
 
 
 def eval_config(args: argparse.Namespace):
@@ -137,16 +140,16 @@ def evaluator_and_samples(args: argparse.Namespace):
 
 
 class Bars:
-    """One tqdm bar per stage of an evaluation (``progress(stage, done)``), each of ``total`` samples."""
+    """One tqdm bar per stage of an evaluation: ``progress(stage, done, total)`` (:data:`cola.policies.job.Progress`)."""
 
-    def __init__(self, total: int, task: str) -> None:
-        self.total, self.task, self.bars = total, task, {}
+    def __init__(self, task: str) -> None:
+        self.task, self.bars = task, {}
 
-    def __call__(self, stage: str, done: int) -> None:
+    def __call__(self, stage: str, done: int, total: int) -> None:
         from tqdm import tqdm
 
         if stage not in self.bars:
-            self.bars[stage] = tqdm(total=self.total, desc=f"{self.task} [{stage}]", unit="sample")
+            self.bars[stage] = tqdm(total=total, desc=f"{self.task} [{stage}]", unit="sample")
         self.bars[stage].update(done)
 
     def __enter__(self) -> Bars:
@@ -155,28 +158,3 @@ class Bars:
     def __exit__(self, *exc) -> None:
         for bar in self.bars.values():
             bar.close()
-
-
-def eval_store(args: argparse.Namespace, lock, config: dict):
-    """The evaluation's output (:class:`~cola.search.store.EvalStore`; in memory without --out), and what an interrupt
-    says it kept."""
-    from ..search.store import EvalStore
-
-    store = EvalStore(args.out, config, lock) if args.out else EvalStore(None, config)
-    args.kept = lambda: f"{store.kept()}; run the same command again to resume" if args.out else store.kept()
-    if store.finished is not None:
-        print(f"{args.out}: this evaluation is finished already (same config); its results follow (delete the file to "
-              "run it again)", file=sys.stderr)
-    return store
-
-
-def finish_eval(args: argparse.Namespace, store, rows: list[dict], summary: dict) -> None:
-    """Write the output (rows and summary, each whole) and say where it is, and whether its wall times are of one
-    uninterrupted process."""
-    if store.finished is None:
-        store.finish(rows, summary)
-    if summary.get("wall_processes") and summary["wall_processes"] > 1:
-        print(f"note: resumed; wall times are sums of each batch's time over {summary['wall_processes']} processes",
-              file=sys.stderr)
-    if args.out:
-        print(f"per-sample answers: {args.out}; summary: {store.summary_path}")

@@ -5,145 +5,61 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..core.chain import as_chain
-from ..errors import UsageError
 from .common import (
     Bars,
     add_model_args,
     add_task_args,
-    check_chain,
-    eval_store,
-    evaluator_and_samples,
-    finish_eval,
+    eval_config,
     number_list,
     positive_int,
     resolve_mode,
+    selection,
 )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluations import eval_header, evaluate_chain, evaluate_router
-    from ..search.store import eval_lock
-    from ..tasks import get_task
+    """`cola eval`: the job from the arguments (:class:`~cola.policies.job.EvalJob`), run, its lines printed."""
+    from ..policies.job import EvalJob
 
-    lock = eval_lock(args.out) if args.out else None  # a bad --out or a second writer fails before the model loads
-    chains = args.chain or ["full"]
-    if args.policy is not None:
-        return _eval_policy(args, lock)
-    if args.router is not None and args.chain:
-        raise UsageError("--router picks each input's chain; it does not take --chain")
-    if len(chains) > 1:
-        raise UsageError("several --chain need a policy that asks them: --policy cascade or --policy vote")
-    args.chain = chains[0]
-    if args.router is None:
-        check_chain(args)
-    evaluator, samples = evaluator_and_samples(args)
-    task = get_task(args.task, args.lm_eval_include)
-    batch = args.batch_size or (16 if args.router or args.mode == "generate" else 1)
-    header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
-                         level=args.level, split=task.split_of(args.split, args.data_file))
-    if args.router is not None:
-        from ..policies.library_router import Router
-
-        router = Router.load(args.router, evaluator.cm)
-        store = eval_store(args, lock, {**header, "kind": "router", "router": str(router.folder),
-                                         "library": [str(c) for c in router.library],
-                                         "setting": router.setting.__dict__})
-        with Bars(len(samples), args.task) as bars:
-            summary, rows = store.finished or evaluate_router(router, evaluator, samples, batch, header, args.name,
-                                                              args.seed, bars, store)
+    resolve_mode(args)
+    settings = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
+                    temperature=args.temperature, seed=args.sample_seed)
+    job = EvalJob(selection(args), eval_config(args), args.model, args.device, args.dtype, args.allow_untested,
+                  chains=tuple(args.chain or ()), router=args.router, policy=args.policy, settings=settings,
+                  chains_from=args.chains_from, top=args.top, thresholds=tuple(args.threshold or ()),
+                  calibrate=args.calibrate, dev_n=args.dev_n, ks=tuple(args.ks),
+                  rules=tuple(args.rules.split(",")) if args.rules else (), temperatures=tuple(args.temperatures),
+                  sweep=args.sweep, replay=args.replay, batch=args.batch_size, name=args.name, out=args.out)
+    args.kept = job.kept
+    with Bars(args.task) as bars:
+        result = job.run(bars)
+    summary = result.summary
+    if result.reused:
+        print(f"{args.out}: this evaluation is finished already (same config); its results follow (delete the file to "
+              "run it again)", file=sys.stderr)
+    if result.kind == "policy":
+        if result.calibration is not None:
+            chosen = result.calibration["points"][result.calibration["chosen"]]
+            print(f"calibrated on {result.calibration['n']} dev samples ({args.calibrate}): {chosen['name']} — dev "
+                  f"accuracy {chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with "
+                  f"full depth {chosen['agreement']:.1%}")
+        _print_policy(summary)
+    elif result.kind == "router":
         if summary["seen_in_fit"]:
             print(f"cola: warning: {summary['seen_in_fit']} of these samples were used to fit or select "
                   f"{args.router} (first: {summary['seen_ids'][:3]}); its numbers here are not held-out",
                   file=sys.stderr)
-        _print_router(summary, router, args.router)
-    else:
-        chain = as_chain(args.chain, evaluator.cm.depth)
-        store = eval_store(args, lock, {**header, "kind": "chain", "chain": str(chain)})
-        with Bars(len(samples), args.task) as bars:
-            summary, rows = store.finished or evaluate_chain(evaluator, chain, samples, batch, header, args.name,
-                                                             lambda done: bars(str(chain), done), store)
-    for name in ("acc", "acc_norm") if args.mode == "score" else ("acc",):
-        m = summary[name]
-        print(f"{args.task} {name}: {m['accuracy']:.4f} ({m['k']}/{len(rows)}), 95% CI [{m['ci'][0]:.4f}, "
-              f"{m['ci'][1]:.4f}]  {'router ' + args.router if args.router else 'chain ' + summary['chain']}")
-    finish_eval(args, store, rows, summary)
-    return 0
-
-
-def _eval_policy(args: argparse.Namespace, lock) -> int:
-    """``cola eval --policy``: build (and, with --calibrate, choose on dev) the policy, answer the samples with it and
-    with full depth, side by side."""
-    from tqdm import tqdm
-
-    from ..core.loading import model_depth
-    from ..evaluation.evaluations import eval_header
-    from ..policies import calibrate, evaluate_policy, make_spec
-    from ..policies.calibrate import parse_objective
-    from ..policies.spec import KINDS
-    from ..tasks import get_task, load_samples
-
-    task = get_task(args.task, args.lm_eval_include)
-    if args.calibrate:
-        parse_objective(args.calibrate)
-        if args.data_file or not task.splits:
-            raise UsageError(f"--calibrate chooses on the dev split; {args.task} from a data file has none")
-    if args.router is not None and not (args.policy in KINDS and KINDS[args.policy].routed):
-        raise UsageError("--router belongs to --policy router or layer-router (or to a plain `cola eval --router`)")
-    if args.replay and not args.sweep:
-        raise UsageError("--replay answers from the sweep's table: it needs --sweep")
-    if args.policy in KINDS and KINDS[args.policy].routed and (args.calibrate or args.sweep):
-        raise UsageError(f"a {args.policy} policy has no setting to calibrate or sweep; its router was selected on dev "
-                         "when it was fitted")
-    options = dict(signal=args.signal, norm=args.norm or None, rule=args.rule, k=args.k,
-                   temperature=args.temperature, seed=args.sample_seed, router=args.router)
-
-    def spec_for(depth: int):
-        return make_spec(args.policy, depth, args.chain or (), args.chains_from, args.top, args.threshold or (),
-                         calibrating=bool(args.calibrate), **options)
-
-    resolve_mode(args)
-    depth = model_depth(args.model)
-    spec = None if depth is None else spec_for(depth)
-    if spec is not None:  # a bad spec fails before the weights load
-        spec.check(depth, args.mode)
-    evaluator, samples = evaluator_and_samples(args)
-    if spec is None or depth != evaluator.cm.depth:
-        spec = spec_for(evaluator.cm.depth)
-    router = spec.load_router(evaluator.cm) if spec.routed else None
-    batch = args.batch_size or 16
-    split = task.split_of(args.split, args.data_file)
-    header = eval_header(evaluator, samples, batch, data=args.data_file or args.data_dir, seed=args.seed,
-                         level=args.level, split=split)
-    ks, temperatures = args.ks, args.temperatures
-    rules = args.rules.split(",") if args.rules else ()
-    store = eval_store(args, lock, {
-        **header, "kind": "policy", "policy": spec.to_dict(), "calibrate": args.calibrate,
-        "dev_n": args.dev_n if args.calibrate else None, "ks": list(ks), "rules": list(rules),
-        "temperatures": list(temperatures), "sweep": args.sweep, "replay": args.replay})
-    if store.finished is not None:
-        _print_policy(store.finished[0])
-        summary, rows = store.finished
-        finish_eval(args, store, rows, summary)
-        return 0
-    calibration, family = None, []
-    if args.calibrate:
-        dev = load_samples(task, args.data_dir, None, args.dev_n, args.seed, args.level, args.skip_bad_rows, "dev")
-        evaluator.check(dev)
-        with tqdm(total=len(dev), desc=f"{args.task} [calibrate on dev]", unit="sample") as bar:
-            spec, calibration = calibrate(spec, evaluator, dev, args.calibrate, batch, ks, rules, temperatures,
-                                          task.split("dev"), bar.update, store)
-        chosen = calibration["points"][calibration["chosen"]]
-        print(f"calibrated on {len(dev)} dev samples ({args.calibrate}): {chosen['name']} — dev accuracy "
-              f"{chosen['accuracy']:.4f}, {chosen['mean_layers']:.2f} layers per input, agreement with full depth "
-              f"{chosen['agreement']:.1%}")
-    if args.sweep:
-        family = spec.family(ks, rules, temperatures)
-    with Bars(len(samples), args.task) as bars:
-        summary, rows = evaluate_policy(spec, evaluator, samples, batch, header, args.name, router, calibration,
-                                        family, args.replay, bars, store)
-    _print_policy(summary)
-    finish_eval(args, store, rows, summary)
+        _print_router(summary, result.router, args.router)
+    if result.kind != "policy":
+        for name in ("acc", "acc_norm") if args.mode == "score" else ("acc",):
+            m = summary[name]
+            print(f"{args.task} {name}: {m['accuracy']:.4f} ({m['k']}/{len(result.rows)}), 95% CI [{m['ci'][0]:.4f}, "
+                  f"{m['ci'][1]:.4f}]  {'router ' + args.router if args.router else 'chain ' + summary['chain']}")
+    if summary.get("wall_processes") and summary["wall_processes"] > 1:
+        print(f"note: resumed; wall times are sums of each batch's time over {summary['wall_processes']} processes",
+              file=sys.stderr)
+    if args.out:
+        print(f"per-sample answers: {args.out}; summary: {result.summary_path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import MissingFileError, UnknownNameError
@@ -120,4 +121,46 @@ def load_samples(
     return draw(samples, n, seed)
 
 
-__all__ = ["DataError", "Sample", "TASKS", "Task", "decoy", "get_task", "load_samples", "register", "with_control"]
+@dataclass(frozen=True)
+class Selection:
+    """Which samples of which task a command reads, as one value: the task's name (``lm-eval:NAME`` for an lm-eval
+    task, found under ``include``), where its rows come from (``data_dir`` in the layout of shared/data, else the HF
+    hub; or a user's ``data_file``), the ``split`` (default: the task's), the seeded subset (``n``, ``seed``), MATH's
+    ``level``, and whether malformed rows are skipped (counted) instead of failing."""
+
+    task: str
+    data_dir: str | None = None
+    data_file: str | None = None
+    split: str | None = None
+    n: int | None = None
+    seed: int = 0
+    level: int | None = None
+    skip_bad_rows: bool = False
+    include: str | None = None
+
+    def get_task(self) -> Task:
+        """The selected task (:func:`get_task`)."""
+        return get_task(self.task, self.include)
+
+    def load(self) -> list[Sample]:
+        """The selected samples (:func:`load_samples`)."""
+        return load_samples(self.get_task(), self.data_dir, self.data_file, self.n, self.seed, self.level,
+                            self.skip_bad_rows, self.split)
+
+    def dev(self, n: int) -> Selection:
+        """The same task's dev split, ``n`` samples of the same seed, from the same place (never a user's file)."""
+        return replace(self, data_file=None, split="dev", n=n)
+
+    @property
+    def split_name(self) -> str | None:
+        """The split read, resolved (:meth:`Task.split_of`): None for a user's file or a task without splits."""
+        return self.get_task().split_of(self.split, self.data_file)
+
+    @property
+    def source(self) -> str | None:
+        """Where the rows come from, as results record it: the data file, else the data folder (None: the hub)."""
+        return self.data_file or self.data_dir
+
+
+__all__ = ["DataError", "Sample", "Selection", "TASKS", "Task", "decoy", "get_task", "load_samples", "register",
+           "with_control"]
