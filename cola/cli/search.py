@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
 from ..search.store import check_out_file
 from .common import (
     add_model_args,
@@ -15,29 +14,23 @@ from .common import (
     evaluator_and_samples,
     positive_float,
     positive_int,
-    task_samples,
+    resolve_mode,
+    selection,
 )
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ..search.launch import default_folder, run_job
+    from ..search.launch import check_launch, default_folder, run_job
     from ..search.presets import search_settings
     from ..search.run import SearchJob
     from ..search.store import FolderLock
-    from ..tasks import get_task, with_control
+    from ..tasks import with_control
 
-    samples = with_control(task_samples(args), args.control)
-    if (args.control == "menu") != (args.menu is not None):
-        raise UsageError("--control menu needs --menu RUN_DIR (a per-sample search run to take the chains from), "
-                         "and --menu goes with --control menu")
-    if args.static and (args.workers is not None or args.ray_address is not None):
-        raise UsageError("--static searches one chain over all samples in one process; it does not take --workers")
-    if args.static and args.control != "none":
-        raise UsageError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
-    task = get_task(args.task, args.lm_eval_include)
-    if args.control == "decoy" and task.verbatim and task.kind == "qa":
-        raise UsageError(f"{args.task} is graded by lm-eval against each document's own target, so a decoy gold "
-                         "cannot replace it: the decoy control takes lm-eval's multiple_choice tasks")
+    resolve_mode(args)
+    chosen = selection(args)
+    samples, task = with_control(chosen.load(), args.control), chosen.get_task()
+    distributed = args.workers is not None or args.ray_address is not None
+    check_launch(task, args.control, args.menu, args.static, distributed)
     space, mcts = search_settings(args.preset, actions=args.actions, max_k=args.max_k, max_r=args.max_r,
                                   min_len=args.min_len, max_len=args.max_len, sims=args.sims, lam=args.lam, c=args.c,
                                   epsilon=args.epsilon, widening=args.widening, stop_on_fix=args.stop_on_fix,
@@ -46,10 +39,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     job = SearchJob(
         model=args.model, task=args.task, eval_config=eval_config(args), device=args.device, dtype=args.dtype, **space,
         allow_untested=args.allow_untested, mcts=mcts, seed=args.seed, reward=args.reward, control=args.control,
-        menu=_menu(args), level=args.level, split=task.split_of(args.split, args.data_file),
-        data=args.data_file or args.data_dir, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
+        menu=_menu(args), level=args.level, split=chosen.split_name,
+        data=chosen.source, batch=args.batch, prefix_bytes=int(args.prefix_gib * (1 << 30)),
         lm_eval_include=args.lm_eval_include)
-    if args.workers is not None or args.ray_address is not None:
+    if distributed:
         from ..search.distributed import require_ray
 
         require_ray()  # before a run folder is made
@@ -135,7 +128,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..search.prune import block_influence, least_influential, pruned_chains, save_influence
-    from ..tasks import get_task
 
     if args.out:
         check_out_file(args.out)  # before the model loads
@@ -148,7 +140,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     influence = block_influence(cm, prompts())
     chains = pruned_chains(influence, cm.depth // 4)
-    split = args.data_file if args.data_file else (args.split or get_task(args.task, args.lm_eval_include).default_split)
+    split = args.data_file or selection(args).split_name
     print(f"block influence of {cm.name} ({cm.depth} layers) on {len(samples)} {args.task} prompts ({split}, "
           f"{args.mode} mode), least influential first:")
     for rank, layer in enumerate(least_influential(influence), 1):

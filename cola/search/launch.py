@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..tasks import Sample, get_task
+from ..errors import UsageError
+from ..tasks import Sample, Task, get_task
 from .run import SearchJob, run_search
 from .store import FolderLock, RunStore
 
@@ -25,6 +26,22 @@ def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
     kind = f"-{str(dtype).removeprefix('torch.')}" if dtype != default_dtype(device) else ""
     return (f"runs/{job.model.replace('/', '_')}-{job.task.replace(':', '-')}{split}-{job.eval_config.mode}-"
             f"{job.actions}{control}{kind}-n{n}-s{job.seed}")
+
+
+def check_launch(task: Task, control: str, menu: str | None, static: bool = False, distributed: bool = False) -> None:
+    """A search's options checked together, before its model loads: ``--control menu`` goes with a ``menu`` run; a
+    ``static`` search takes neither workers (``distributed``) nor a control; a decoy gold needs options to pick
+    from."""
+    if (control == "menu") != (menu is not None):
+        raise UsageError("--control menu needs --menu RUN_DIR (a per-sample search run to take the chains from), "
+                         "and --menu goes with --control menu")
+    if static and distributed:
+        raise UsageError("--static searches one chain over all samples in one process; it does not take --workers")
+    if static and control != "none":
+        raise UsageError("--static takes no --control: its reward is an accuracy, not one sample's verdict")
+    if control == "decoy" and task.verbatim and task.kind == "qa":
+        raise UsageError(f"{task.name} is graded by lm-eval against each document's own target, so a decoy gold "
+                         "cannot replace it: the decoy control takes lm-eval's multiple_choice tasks")
 
 
 @dataclass
