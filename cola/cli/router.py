@@ -12,15 +12,15 @@ from .common import number_list, positive_float, positive_int
 def cmd_router_fit(args: argparse.Namespace) -> int:
     """`cola router fit`: a chain library from train-split search runs, a router fitted on their samples and
     selected on dev samples, written as a folder."""
-    from ..policies.library_router import fit_from_runs
+    from ..policies.library_router import LibraryFit, fit_from_runs
 
     check_folder(args.out)  # before the model loads
-    library = args.library.split(";") if args.library else None
-    router, summary = fit_from_runs(
-        args.runs, data=args.data_dir, data_file=args.data_file, dev_file=args.dev_file, fit_n=args.fit_n,
-        dev_n=args.dev_n, seed=args.seed, size=args.k, most=args.candidates, min_support=args.min_support,
-        library=library, budget=args.budget, feature_layers=args.features,
-        batch=args.batch_size, device=args.device, allow_untested=args.allow_untested, progress=not args.quiet)
+    fit = LibraryFit(size=args.k, most=args.candidates, min_support=args.min_support,
+                     library=tuple(args.library.split(";")) if args.library else None, budget=args.budget,
+                     feature_layers=tuple(args.features), fit_n=args.fit_n, dev_n=args.dev_n, seed=args.seed,
+                     data=args.data_dir, data_file=args.data_file, dev_file=args.dev_file)
+    router, summary = fit_from_runs(args.runs, fit, args.batch_size, args.device, args.allow_untested,
+                                    progress=not args.quiet)
     router.save(args.out)
     info, depth = summary["library_search"], summary["depth"]
     if info is not None:

@@ -361,35 +361,37 @@ def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[S
 RUN_KEYS = ("model", "weights", "dtype", "depth", "task", "mode", "chat", "score_style", "control")
 
 
-def fit_from_runs(
-    runs: Sequence[str | Path],
-    data: str | None = None,
-    data_file: str | None = None,
-    dev_file: str | None = None,
-    fit_n: int | None = None,
-    dev_n: int = 200,
-    seed: int = 0,
-    size: int = 8,
-    most: int = 24,
-    min_support: int = 3,
-    library: Sequence[Chain | str] | None = None,
-    budget: float = 0.85,
-    feature_layers: Sequence[int] = FEATURE_LAYERS,
-    batch: int = 16,
-    device: str | None = None,
-    allow_untested: bool = False,
-    progress: bool = True,
-) -> tuple[Router, dict]:
-    """A router fitted on the samples of train-split search ``runs`` (of one model, task and prompt format) and
-    selected on dev samples, as ``cola router fit`` does.
+@dataclass(frozen=True)
+class LibraryFit:
+    """How ``cola router fit`` fits a library router, its settings as one value. The library is ``library`` (chains
+    in notation; the full chain is put first), else the greedy cover (:func:`chain_library`) of ``size`` chains, each
+    right on at least ``min_support`` searched samples, from the ``most`` candidates (:func:`candidates`) asked on
+    every searched sample; the router's features (after one of ``feature_layers``) and setting are chosen on dev
+    within ``budget`` x depth layers (:func:`select`). Train samples are the runs' samples, then up to ``fit_n`` of
+    the same split in the runs' seeded order; dev samples are ``dev_n`` of the task's dev split (seed ``seed``) or of
+    ``dev_file``; ``data`` / ``data_file`` say where the runs' data is when not where they recorded it."""
 
-    The library is ``library`` (chains or their notation; the full chain is put first), else the greedy cover (:func:`chain_library`, ``size``
-    chains, each right on at least ``min_support`` samples) of the ``most`` candidates (:func:`candidates`), asked on
-    every searched sample. Train samples are the runs' samples, then (``fit_n``) more of the same split in the runs'
-    seeded order; dev samples are ``dev_n`` of the task's dev split (seed ``seed``) or of ``dev_file``. Decoy runs give
-    a router of decoy golds (the chance control). ``data``/``data_file`` say where the runs' data is when not where
-    they recorded it. Returns the router and the summary of :func:`fit_router`, with ``library_search`` (candidates
-    asked, how many were right on ``min_support`` samples) when the library was chosen here."""
+    size: int = 8
+    most: int = 24
+    min_support: int = 3
+    library: tuple[str, ...] | None = None
+    budget: float = 0.85
+    feature_layers: tuple[int, ...] = tuple(FEATURE_LAYERS)
+    fit_n: int | None = None
+    dev_n: int = 200
+    seed: int = 0
+    data: str | None = None
+    data_file: str | None = None
+    dev_file: str | None = None
+
+
+def fit_from_runs(runs: Sequence[str | Path], fit: LibraryFit = LibraryFit(), batch: int = 16,
+                  device: str | None = None, allow_untested: bool = False, progress: bool = True) -> tuple[Router, dict]:
+    """A router fitted on the samples of train-split search ``runs`` (of one model, task and prompt format) and
+    selected on dev samples, as ``cola router fit`` does, by the settings ``fit`` (:class:`LibraryFit`). Decoy runs
+    give a router of decoy golds (the chance control). Returns the router and the summary of :func:`fit_router`, with
+    ``library_search`` (candidates asked, how many were right on ``min_support`` samples) when the library was chosen
+    here."""
     from ..core.loading import load_model
     from ..search.run import run_samples
     from ..search.store import read_config, read_records
@@ -408,8 +410,8 @@ def fit_from_runs(
             raise RouterError(f"{folder} differs from {runs[0]} in {', '.join(differ)}: fit one router per model, "
                               "task and prompt format")
     first = configs[0]
-    if library is not None:  # checked against the runs' depth before the model loads
-        library = [as_chain(c, first["depth"]) for c in library]
+    # a given library is checked against the runs' depth before the model loads
+    library = None if fit.library is None else [as_chain(c, first["depth"]) for c in fit.library]
     per_run = [read_records(folder) for folder in runs]
     records = [r for run in per_run for r in run]
     if not records:
@@ -417,22 +419,24 @@ def fit_from_runs(
     searched, seen = [], set()  # the samples with a finished search, each once
     for run, config in zip(per_run, configs):
         done = {r["id"] for r in run}
-        for sample in run_samples(config, data or data_file):
+        for sample in run_samples(config, fit.data or fit.data_file):
             if sample.id in done and sample.id not in seen:
                 seen.add(sample.id)
                 searched.append(sample)
     train = list(searched)
     task = get_task(first["task"], first.get("lm_eval_include"))
-    if fit_n is not None and len(train) < fit_n:  # more samples of the runs' data, never searched
-        more = [s for s in load_samples(task, None if data_file else data or first.get("data"), data_file, 0,
-                                        first["seed"], first.get("level"), split=None if data_file else first.get("split"))
-                if s.id not in seen][: fit_n - len(train)]
+    if fit.fit_n is not None and len(train) < fit.fit_n:  # more samples of the runs' data, never searched
+        more = [s for s in load_samples(task, None if fit.data_file else fit.data or first.get("data"), fit.data_file,
+                                        0, first["seed"], first.get("level"),
+                                        split=None if fit.data_file else first.get("split"))
+                if s.id not in seen][: fit.fit_n - len(train)]
         train += with_control(more, first.get("control"))
-    if dev_file is None and "dev" not in task.splits:
+    if fit.dev_file is None and "dev" not in task.splits:
         raise DataError(f"task {task.name!r} has no dev split: pass --dev-file FILE.jsonl (held-out samples of its "
                         "shape) to select the router on")
-    dev = with_control(load_samples(task, None if dev_file else data or first.get("data"), dev_file, dev_n, seed,
-                                    first.get("level"), split=None if dev_file else "dev"), first.get("control"))
+    dev = with_control(load_samples(task, None if fit.dev_file else fit.data or first.get("data"), fit.dev_file,
+                                    fit.dev_n, fit.seed, first.get("level"), split=None if fit.dev_file else "dev"),
+                       first.get("control"))
     cm = load_model(first["model"], device=device, dtype=first["dtype"], allow_untested=allow_untested)
     if cm.depth != first["depth"]:
         raise RouterError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")
@@ -440,14 +444,14 @@ def fit_from_runs(
                                                max_new_tokens=first.get("max_new_tokens")))
     full, known, search_info = Chain.full(cm.depth), None, None
     if library is None:  # the candidates asked on every searched sample, then covered greedily
-        pool = [full] + candidates(records, cm.depth, most)
+        pool = [full] + candidates(records, cm.depth, fit.most)
         with tqdm(total=len(pool) * len(searched), desc="library candidates", unit="eval", disable=not progress,
                   dynamic_ncols=True) as bar:
             verdicts = library_verdicts(evaluator, pool, searched, batch, bar.update)
         right = {c: {s.id for s, v in zip(searched, verdicts[:, k].tolist()) if v} for k, c in enumerate(pool)}
-        chosen = chain_library(right, cm.depth, size, min_support)
+        chosen = chain_library(right, cm.depth, fit.size, fit.min_support)
         search_info = {"candidates": len(pool) - 1, "searched": len(searched),
-                       "supported": sum(len(ids) >= min_support for c, ids in right.items() if c != full)}
+                       "supported": sum(len(ids) >= fit.min_support for c, ids in right.items() if c != full)}
     else:
         chosen = list(library)
     chosen = [full] + [c for c in dict.fromkeys(chosen) if c != full]
@@ -455,8 +459,8 @@ def fit_from_runs(
         known = verdicts[:, [pool.index(c) for c in chosen]]
     config = {key: first.get(key) for key in RUN_KEYS + ("split", "data", "max_new_tokens")}
     config.update(runs=[str(f) for f in runs], library_from="--library" if library is not None else "greedy cover",
-                  min_support=min_support, dev_split=dev_file or "dev", dev_seed=seed)
-    router, summary = fit_router(evaluator, chosen, train, dev, budget, feature_layers, batch, config,
+                  min_support=fit.min_support, dev_split=fit.dev_file or "dev", dev_seed=fit.seed)
+    router, summary = fit_router(evaluator, chosen, train, dev, fit.budget, fit.feature_layers, batch, config,
                                  progress=progress, known=known)
     summary.update(library_search=search_info, runs=len(runs), depth=cm.depth, task=task.name, mode=first["mode"])
     return router, summary
