@@ -71,19 +71,8 @@ def make_spec(kind_or_file: str, depth: int, chains: Sequence[str] = (), source:
         raise UsageError(f"unknown policy {kind_or_file!r}; policies: {', '.join(KINDS)}, or a spec FILE.json")
     named = [str(Chain.parse(c, depth)) for c in chains]
     found = chains_from(source, depth, top) if source else []
-    full = str(Chain.full(depth))
-    if kind_or_file == "cascade":
-        found.sort(key=lambda c: len(Chain.parse(c)))
-        named += found
-        if not named or named[-1] != full:
-            named.append(full)
-        if calibrating and not thresholds:
-            thresholds = (1.0,) * (len(named) - 1)
-    else:
-        named += found
     settings = {k: v for k, v in settings.items() if v is not None}
-    if kind_or_file == "vote" and "k" not in settings:
-        settings["k"] = len(named)
     if thresholds:
         settings["thresholds"] = tuple(float(t) for t in thresholds)
-    return policy(kind_or_file, chains=tuple(named or [full]), **settings)
+    chains, settings = KINDS[kind_or_file].arrange(named, found, str(Chain.full(depth)), calibrating, settings)
+    return policy(kind_or_file, chains=tuple(chains), **settings)

@@ -154,6 +154,13 @@ class PolicySpec:
         data = read_json(path)
         return PolicySpec.from_dict(data.get("policy", data), str(path))
 
+    @classmethod
+    def arrange(cls, named: list[str], found: list[str], full: str, calibrating: bool,
+                settings: dict) -> tuple[list[str], dict]:
+        """The chains and settings of this kind as ``cola eval --policy`` builds it: the ``named`` chains, then those
+        ``found`` in another command's output (the full chain ``full`` when there are none), the settings given."""
+        return named + found or [full], settings
+
     def with_(self, **changes) -> PolicySpec:
         """A copy with ``changes`` (a calibrated threshold, another k)."""
         return replace(self, **changes)
@@ -262,6 +269,19 @@ class Cascade(PolicySpec):
     kind: ClassVar[str] = "cascade"
     thresholds: tuple[float, ...] = ()
 
+    @classmethod
+    def arrange(cls, named: list[str], found: list[str], full: str, calibrating: bool,
+                settings: dict) -> tuple[list[str], dict]:
+        """Cheapest first: the chains found are sorted by length after those named, and the full chain ends the
+        cascade when it is not last; while ``calibrating``, the thresholds are left to the calibration (1 until
+        then)."""
+        chains = named + sorted(found, key=lambda c: len(Chain.parse(c)))
+        if not chains or chains[-1] != full:
+            chains.append(full)
+        if calibrating and "thresholds" not in settings:
+            settings = {**settings, "thresholds": (1.0,) * (len(chains) - 1)}
+        return chains, settings
+
     def validate(self, chains: list[Chain], mode: str) -> None:
         bad = [t for t in self.thresholds if not 0.0 <= t <= 1.0]
         if bad:
@@ -324,6 +344,13 @@ class Vote(PolicySpec):
     kind: ClassVar[str] = "vote"
     k: int = 1
     rule: str = "majority"
+
+    @classmethod
+    def arrange(cls, named: list[str], found: list[str], full: str, calibrating: bool,
+                settings: dict) -> tuple[list[str], dict]:
+        """Every chain votes unless ``k`` says otherwise."""
+        chains, settings = super().arrange(named, found, full, calibrating, settings)
+        return chains, {"k": len(named) + len(found), **settings}
 
     def validate(self, chains: list[Chain], mode: str) -> None:
         if self.rule not in RULES:
