@@ -48,6 +48,7 @@ CASCADE = ("--policy", "cascade", "--chain", "0-3", "--threshold", "0.5", "--swe
     (CASCADE, 2, 1),  # in the sweep's first batch (untimed): the timed stages all ran in the second process
     (CASCADE, 6, 2),  # in the policy's first batch, after the sweep's three
 ], ids=["chain", "cascade-sweep", "cascade-policy"])
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_an_evaluation_killed_after_a_batch_resumes_to_the_uninterrupted_result(tiny_folder, data, tmp_path, extra,
                                                                                   lines, processes, capsys):
     out = tmp_path / "killed.jsonl"
@@ -68,6 +69,7 @@ def test_an_evaluation_killed_after_a_batch_resumes_to_the_uninterrupted_result(
     assert read_eval(out) == (summary, rows) and "finished already" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupted_result(tiny_folder, data_dir,
                                                                                          tmp_path):
     def command(out):
@@ -87,6 +89,7 @@ def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupte
     assert summary["calibration"]["n"] == 8 and summary["policy"] == whole["policy"]
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_a_changed_config_is_refused_on_resume_and_on_a_finished_output(tiny_folder, data, tmp_path, capsys):
     out = tmp_path / "e.jsonl"
     child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "2", *_eval(tiny_folder, data, out)], env=ENV,
@@ -157,6 +160,7 @@ def _interrupted(cmd: list[str], ready: Path, lines: int) -> subprocess.Complete
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_path):
     run = tmp_path / "run"
     cmd = ["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic_mc", "--mode", "score",
@@ -172,6 +176,7 @@ def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_pat
     assert len(ids) == len(set(ids)) == 6
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_ctrl_c_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path):
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(300)))

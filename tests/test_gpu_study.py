@@ -5,9 +5,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_study.py"
 
 
+@pytest.mark.slow  # every section of the GPU script end to end
 def test_gpu_study_runs_tiny_on_cpu(tiny_folder, tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_study", SCRIPT)
     study = importlib.util.module_from_spec(spec)

@@ -99,6 +99,7 @@ def test_bad_model_args_and_the_response_cache_are_one_clear_error(tmp_path):
 
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_cola_lm_eval_runs_lm_evals_command_line_and_equals_cola_eval_per_sample(tiny_folder, tmp_path):
     # no --device: lm-eval asks for cuda:0, and on a machine without CUDA the backend runs on the CPU, as lm-eval's does
     from cola.core.loading import load_model
@@ -133,6 +134,7 @@ def _tiny_task(folder, rows: int = 6, metrics: tuple[str, ...] = ("acc", "acc_no
     (folder / "tiny_mc.yaml").write_text(task_yaml("tiny_mc", data, **fields))
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_the_decoy(tiny_folder, tmp_path):
     import subprocess
     import sys

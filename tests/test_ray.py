@@ -13,6 +13,7 @@ import time
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray cluster takes seconds to start and stop: not in the fast loop
 
 from cola.search import MCTSConfig  # noqa: E402
 from cola.search.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402

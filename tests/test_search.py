@@ -82,6 +82,7 @@ def _search(cmd) -> None:
     assert main(cmd[3:]) == 0
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_sigkill_resume_equals_uninterrupted_run_and_runs_are_deterministic(tiny_folder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first, second, killed = tmp_path / "a", tmp_path / "b", tmp_path / "killed"

@@ -29,6 +29,7 @@ def _no_traceback(err: str) -> None:
     assert "Traceback" not in err and err.startswith("cola: error: ") and err.count("\n") == 1, err
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_a_second_writer_is_refused_while_the_first_runs(tiny_folder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "run"
@@ -58,6 +59,7 @@ def test_the_lock_is_one_per_folder_and_released_with_its_holder(tmp_path):
     assert (tmp_path / "a" / LOCK).exists()  # the lock file stays; only the OS lock on it counts
 
 
+@pytest.mark.slow  # `cola` in child processes: seconds each to start
 def test_a_sigkilled_holder_leaves_no_stale_lock(tiny_folder, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "run"
