@@ -156,8 +156,8 @@ def add_parsers(sub) -> None:
                         "layer-router, a per-layer routers folder (`cola router fit-layers` or `layer-control`)")
     _add_policy_args(p)
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="samples run together (default: 16 in generate mode and with --router, 1 in score mode: each "
-                        "alone, exactly as lm-eval; larger is faster, equal up to floating-point rounding)")
+                   help="samples run together (default: 16 in generate mode, with --router or --policy; 1 in score mode: each "
+                        "alone, exactly as lm-eval; larger is faster, and bitwise the same on a CPU with a dense model)")
     p.add_argument("--name", default=None, help="a name for this evaluation in `cola report` (default: the chain)")
     p.add_argument("--out", default=None,
                    help="write one JSON line per sample to this file (F.jsonl) and the summary beside it (F.json)")

@@ -190,7 +190,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/MODEL-TASK-MODE-ACTIONS[-decoy]-nN-sSEED)")
     p.add_argument("--batch", type=positive_int, default=1,
                    help="search this many samples at once; their chains run together in the same layer calls, "
-                        "faster, with answers equal up to floating-point rounding (default 1: one at a time)")
+                        "faster, and bitwise the same on a CPU with a dense model (default 1: one at a time)")
     p.add_argument("--prefix-gib", type=positive_float, default=4.0,
                    help="memory for the prefix caches (hidden states and KV entries of chain prefixes already run) of "
                         "the searches in flight, shared among them; least recently used entries are dropped beyond it "
