@@ -316,3 +316,33 @@ def test_routed_inputs_of_one_batch_take_their_own_paths_and_answer_as_alone(tin
     assert [r["asked"][0]["chain"] for r in batched] == [r["asked"][0]["chain"] for r in alone]
     assert [r["asked"][0]["confidence"] for r in batched] == [r["asked"][0]["confidence"] for r in alone]
     assert len({r["asked"][0]["chain"] for r in batched}) >= 2, "the test needs inputs routed differently"
+
+
+def test_routers_train_on_runs_of_two_tasks_asked_one_way_and_refuse_two_prompt_formats(tiny_folder, tmp_path,
+                                                                                        capsys):
+    """Dr.LLM trains its ARC routers on ARC-Easy and ARC-Challenge together: runs of several tasks asked in one prompt
+    format train one set of routers; runs asked in two formats are one clear error."""
+    from helpers import mc_rows
+
+    def search(name: str, task: str, *extra: str) -> str:
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(8, seed=len(name))))
+        source = ["--data-file", str(data)] if task == "mc_jsonl" else []
+        out = str(tmp_path / f"run-{name}")
+        assert main(["search", "--model", str(tiny_folder), "--device", "cpu", "--task", task, *source, "--mode",
+                     "score", "--n", "8", "--preset", "drllm", "--sims", "8", "--out", out, "--quiet", *extra]) == 0
+        return out
+
+    file_run, synthetic_run = search("file", "mc_jsonl", "--no-chat"), search("synthetic", "synthetic_mc", "--no-chat")
+    dev = search("dev", "mc_jsonl", "--no-chat")
+    out = tmp_path / "routers"
+    assert main(["router", "fit-layers", "--runs", file_run, synthetic_run, "--dev-runs", dev, "--out", str(out),
+                 "--epochs", "2", "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["task"] == "mc_jsonl+synthetic_mc"
+    assert config["train"]["kept"] + config["train"]["dropped"] == 16
+    chat_run = search("chat", "synthetic_mc")  # chat template on: another prompt format
+    capsys.readouterr()
+    assert main(["router", "fit-layers", "--runs", file_run, chat_run, "--dev-runs", dev, "--out",
+                 str(tmp_path / "r2"), "--quiet"]) == 2
+    assert "differ in model or prompt format" in capsys.readouterr().err

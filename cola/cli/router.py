@@ -66,7 +66,7 @@ def cmd_router_fit_layers(args: argparse.Namespace) -> int:
           f"macro-F1 {m['macro_f1']:.3f}")
     print(f"routers: {args.out} ({routers.depth} layers, trained {args.epochs} epochs; routed on dev: "
           f"{config['dev_mean_layers']:.2f} layers per input)")
-    print(f"evaluate them: cola eval --policy layer-router --router {args.out} --task {config['task']} --split test "
+    print(f"evaluate them: cola eval --policy layer-router --router {args.out} --task {config['task'].split('+')[0]} --split test "
           f"--mode {config['mode']} --dtype {config['dtype']} --out layer-router-test.jsonl")
     return 0
 

@@ -335,9 +335,10 @@ def random_control(folder, out, execute: bool = False, seed: int = 0):
 
 def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool, what: str,
                 only: set[str] | None = None):
-    """The kept samples of drllm ``folders`` (one model, task and prompt format; with ``only``, those of these ids):
-    teacher-forced features (samples, depth, windows, d), labels (samples, depth), their ids, the model and what the
-    runs were, the counts, and an evaluator with every sample the runs searched."""
+    """The kept samples of drllm ``folders`` (one model and prompt format; tasks may differ, as ARC-Easy's and
+    ARC-Challenge's for Dr.LLM's ARC routers; with ``only``, those of these ids): teacher-forced features (samples,
+    depth, windows, d), labels (samples, depth), their ids, the model and what the runs were (``task``: the tasks
+    joined by ``+``), the counts, and the first run's evaluator with every sample that run searched."""
     from tqdm import tqdm
 
     from ..core.loading import load_model
@@ -348,32 +349,37 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
     from ..tasks import get_task
 
     configs = [read_config(f) for f in folders]
-    keys = ("model", "weights", "task", "mode", "chat", "score_style", "dtype", "depth")
+    keys = ("model", "weights", "mode", "chat", "score_style", "dtype", "depth")
     if any(tuple(c.get(k) for k in keys) != tuple(configs[0].get(k) for k in keys) for c in configs):
-        raise RouterError(f"the {what} runs differ in model, task or prompt format; fit on runs of one kind")
+        raise RouterError(f"the {what} runs differ in model or prompt format; fit on runs of one model, asked one way")
     first = configs[0]
     if cm is None:
         cm = load_model(first["model"], dtype=first["dtype"])
-    evaluator = Evaluator(cm, get_task(first["task"], first.get("lm_eval_include")),
-                          config=EvalConfig(mode=first["mode"], chat=first["chat"], score_style=first["score_style"]))
+    evaluators = {task: Evaluator(cm, get_task(task, first.get("lm_eval_include")),
+                                  config=EvalConfig(mode=first["mode"], chat=first["chat"],
+                                                    score_style=first["score_style"]))
+                  for task in dict.fromkeys(c["task"] for c in configs)}
     features, labels, ids, counts = [], [], [], {"kept": 0, "dropped": 0, "improved": 0}
     searched = []
     for folder, config in zip(folders, configs):
+        evaluator = evaluators[config["task"]]
         rows, found = supervision(folder)
         counts = {k: counts[k] + found[k] for k in counts}
         if only is not None:
             rows = [r for r in rows if r["id"] in only]
             counts["used"] = counts.get("used", 0) + len(rows)
         by_id = {s.id: s for s in run_samples(config, data)}
-        searched += list(by_id.values())
+        if config["task"] == first["task"]:
+            searched += list(by_id.values())
         for row in tqdm(rows, desc=f"{what} features ({folder})", unit="sample", disable=not progress):
             features.append(path_features(cm, evaluator.prompt_ids(by_id[row["id"]]), Chain.parse(row["path"])))
             labels.append(row["labels"])
             ids.append(row["id"])
     if not features:
         raise RouterError(f"no {what} sample has a right path in {', '.join(map(str, folders))}")
-    about = {k: first.get(k) for k in keys + ("split", "control")}
-    return torch.stack(features), torch.tensor(labels), ids, cm, about, counts, (evaluator, searched)
+    about = {**{k: first.get(k) for k in keys + ("split", "control")}, "task": "+".join(evaluators)}
+    return (torch.stack(features), torch.tensor(labels), ids, cm, about, counts,
+            (evaluators[first["task"]], searched))
 
 
 def kept_ids(folders) -> set[str]:
@@ -403,9 +409,9 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
         raise RouterError("the routers are trained on train-split runs; these searched the test split")
     dev_x, dev_y, dev_ids, _, dev_about, dev_counts, (evaluator, dev_samples) = _supervised(dev_runs, cm, data,
                                                                                             progress, "dev")
-    if (dev_about["model"], dev_about["task"], dev_about["weights"]) != (about["model"], about["task"],
-                                                                          about["weights"]):
-        raise RouterError("the dev runs are of another model or task than the train runs")
+    if (dev_about["model"], dev_about["weights"]) != (about["model"], about["weights"]) or not set(
+            dev_about["task"].split("+")) <= set(about["task"].split("+")):
+        raise RouterError("the dev runs are of another model, or of a task the train runs are not")
     routers = fit_routers(x, y, recipe)
     routed = [chain for chunk in tqdm(chunks(dev_samples, 16), desc="routing dev", disable=not progress)
               for chain in route_inputs(routers, evaluator, chunk, [PrefixCache() for _ in chunk])]
