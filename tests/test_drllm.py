@@ -340,6 +340,18 @@ def test_routers_train_on_runs_of_two_tasks_asked_one_way_and_refuse_two_prompt_
                  "--epochs", "2", "--quiet"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["task"] == "mc_jsonl+synthetic_mc"
+    from cola.core.loading import load_model
+    from cola.evaluation.evaluator import EvalConfig
+    from cola.policies.spec import policy
+
+    cm, spec = load_model(str(tiny_folder), device="cpu"), policy("layer-router", router=str(out))
+    with pytest.warns(UserWarning, match="trained on prompts asked another way: mode 'score' .asked: 'generate'"):
+        spec.load_router(cm, EvalConfig(mode="generate", chat=False))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec.load_router(cm, EvalConfig(mode="score", chat=False))  # asked as trained: no warning
     assert config["train"]["kept"] + config["train"]["dropped"] == 16
     chat_run = search("chat", "synthetic_mc")  # chat template on: another prompt format
     capsys.readouterr()

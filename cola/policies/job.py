@@ -201,7 +201,7 @@ class EvalJob:
             "temperatures": list(self.temperatures), "sweep": self.sweep, "replay": self.replay})
         if store.finished is not None:
             return EvalResult("policy", *store.finished)
-        router = spec.load_router(evaluator.cm) if spec.routed else None
+        router = spec.load_router(evaluator.cm, evaluator.config) if spec.routed else None
         calibration = None
         if self.calibrate:
             dev_selection = self.selection.dev(self.dev_n)

@@ -431,8 +431,9 @@ class Routed(PolicySpec):
     def describe(self, mode: str | None = None) -> str:
         return f"{self.kind} {self.router}"
 
-    def load_router(self, cm):
-        """The fitted router, checked against ``cm``."""
+    def load_router(self, cm, config=None):
+        """The fitted router, checked against ``cm`` (and, where it matters, against ``config``, the
+        :class:`~cola.evaluation.evaluator.EvalConfig` it will be asked with)."""
         raise NotImplementedError
 
     def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
@@ -446,7 +447,7 @@ class LibraryRouter(Routed):
 
     kind: ClassVar[str] = "router"
 
-    def load_router(self, cm):
+    def load_router(self, cm, config=None):
         from .library_router import Router
 
         return Router.load(self.router, cm)
@@ -463,8 +464,10 @@ class LayerRouter(Routed):
 
     kind: ClassVar[str] = "layer-router"
 
-    def load_router(self, cm):
-        """The routers, with a warning when they were trained on hidden states of another dtype than ``cm`` runs in."""
+    def load_router(self, cm, config=None):
+        """The routers, with a warning when they were trained on hidden states of another dtype than ``cm`` runs in,
+        or of prompts asked another way than ``config`` asks them (another mode, chat setting or score style: the
+        routers then read hidden states of prompts they never saw)."""
         from .layer_router import load_routers
 
         routers, about = load_routers(self.router, cm)
@@ -472,6 +475,14 @@ class LayerRouter(Routed):
         if about.get("dtype") not in (None, running):
             warnings.warn(f"{self.router} was trained on {about['dtype']} hidden states; this model runs in {running}",
                           stacklevel=2)
+        if config is not None:
+            trained = {k: about.get(k) for k in ("mode", "chat", "score_style")}
+            asked = {"mode": config.mode, "chat": config.chat, "score_style": config.score_style}
+            differ = [f"{k} {trained[k]!r} (asked: {asked[k]!r})" for k in trained
+                      if trained[k] is not None and trained[k] != asked[k]]
+            if differ:
+                warnings.warn(f"{self.router} was trained on prompts asked another way: {'; '.join(differ)}",
+                              stacklevel=2)
         return routers
 
     def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
