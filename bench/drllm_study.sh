@@ -70,3 +70,16 @@ for set in "real-all real-all-random" "real decoy"; do
   for routers in $set; do ev "csqa-$routers" csqa dev "$CSQA_N" "$routers" & done
   wait
 done
+
+# Dr.LLM's ARC routers: ARC-Easy and ARC-Challenge train supervision together (where an ARC-Challenge train run
+# exists), selected on ARC-Easy dev, with their random control, on both test sets
+CHALLENGE=$RUNS/$MODEL-arc_challenge-train-score-drllm-bfloat16-n1119-s0
+if [ -d "$CHALLENGE" ]; then
+  [ -f "$P-arc/config.json" ] || $COLA router fit-layers --runs "$REAL" "$CHALLENGE" --dev-runs "$DEV" --out "$P-arc" \
+    --quiet
+  control random arc
+  for routers in arc arc-random; do ev "arc_easy-$routers" arc_easy test "$N" "$routers" & done
+  wait
+  for routers in arc arc-random; do ev "arc_challenge-$routers" arc_challenge test "$CHALLENGE_N" "$routers" & done
+  wait
+fi
