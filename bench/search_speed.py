@@ -34,6 +34,7 @@ import torch
 from cola import Chain, load_model
 from cola.core.executor import advance, forward, prompt_segment
 from cola.core.export import as_hf
+from cola.core.invariant import InvariantLinear
 from cola.core.prefix_cache import PrefixCache
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
@@ -153,13 +154,15 @@ def section_growth(cm, task, samples, budgets):
 
 def matmul_peak(dtype: torch.dtype, seconds: float = 1.0) -> float:
     """The machine's measured matrix-product rate in ``dtype`` (GFLOP/s): a 960 x 576 by 576 x 1536 product (a
-    SmolLM2 MLP projection of 8 packed 120-token prompts), repeated for ``seconds``."""
-    x, w = torch.randn(960, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype)
+    SmolLM2 MLP projection of 8 packed 120-token prompts) the way CoLa's layers multiply (bf16: pre-packed weight),
+    repeated for ``seconds``."""
+    x, layer = torch.randn(960, 576, dtype=dtype), InvariantLinear(576, 1536, bias=False, dtype=dtype)
+    layer.requires_grad_(False)
     for _ in range(3):
-        torch.nn.functional.linear(x, w)
+        layer.product(x)
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        torch.nn.functional.linear(x, w)
+        layer.product(x)
         calls += 1
     return 2 * 960 * 576 * 1536 * calls / (time.perf_counter() - start) / 1e9
 

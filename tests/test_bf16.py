@@ -1,20 +1,23 @@
 """bf16 and verdicts that do not depend on the batch: a chain in bf16 equals the physically rebuilt model in bf16; a
 sample's scores and tokens are bitwise equal alone and inside batches of other samples, other chains and other
 lengths, in both dtypes and both modes; a resumed run in another dtype is refused; ``--dtype auto`` keeps float32
-on a processor without native bf16."""
+on a processor without native bf16; bf16 products through pre-packed weights equal the plain ones bitwise."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+import torch.nn.functional as F
 from helpers import EOS, PAD, mc_rows, reference_model, tiny_model
 
+import cola.core.invariant
 import cola.core.loading
 from cola import Chain
 from cola.cli import main
 from cola.core.executor import forward
-from cola.core.invariant import InvariantLinear
+from cola.core.invariant import InvariantLinear, onednn_bf16, packed_weight
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import generate
 from cola.search.store import read_eval
@@ -105,3 +108,38 @@ def test_auto_keeps_float32_on_a_processor_without_native_bf16(tiny_folder, monk
         assert cola.core.loading.auto_dtype(cpu) == torch.bfloat16
     assert cola.core.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.bfloat16
     assert cola.core.loading.native_bf16({"flags", "sse4_2"}) is False
+
+
+def test_bf16_products_read_a_prepacked_weight_bitwise_equal_to_the_plain_product():
+    """Where oneDNN has native bf16 (the project's machines), a bf16 InvariantLinear multiplies through its weight
+    pre-packed, with results bitwise those of F.linear; an in-place change of the weight repacks it; float32 and a
+    weight that autograd tracks stay plain."""
+    if not onednn_bf16():
+        pytest.skip("this CPU has no native bf16 in oneDNN: the products stay plain")
+    torch.manual_seed(0)
+    layer = InvariantLinear(96, 160, bias=True, dtype=torch.bfloat16)
+    x = torch.randn(40, 96, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        assert packed_weight(layer) is not None
+        for rows in range(1, 41):
+            assert torch.equal(layer.product(x[:rows]), F.linear(x[:rows], layer.weight, layer.bias)), rows
+        assert torch.equal(layer(x[None]), F.linear(x[None], layer.weight, layer.bias))
+    before = packed_weight(layer)
+    with torch.no_grad():
+        layer.weight.mul_(2)
+        assert packed_weight(layer) is not before
+        assert torch.equal(layer.product(x), F.linear(x, layer.weight, layer.bias))
+    assert packed_weight(layer) is None  # autograd on, weight trainable: plain, so gradients flow
+    assert packed_weight(InvariantLinear(96, 160, dtype=torch.float32).requires_grad_(False)) is None
+
+
+def test_a_prepacked_product_that_differs_from_the_plain_one_is_not_used(monkeypatch):
+    if not onednn_bf16():
+        pytest.skip("this CPU has no native bf16 in oneDNN: the products stay plain")
+    layer = InvariantLinear(32, 48, bias=False, dtype=torch.bfloat16).requires_grad_(False)
+    real = cola.core.invariant.packed_linear
+    monkeypatch.setattr(cola.core.invariant, "packed_linear", lambda x, w, b: real(x, w, b) + 1)
+    x = torch.randn(5, 32, dtype=torch.bfloat16)
+    with pytest.warns(UserWarning, match="pre-packed bfloat16 product differs"):
+        assert packed_weight(layer) is None
+    assert torch.equal(layer.product(x), F.linear(x, layer.weight))
