@@ -167,7 +167,7 @@ def matmul_peak(dtype: torch.dtype, seconds: float = 1.0) -> float:
     return 2 * 960 * 576 * 1536 * calls / (time.perf_counter() - start) / 1e9
 
 
-def section_dtype(model: str, samples, sims: int) -> None:
+def section_dtype(model: str, samples, sims: int, modes: tuple[str, ...] = ("score", "generate")) -> None:
     """bf16 against float32 on the same samples and chains: one search per sample in each mode (alone, and all
     samples at once), candidates/s, and the share of each dtype's measured matmul peak a packed forward achieves."""
     print(f"\n== dtype: bfloat16 against float32, {len(samples)} ARC-Challenge samples, {sims} simulations ==")
@@ -175,7 +175,7 @@ def section_dtype(model: str, samples, sims: int) -> None:
     for dtype in ("float32", "bfloat16"):
         cm = load_model(model, dtype=dtype)
         task = get_task("arc_challenge")
-        for mode in ("score", "generate"):
+        for mode in modes:
             evaluator = Evaluator(cm, task, config=EvalConfig(mode=mode))
             times, candidates = [], 0
             for sample in samples:
@@ -200,7 +200,7 @@ def section_dtype(model: str, samples, sims: int) -> None:
         rows[(dtype, "peak")] = (achieved, peak)
         print(f"{dtype:9s}: matmul peak {peak:7.1f} GFLOP/s; the {len(samples)} prompts' full forward packed "
               f"({tokens} tokens): {achieved:6.1f} GFLOP/s in the layers' products = {achieved / peak:.0%} of peak")
-    for mode in ("score", "generate"):
+    for mode in modes:
         (f_one, f_rate, f_tog), (b_one, b_rate, b_tog) = rows[("float32", mode)], rows[("bfloat16", mode)]
         print(f"{mode:8s}: search per sample float32 {f_one:6.2f} s, bfloat16 {b_one:6.2f} s ({f_one / b_one:.2f}x); "
               f"candidates/s {f_rate:6.2f} vs {b_rate:6.2f} ({b_rate / f_rate:.2f}x); all {len(samples)} at once "
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--mcts-samples", type=int, default=3, help="samples for the `mcts` and `growth` sections")
     parser.add_argument("--budgets", default="50,100,200,400")
     parser.add_argument("--sections", default="mcts,growth,compare", help="any of mcts, growth, compare, dtype")
+    parser.add_argument("--dtype-modes", default="score,generate", help="the modes the `dtype` section searches in")
     parser.add_argument("--batch", type=int, default=0,
                         help="samples CoLa searches at once in `compare` (default 0: all of them)")
     parser.add_argument("--prefix-gib", type=float, default=8.0,
@@ -236,7 +237,8 @@ def main() -> None:
         arc = load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0)
         section_mcts(cm, arc, 200)
     if "dtype" in sections:
-        section_dtype(args.model, load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0), 200)
+        section_dtype(args.model, load_samples("arc_challenge", args.data_dir, n=args.mcts_samples, seed=0), 200,
+                      tuple(args.dtype_modes.split(",")))
     if "growth" in sections:
         section_growth(cm, task, samples[: args.mcts_samples], [int(b) for b in args.budgets.split(",")])
     if "compare" in sections:

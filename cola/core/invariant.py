@@ -21,8 +21,9 @@ On a CPU whose oneDNN runs bfloat16 natively, a bfloat16 product reads its weigh
 a plain bfloat16 ``F.linear`` reorders the whole weight into oneDNN's blocked layout on every call, which at the few
 rows a search multiplies costs as much as the product itself. The packed product is the same kernel on the same
 blocks, so its result is bitwise the plain one's (checked on every weight when it is packed; measured on the project's
-machine for every product of both models, 1-130 rows, 1 and 2 threads) and 1.2-3x faster at 1-31 rows
-(``bench/gemm_regimes.py --speed``). float32 products stay plain: MKL's packed float32 GEMM is no faster there.
+machine for every product of both models, 1-200 rows, 1 and 2 threads) and faster at the few rows a search multiplies
+(``bench/gemm_regimes.py --speed``), at the price of a second copy of the weights in memory. float32 products stay
+plain: MKL's packed float32 GEMM is no faster there.
 """
 
 from __future__ import annotations
