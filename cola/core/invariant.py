@@ -97,7 +97,10 @@ class InvariantLinear(torch.nn.Linear):
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
         """``F.linear(x, weight, bias)``, through the pre-packed weight where there is one (:func:`packed_weight`)."""
-        packed = packed_weight(self)
+        return self._multiply(x, packed_weight(self))
+
+    def _multiply(self, x: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`product` with the packed weight (or None: plain) looked up once for all products of a call."""
         if packed is None:
             return F.linear(x, self.weight, self.bias)
         return packed_linear(x, packed, self.bias)
@@ -114,15 +117,16 @@ class InvariantLinear(torch.nn.Linear):
             spans = [(i, i + 1) for i in range(x.numel() // x.shape[-1])]  # one token per sequence: tile them
         flat = x.reshape(-1, x.shape[-1])
         out = flat.new_empty(flat.shape[0], self.out_features)
+        packed = packed_weight(self)
         singles = [a for a, b in spans if b - a == 1]
         for a, b in spans:
             if b - a > 1:
-                out[a:b] = self.product(flat[a:b])
+                out[a:b] = self._multiply(flat[a:b], packed)
         for start in range(0, len(singles), TILE):
             index = torch.tensor(singles[start : start + TILE], device=x.device)
             tile = flat.new_zeros(TILE, flat.shape[1])
             tile[: len(index)] = flat[index]
-            out[index] = self.product(tile)[: len(index)]
+            out[index] = self._multiply(tile, packed)[: len(index)]
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
