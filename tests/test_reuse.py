@@ -10,7 +10,7 @@ from cola import Chain
 from cola.core.executor import forward, prefill
 from cola.core.prefix_cache import PrefixCache
 from cola.inference.generation import generate
-from cola.inference.scoring import option_token_ids, score_options
+from cola.inference.scoring import inputs_of_pairs, option_token_ids, score_many, score_options
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))  # sliding-window slots must be refilled exactly too
@@ -77,3 +77,53 @@ def test_a_left_padded_row_gives_the_next_token_distribution_it_gives_alone():
     batched = torch.log_softmax(forward(cm, chain, ids, mask)[:, -1].float(), dim=-1)
     alone = torch.log_softmax(forward(cm, chain, torch.tensor([[5, 6, 7]]))[:, -1].float(), dim=-1)
     assert torch.allclose(batched[0], alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)  # sliding-window slots are extended by the options too
+def test_options_reuse_the_chain_prefix_they_ran_on_exactly(family):
+    cm = tiny_model(family)
+    rng = torch.Generator().manual_seed(5)
+    context = torch.randint(3, 96, (9,), generator=rng).tolist()
+    pairs = [(context, torch.randint(3, 96, (n,), generator=rng).tolist()) for n in (1, 4, 2, 3)]
+    inputs = inputs_of_pairs(pairs, [4, 4, 4, 4])
+    prefix = PrefixCache()
+    calls = []
+    hooks = [layer.register_forward_hook(lambda m, a, out: calls.append(1)) for layer in cm.layers]
+    root = Chain.full(cm.depth)
+    try:
+        for chain in [root, root.skip(3, 2), root.repeat(2, 2, 1), root.skip(3, 2), *random_chains(cm.depth, 4, seed=3)]:
+            before = len(calls)
+            cached = score_many(cm, [(chain, inputs, prefix)])[0]
+            reused = len(calls) - before
+            before = len(calls)
+            plain = score_many(cm, [(chain, inputs, None)])[0]
+            assert cached == plain, (family, str(chain))  # bitwise: the same floats
+            assert reused <= len(calls) - before
+        assert any(node.after for node in prefix.lru.values())
+        before = len(calls)
+        score_many(cm, [(root.skip(3, 2), inputs, prefix)])  # asked before: context and options all cached
+        assert len(calls) == before
+    finally:
+        for hook in hooks:
+            hook.remove()
+    other = inputs_of_pairs([(context, [7, 8]), (context, [9])], [2, 1])  # other options after the same context
+    assert score_many(cm, [(root.skip(3, 2), other, prefix)])[0] == score_many(cm, [(root.skip(3, 2), other, None)])[0]
+
+
+def test_options_kept_within_the_memory_bound():
+    cm = tiny_model("llama")
+    context = list(range(5, 15))
+    inputs = inputs_of_pairs([(context, [20, 21, 22]), (context, [23])], [3, 1])
+    one_node = PrefixCache()
+    prefill(cm, Chain((0,)), torch.tensor([context]), prefix=one_node)
+    prefix = PrefixCache(max_bytes=6 * one_node.nbytes)
+    for chain in random_chains(cm.depth, 12, seed=4):
+        assert score_many(cm, [(chain, inputs, prefix)])[0] == score_many(cm, [(chain, inputs, None)])[0]
+        assert prefix.nbytes <= prefix.max_bytes
+        assert prefix.nbytes == sum(node.nbytes for node in prefix.lru.values())
+
+
+def test_options_after_the_prompt_need_its_cache():
+    cm = tiny_model("llama")
+    with pytest.raises(ValueError, match="prompt's cache"):
+        forward(cm, Chain.full(cm.depth), torch.tensor([[5, 6]]), prefix=PrefixCache())

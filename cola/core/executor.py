@@ -166,6 +166,15 @@ class Segment:
     def done(self) -> bool:
         return self.position >= len(self.row.chain)
 
+    def resume(self, start: int, hidden: torch.Tensor | None,
+               record: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]) -> None:
+        """Continue from chain position ``start``, its slots filled from a prefix cache and ``hidden`` the states
+        after them (None: nothing was cached), passing each position computed next to ``record``."""
+        self.start = self.position = start
+        if hidden is not None:
+            self.hidden = hidden
+        self.record = record
+
     @property
     def packable(self) -> bool:
         """One unpadded sequence: it may share a packed layer call with other rows (:mod:`cola.core.packing`)."""
@@ -259,13 +268,19 @@ def forward(
     cache: DynamicCache | None = None,
     position_ids: torch.Tensor | None = None,
     logits_to_keep: int = 0,
+    prefix: PrefixCache | None = None,
 ) -> torch.Tensor:
     """Logits (batch, tokens, vocab) of ``input_ids`` run through ``chain``.
 
     ``attention_mask`` covers cached and new tokens (left padding); positions follow the unpadded tokens. With a
     ``cache`` (from :func:`new_cache`) the new keys and values are appended, one slot per chain position; without
     one, a fresh cache is used and dropped. ``logits_to_keep=k`` computes logits for the last ``k`` tokens only.
+    ``prefix`` is the :class:`~cola.core.prefix_cache.PrefixCache` of the prompt ``cache`` holds: where earlier chains
+    ran these same inputs after it, the longest such chain prefix is taken from it and the rest is cached in turn
+    (:meth:`~cola.core.prefix_cache.PrefixCache.resume_after`); every position computes as it would without it.
     """
+    if prefix is not None and cache is None:
+        raise ValueError("a prefix cache serves inputs that continue its prompt: pass the prompt's cache")
     cache = cache if cache is not None else new_cache(cm, chain)
     past = cache.get_seq_length()
     if position_ids is None and attention_mask is not None:
@@ -274,6 +289,10 @@ def forward(
         attention_mask = None  # nothing padded: lets SDPA take its causal fast path, as HF generate does
     seg = Segment(Row(chain, cache, past), embed(cm, input_ids), attention_mask=attention_mask,
                   position_ids=position_ids)
+    if prefix is not None:
+        for layer_type in dict.fromkeys(chain_layer_types(cm, chain)):
+            seg.mask(cm, layer_type)  # from the cache as the prompt left it, before resumed slots extend it
+        seg.resume(*prefix.resume_after(chain.layers, input_ids, attention_mask, cache))
     run_segments(cm, [seg])
     hidden = seg.hidden[:, -logits_to_keep:] if logits_to_keep else seg.hidden
     return lm_head(cm, hidden)

@@ -4,7 +4,10 @@ Candidates in a search tree differ from chains already run by one edit, so they 
 the prompt's hidden states and KV entries after a shared prefix are the same. :class:`PrefixCache` keeps, for one
 prompt, a trie over chain prefixes: the node of prefix ``chain[:p+1]`` holds the prompt's hidden states after
 position ``p`` and the keys and values that position's layer wrote to its cache slot. A new candidate computes only
-the positions after the longest prefix the trie holds. Memory is bounded: least recently used leaves are evicted.
+the positions after the longest prefix the trie holds. Inputs that continue the prompt in its cache (score mode's
+answer options, one padded batch after the shared context) are kept the same way, in the nodes of the prompt's
+prefixes, so the options of a new candidate also run only after the longest prefix they ran on. Memory is bounded:
+least recently used leaves are evicted.
 """
 
 from __future__ import annotations
@@ -26,10 +29,23 @@ class PrefixNode:
     value: torch.Tensor
     parent: PrefixNode | None
     children: dict[int, PrefixNode] = field(default_factory=dict)
+    after: dict[bytes, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # continuations'
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.hidden, self.key, self.value))
+        return _nbytes((self.hidden, self.key, self.value)) + sum(_nbytes(x) for x in self.after.values())
+
+
+def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def continuation_key(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> bytes:
+    """What identifies inputs that continue a cached prompt: their token ids, shape and padding mask."""
+    parts = [str(tuple(input_ids.shape)).encode(), input_ids.cpu().numpy().tobytes()]
+    if attention_mask is not None:
+        parts.append(attention_mask.cpu().numpy().tobytes())
+    return b"|".join(parts)
 
 
 class PrefixCache:
@@ -54,8 +70,8 @@ class PrefixCache:
             self.tokens = tokens.clone()
         return self.tokens.shape == tokens.shape and bool(torch.equal(self.tokens, tokens))
 
-    def lookup(self, layers: tuple[int, ...]) -> list[PrefixNode]:
-        """The cached nodes of the longest cached prefix of ``layers`` (marked as recently used)."""
+    def _walk(self, layers: tuple[int, ...]) -> list[PrefixNode]:
+        """The cached nodes of the longest cached prefix of ``layers``."""
         path: list[PrefixNode] = []
         children = self.roots
         for layer in layers:
@@ -63,8 +79,14 @@ class PrefixCache:
             if node is None:
                 break
             path.append(node)
-            self.lru.move_to_end(id(node))
             children = node.children
+        return path
+
+    def lookup(self, layers: tuple[int, ...]) -> list[PrefixNode]:
+        """The cached nodes of the longest cached prefix of ``layers`` (marked as recently used)."""
+        path = self._walk(layers)
+        for node in path:
+            self.lru.move_to_end(id(node))
         self.layers_requested += len(layers)
         self.layers_computed += len(layers) - len(path)
         return path
@@ -89,6 +111,35 @@ class PrefixCache:
                 parent[0] = self.add(parent[0], layers[p], hidden, key, value)
 
         return len(path), (path[-1].hidden if path else None), record
+
+    def resume_after(self, layers: tuple[int, ...], input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                     cache) -> tuple[int, torch.Tensor | None, Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor],
+                                                                        None]]:
+        """:meth:`resume` for inputs that continue this prompt (a batch, ``attention_mask`` its padding) in ``cache``,
+        which holds the prompt's slots of the chain ``layers``: the continuation's keys and values of the longest prefix
+        it ran on are appended to those slots; returns that prefix's length, the hidden states after it (None: none
+        cached) and ``record``, which keeps each position computed next in the prompt's node of that prefix (while the
+        node is cached: a continuation is kept only where the prompt is)."""
+        tag = continuation_key(input_ids, attention_mask)
+        nodes = self._walk(layers)
+        start = 0
+        while start < len(nodes) and tag in nodes[start].after:
+            _, key, value = nodes[start].after[tag]
+            cache.update(key, value, start)
+            self.lru.move_to_end(id(nodes[start]))
+            start += 1
+
+        def record(p: int, hidden: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+            node = nodes[p] if p < len(nodes) else None
+            if node is None or tag in node.after:
+                return
+            size = _nbytes((hidden, key, value))
+            self._evict(self.max_bytes - size, keep=node)
+            if id(node) in self.lru and self.nbytes + size <= self.max_bytes:
+                node.after[tag] = (hidden, key, value)
+                self.nbytes += size
+
+        return start, (nodes[start - 1].after[tag][0] if start else None), record
 
     def add(self, parent: PrefixNode | None, layer: int, hidden, key, value) -> PrefixNode | None:
         """Cache the next position after ``parent``; returns the node, or None when it does not fit or ``parent``

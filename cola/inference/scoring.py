@@ -154,9 +154,9 @@ def score_many(
                 for chain, inputs, prefix in requests]
     logits = advance(cm, segments)
     scores = []
-    for b, ((chain, inputs, _), seg) in enumerate(zip(requests, segments)):
+    for b, ((chain, inputs, prefix), seg) in enumerate(zip(requests, segments)):
         try:
-            scores.append(finish_scores(cm, chain, inputs, logits[b : b + 1], seg.row.cache))
+            scores.append(finish_scores(cm, chain, inputs, logits[b : b + 1], seg.row.cache, prefix))
         except NonFiniteError as err:
             err.row = b
             raise
@@ -165,10 +165,13 @@ def score_many(
 
 @torch.inference_mode()
 def finish_scores(
-    cm: ColaModel, chain: Chain, inputs: OptionInputs, last_logits: torch.Tensor, cache: DynamicCache
+    cm: ColaModel, chain: Chain, inputs: OptionInputs, last_logits: torch.Tensor, cache: DynamicCache,
+    prefix: PrefixCache | None = None,
 ) -> OptionScores:
     """The options' log-likelihoods once the shared context has run through ``chain``: ``last_logits`` (1, vocab)
-    at its last token and its ``cache``, which the options' own tokens (if any) extend, one copy per option."""
+    at its last token and its ``cache``, which the options' own tokens (if any) extend, one copy per option. With the
+    context's ``prefix`` cache, the options' tokens reuse the chain prefix they ran on for earlier chains
+    (:func:`~cola.core.executor.forward`), exactly."""
     device, shared = cm.device, len(inputs.context)
     rows = [last_logits] * len(inputs.pairs)  # logits at input position shared-1 .. end, per option
     width = max(len(x) for x in inputs.suffixes)
@@ -180,7 +183,7 @@ def finish_scores(
         ids = torch.tensor([x + [0] * (width - len(x)) for x in inputs.suffixes], device=device)
         mask = torch.tensor([[1] * (shared + len(x)) + [0] * (width - len(x)) for x in inputs.suffixes],
                             device=device)
-        logits = forward(cm, chain, ids, mask, cache=cache)
+        logits = forward(cm, chain, ids, mask, cache=cache, prefix=prefix)
         rows = [torch.cat([last_logits, logits[b, : len(x)]]) for b, x in enumerate(inputs.suffixes)]
     sums, greedy = [], []
     for (ctx, cont), row in zip(inputs.pairs, rows):
