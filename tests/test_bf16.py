@@ -108,6 +108,8 @@ def test_auto_keeps_float32_on_a_processor_without_native_bf16(tiny_folder, monk
         assert cola.core.loading.auto_dtype(cpu) == torch.bfloat16
     assert cola.core.loading.load_model(str(tiny_folder), device="cpu", dtype="auto").dtype == torch.bfloat16
     assert cola.core.loading.native_bf16({"flags", "sse4_2"}) is False
+    assert cola.core.loading.processor({"avx2", "amx_bf16", "fma", "avx512f"}).endswith(" (amx_bf16 avx512f avx2)")
+    assert cola.core.loading.processor({"sse4_2"}).endswith(" (no listed extensions)")
 
 
 def test_bf16_products_read_a_prepacked_weight_bitwise_equal_to_the_plain_product():

@@ -149,6 +149,7 @@ def test_search_prints_the_oracle_as_an_oracle_and_records_provenance(tiny_folde
     assert config["environment"]["torch"] == torch.__version__
     assert config["environment"]["transformers"] == transformers.__version__
     assert config["environment"]["device"] == "cpu" and config["environment"]["python"]
+    assert config["environment"]["processor"] == cola.core.loading.processor()  # bf16's last bits depend on the processor's kernels
     assert config["dtype"] == "float32" and config["weights"].startswith("sha256:")
     assert main(args + ["--out", str(tmp_path / "decoy"), "--control", "decoy"]) == 0
     decoy = capsys.readouterr().out
@@ -175,6 +176,15 @@ def test_resume_in_another_environment_warns_and_other_dtype_or_weights_refuse(t
         RunStore(tmp_path, moved)
     with pytest.raises(ConfigMismatch, match="dtype: 'float32' -> 'bfloat16'"):
         RunStore(tmp_path, {**config, "dtype": "bfloat16"})
+    # a processor is recorded now: a run made before that resumes silently, one made on another processor warns
+    on_xeon = {**config, "environment": {**config["environment"], "processor": "Xeon (amx_bf16 avx512_bf16)"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RunStore(tmp_path, on_xeon)
+    RunStore(tmp_path / "xeon", on_xeon)
+    on_epyc = {**config, "environment": {**config["environment"], "processor": "EPYC (avx512_bf16)"}}
+    with pytest.warns(UserWarning, match=r"another environment \(processor: Xeon \(amx_bf16 avx512_bf16\) -> EPYC"):
+        RunStore(tmp_path / "xeon", on_epyc)
     with pytest.raises(ConfigMismatch, match="weights: 'sha256:aa' -> 'sha256:bb'"):
         RunStore(tmp_path, {**config, "weights": "sha256:bb"})
 

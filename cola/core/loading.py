@@ -14,6 +14,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import tempfile
 import warnings
@@ -82,20 +83,34 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return dtype
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux lists them (``flags`` on x86, ``Features`` on Arm); empty elsewhere."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The first value of any of ``keys`` in Linux's ``/proc/cpuinfo``; None elsewhere or where none is listed."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (``flags`` on x86, ``Features`` on Arm); empty elsewhere."""
+    return set((_cpuinfo("flags", "Features") or "").split())
 
 
 NATIVE_BF16 = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 or AMX; Arm's BF16 extension
+KERNEL_ISA = ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "bf16", "sve")  # the extensions GEMM kernels dispatch on
+
+
+def processor(flags: set[str] | None = None) -> str:
+    """The CPU's model name and the extensions its GEMM kernels dispatch on (``flags``: :func:`cpu_flags` by
+    default): bf16 results differ between processors whose kernels differ (docs/results/performance.md)."""
+    name = _cpuinfo("model name") or platform.processor() or platform.machine()
+    flags = cpu_flags() if flags is None else flags
+    return f"{name} ({' '.join(f for f in KERNEL_ISA if f in flags) or 'no listed extensions'})"
 
 
 def native_bf16(flags: set[str] | None = None) -> bool:

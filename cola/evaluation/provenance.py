@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
-from ..core.loading import WEIGHT_SUFFIXES, cache_root, file_sha256
+from ..core.loading import WEIGHT_SUFFIXES, cache_root, file_sha256, processor
 from ..core.models import ColaModel
 from .evaluator import Evaluator
 
@@ -68,7 +68,8 @@ def weights_hash(cm: ColaModel) -> str:
 
 
 def environment(cm: ColaModel) -> dict:
-    """The software and device a result was computed with: CoLa, Python, torch, transformers, the device."""
+    """The software and device a result was computed with: CoLa, Python, torch, transformers, the device (a GPU's
+    name; on a CPU its :func:`~cola.core.loading.processor`, whose kernels decide bf16's last bits)."""
     import platform
 
     import transformers
@@ -76,8 +77,9 @@ def environment(cm: ColaModel) -> dict:
     device = str(cm.device)
     if cm.device.type == "cuda":
         device += f" ({torch.cuda.get_device_name(cm.device)})"
+    found = {"processor": processor()} if cm.device.type == "cpu" else {}
     return {"cola": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": device}
+            "transformers": transformers.__version__, "device": device, **found}
 
 
 def evaluator_header(evaluator: Evaluator) -> dict:

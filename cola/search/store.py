@@ -203,7 +203,7 @@ def check_config(where: Path, stored: dict, config: dict, uncompared: tuple[str,
                       "checking that they are the same", stacklevel=3)
     for key in WARNED:
         old, new = stored.get(key) or {}, config.get(key) or {}
-        changed = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        changed = [f"{k}: {old[k]} -> {new.get(k)}" for k in sorted(old) if old[k] != new.get(k)]  # what it recorded
         if key not in unverified and changed:
             warnings.warn(f"resuming {where} in another environment ({', '.join(changed)}); its results so far were "
                           "computed in the first one", stacklevel=3)
