@@ -119,7 +119,7 @@ def native_bf16(flags: set[str] | None = None) -> bool:
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:
-    """``--dtype auto``: bf16 on CUDA and on a CPU that multiplies bf16 natively (a search 1.5-1.7x faster there,
+    """``--dtype auto``: bf16 on CUDA and on a CPU that multiplies bf16 natively (a search about 2x faster there,
     with verdicts independent of the batch, docs/results/performance.md), float32 on any other CPU (where bf16 is
     emulated and slower)."""
     if device.type == "cuda" or (device.type == "cpu" and native_bf16()):
