@@ -149,7 +149,8 @@ def test_search_prints_the_oracle_as_an_oracle_and_records_provenance(tiny_folde
     assert config["environment"]["torch"] == torch.__version__
     assert config["environment"]["transformers"] == transformers.__version__
     assert config["environment"]["device"] == "cpu" and config["environment"]["python"]
-    assert config["environment"]["processor"] == cola.core.loading.processor()  # bf16's last bits depend on the processor's kernels
+    # bf16's last bits depend on the processor's kernels: it is recorded
+    assert config["environment"]["processor"] == cola.core.loading.processor()
     assert config["dtype"] == "float32" and config["weights"].startswith("sha256:")
     assert main(args + ["--out", str(tmp_path / "decoy"), "--control", "decoy"]) == 0
     decoy = capsys.readouterr().out

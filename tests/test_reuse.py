@@ -91,7 +91,8 @@ def test_options_reuse_the_chain_prefix_they_ran_on_exactly(family):
     hooks = [layer.register_forward_hook(lambda m, a, out: calls.append(1)) for layer in cm.layers]
     root = Chain.full(cm.depth)
     try:
-        for chain in [root, root.skip(3, 2), root.repeat(2, 2, 1), root.skip(3, 2), *random_chains(cm.depth, 4, seed=3)]:
+        asked = [root, root.skip(3, 2), root.repeat(2, 2, 1), root.skip(3, 2), *random_chains(cm.depth, 4, seed=3)]
+        for chain in asked:
             before = len(calls)
             cached = score_many(cm, [(chain, inputs, prefix)])[0]
             reused = len(calls) - before
