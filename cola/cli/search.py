@@ -163,20 +163,23 @@ def add_parsers(sub) -> None:
     add_model_args(p)
     add_task_args(p)
     p.add_argument("--preset", default="study", choices=tuple(PRESETS),
-                   help="the search protocol: study (Li et al.: the defaults below) or drllm (Dr.LLM's supervision: "
+                   help="the search protocol: study (Li et al.: the defaults below), drllm (Dr.LLM's supervision: "
                         "layers in order each 0-2 times, skip blocks <= 2, repeat one layer once, 50 simulations, "
-                        "lambda 3, c 1.8, early stops); any option below overrides its value")
+                        "lambda 3, c 1.8, early stops) or polar (PoLar's supervision: drop or double one position, "
+                        "blocks of 2-4 at the root, each layer at most twice, its length bounds, 100 simulations, no "
+                        "early stop); any option below overrides its value")
     p.add_argument("--sims", type=positive_int, default=None, help="chains evaluated per sample (default 200)")
     p.add_argument("--actions", default=None, choices=ACTION_SETS,
-                   help="all (CoLa), skip only, repeat only; drllm (Dr.LLM's paths) (default all)")
+                   help="all (CoLa), skip only, repeat only; drllm (Dr.LLM's paths); polar (PoLar's edits and tree) "
+                        "(default all)")
     p.add_argument("--lambda", dest="lam", type=float, default=None, help="length penalty on len(chain)/depth (default 5)")
     p.add_argument("--c", type=float, default=None, help="UCB exploration constant (default sqrt 2)")
     p.add_argument("--epsilon", type=float, default=None, help="chance of a random unexplored child (default 0.1)")
     p.add_argument("--widening", type=float, default=None, help="progressive widening exponent (default 0.5)")
     p.add_argument("--max-k", type=positive_int, default=None, help="largest block an action skips or repeats (default 4)")
     p.add_argument("--max-r", type=positive_int, default=None, help="most extra repeats of a block (default 4)")
-    p.add_argument("--min-len", type=int, default=None, help="shortest chain (default depth/2)")
-    p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth)")
+    p.add_argument("--min-len", type=int, default=None, help="shortest chain (default depth/2; polar: its bounds)")
+    p.add_argument("--max-len", type=int, default=None, help="longest chain (default 2*depth; polar: its bounds)")
     p.add_argument("--stop-on-fix", action=argparse.BooleanOptionalAction, default=None,
                    help="end a sample's search at its first right chain when the full model is wrong (drllm: on)")
     p.add_argument("--stop-shorter-by", type=int, default=None,

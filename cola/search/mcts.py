@@ -121,7 +121,12 @@ def search_steps(
 ) -> Generator[Chain, Evaluation, SearchResult]:
     """The search as a coroutine: it yields each chain to evaluate, is sent that chain's :class:`Evaluation`, and
     returns the :class:`SearchResult`. A driver can so interleave the searches of many samples and evaluate their
-    chains together (:func:`cola.search.run.run_search` with ``batch > 1``); :func:`mcts` drives one alone."""
+    chains together (:func:`cola.search.run.run_search` with ``batch > 1``); :func:`mcts` drives one alone. The
+    ``polar`` space searches with PoLar's own tree (:func:`cola.search.polar.polar_steps`)."""
+    if space.actions == "polar":
+        from .polar import polar_steps
+
+        return (yield from polar_steps(root, space, config, rng))
     seen: dict[Chain, Evaluation] = {root: (yield root)}
     order = [seen[root]]
     tree = Node(root)

@@ -6,6 +6,10 @@ Dr.LLM (Heakl et al., 2025) labels its per-layer routers with an MCTS over paths
 constant 1.8, length penalty 3 x len/depth, a random child with probability 0.1, a 0/1 reward, 50 simulations (the
 paper's; its code defaults to 200), and two early stops: at the first right path of a sample the full model gets
 wrong, and at the first right path at least 2 layers shorter than the model.
+
+PoLar (Li, Li & Zhou, ICML 2026) supervises its program predictor with its own MCTS (:mod:`cola.search.polar`): drop
+or double one position (at the root also blocks of 2-4), no layer more than twice, length bounds by depth, lambda 5,
+UCB with ln(N + 1), a random child with probability 0.1, 100 simulations, no early stop, a 0/1 reward.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ PRESETS: dict[str, dict] = {
               "c": math.sqrt(2), "epsilon": 0.1, "widening": 0.5, "stop_on_fix": False, "stop_shorter_by": 0},
     "drllm": {"actions": "drllm", "max_k": 2, "max_r": 1, "min_len": 1, "max_len": None, "sims": 50, "lam": 3.0,
               "c": 1.8, "epsilon": 0.1, "widening": 0.5, "stop_on_fix": True, "stop_shorter_by": 2},
+    "polar": {"actions": "polar", "max_k": 4, "max_r": 1, "min_len": None, "max_len": None, "sims": 100, "lam": 5.0,
+              "c": math.sqrt(2), "epsilon": 0.1, "widening": 0.5, "stop_on_fix": False, "stop_shorter_by": 0},
 }
 SPACE_KEYS = ("actions", "max_k", "max_r", "min_len", "max_len")
 

@@ -10,7 +10,19 @@ from dataclasses import dataclass
 from ..core.chain import Chain
 from ..errors import UsageError
 
-ACTION_SETS = ("all", "skip", "repeat", "drllm")
+ACTION_SETS = ("all", "skip", "repeat", "drllm", "polar")
+
+# PoLar's length bounds of the depths its code knows (mcts_discovery/run_mcts.py, MODEL_DEPTH_PRESETS)
+POLAR_BOUNDS = {24: (16, 28), 28: (16, 32), 36: (24, 44), 48: (36, 54)}
+
+
+def polar_bounds(depth: int) -> tuple[int, int]:
+    """PoLar's length bounds for a model of ``depth`` layers: its own for the depths its code knows; for any other
+    depth, those of its 28-layer models (Llama-3.2-3B, the family nearest the embedded Llama) scaled to the depth:
+    ``round(depth * 16/28)`` to ``round(depth * 32/28)`` (30 layers: 17..34; 18 layers: 10..21)."""
+    if depth in POLAR_BOUNDS:
+        return POLAR_BOUNDS[depth]
+    return max(1, round(depth * 16 / 28)), round(depth * 32 / 28)
 
 
 @dataclass(frozen=True)
@@ -30,17 +42,18 @@ class SearchSpace:
 
     @property
     def bounds(self) -> tuple[int, int]:
-        low = self.depth // 2 if self.min_len is None else self.min_len
-        high = 2 * self.depth if self.max_len is None else self.max_len
-        return low, high
+        low, high = polar_bounds(self.depth) if self.actions == "polar" else (self.depth // 2, 2 * self.depth)
+        return (low if self.min_len is None else self.min_len), (high if self.max_len is None else self.max_len)
 
-    def children(self, chain: Chain) -> list[tuple[str, Chain]]:
+    def children(self, chain: Chain, at_root: bool = False) -> list[tuple[str, Chain]]:
         """Every distinct chain one action away, with the action's name (``skip p k`` / ``repeat p k r``; in the
         ``drllm`` space ``skip LAYER k`` / ``repeat LAYER``), in a fixed order; the first action reaching a chain names
-        it."""
+        it. ``at_root``: the chain is the search's root (PoLar's space edits blocks there only)."""
         low, high = self.bounds
         if self.actions == "drllm":
             return self._layer_children(chain, low, high)
+        if self.actions == "polar":
+            return self._polar_children(chain, low, high, at_root)
         seen: dict[Chain, str] = {}
         n = len(chain)
         for k in range(1, self.max_k + 1):
@@ -76,6 +89,25 @@ class SearchSpace:
             out += [(f"repeat {layer}", path(counts[:layer] + [2] + counts[layer + 1 :]))
                     for layer in range(self.depth) if counts[layer] == 1]
         return out
+
+
+    def _polar_children(self, chain: Chain, low: int, high: int, at_root: bool) -> list[tuple[str, Chain]]:
+        """PoLar's candidates in its code's order: for each position p, drop the block of k positions at p (k = 1;
+        at the root 1 to max_k), then double it in place (k = 1 while no layer runs more than twice; at the root also
+        2 to max_k); each within the length bounds."""
+        seen: dict[Chain, str] = {}
+        n, blocks = len(chain), range(1, (self.max_k if at_root else 1) + 1)
+        for p in range(n):
+            for k in blocks:
+                if p + k <= n and max(low, 1) <= n - k <= high:
+                    seen.setdefault(chain.skip(p, k), f"skip {p} {k}")
+            for k in blocks:
+                if p + k <= n and low <= n + k <= high:
+                    child = chain.repeat(p, k)
+                    if k > 1 or child.layers.count(chain[p]) <= 2:
+                        seen.setdefault(child, f"repeat {p} {k} 1")
+        seen.pop(chain, None)
+        return [(action, child) for child, action in seen.items()]
 
 
 def drllm_labels(chain: Chain, depth: int) -> list[int]:
