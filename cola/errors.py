@@ -48,6 +48,11 @@ class NonFiniteError(ColaError, ArithmeticError):
     """A forward gave NaN or infinite logits (corrupt weights, or an overflow in a 16-bit dtype)."""
 
 
+class DiskFullError(ColaError, OSError):
+    """A durable write that found the disk full (or the user's quota reached): nothing torn is left, what was written
+    before is kept, and the same command resumes once space is freed."""
+
+
 class ConfigMismatch(ColaError, ValueError):
     """The run folder holds results of another configuration."""
 

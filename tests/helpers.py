@@ -148,7 +148,7 @@ def mc_rows(n: int, seed: int = 0) -> list[dict]:
 # Nth durable line (a journal's or a run's) is on disk
 KILLED_AFTER = """
 import os, signal, sys
-import cola.search.store as store
+import cola.storage as store
 append, written, limit = store.append_line, [0], int(sys.argv[1])
 def append_then_die(path, line):
     append(path, line)
@@ -166,7 +166,7 @@ sys.exit(main(sys.argv[2:]))
 SLOWED = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import cola.search.store as store
+import cola.storage as store
 append = store.append_line
 def append_then_pause(path, line):
     append(path, line)

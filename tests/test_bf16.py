@@ -20,7 +20,7 @@ from cola.core.executor import forward
 from cola.core.invariant import InvariantLinear, onednn_bf16, packed_weight
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import generate
-from cola.search.store import read_eval
+from cola.storage import read_eval
 from cola.tasks import get_task
 
 CHAINS = [Chain.parse("0-5"), Chain.parse("0-2,2,3-5"), Chain.parse("0,1,4,5"), Chain.parse("5,4,3,2,1,0,0")]

@@ -23,7 +23,7 @@ from cola.cli import main
 from cola.errors import ColaError, NonFiniteError
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.policies.spec import PolicySpec
-from cola.search.store import eval_lock, read_config, read_eval, read_records
+from cola.storage import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -265,7 +265,7 @@ def test_a_corrupt_cached_conversion_is_detected_on_load_and_rebuilt(tmp_path, m
     monkeypatch.setenv("COLA_CACHE", str(tmp_path / "cache"))
     conversions = []
 
-    def dequantize(gguf: Path, folder: Path) -> None:
+    def dequantize(gguf: Path, folder: Path, remedy: str) -> None:
         conversions.append(gguf)
         cm = tiny_model("llama")
         cm.model.save_pretrained(folder)

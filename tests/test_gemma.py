@@ -47,7 +47,7 @@ def test_gemma_chains_equal_the_physically_rebuilt_model(gemma):
 def test_gemma_cola_eval_in_score_mode(gemma, data_dir, tmp_path, capsys):
     from cola.evaluation.evaluations import eval_header, evaluate_chain
     from cola.evaluation.evaluator import EvalConfig, Evaluator
-    from cola.search.store import read_eval
+    from cola.storage import read_eval
     from cola.tasks import get_task, load_samples
 
     out = tmp_path / "g.jsonl"

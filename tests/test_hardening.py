@@ -12,7 +12,7 @@ import pytest
 import cola.core.loading
 from cola import cli
 from cola.cli import main
-from cola.search.store import ConfigMismatch, RunStore
+from cola.storage import ConfigMismatch, RunStore
 from cola.tasks import DataError, load_samples
 
 MC_ROW = {"question": "q", "choices": [{"label": "A", "text": "x"}, {"label": "B", "text": "y"}], "answerKey": "A"}

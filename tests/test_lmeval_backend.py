@@ -141,7 +141,7 @@ def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_
 
     from helpers import KILLED_AFTER
 
-    from cola.search.store import read_config, read_records
+    from cola.storage import read_config, read_records
     from cola.tasks import get_task, load_samples
 
     _tiny_task(tmp_path)

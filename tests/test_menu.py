@@ -10,7 +10,7 @@ from cola import Chain
 from cola.cli import main
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search.menu import load_menu, ranked
-from cola.search.store import read_records
+from cola.storage import read_records
 from cola.tasks import get_task, load_samples
 
 

@@ -34,7 +34,7 @@ from cola.policies import (
     sweep,
 )
 from cola.policies.calibrate import choose, parse_objective, table_requests
-from cola.search.store import read_eval
+from cola.storage import read_eval
 from cola.tasks import get_task
 
 CHEAP = Chain((0, 1, 4, 5))

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # a Ray cluster takes seconds to start and stop: 
 from cola.search import MCTSConfig  # noqa: E402
 from cola.search.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402
 from cola.search.run import SearchJob, run_search  # noqa: E402
-from cola.search.store import RunStore, read_records  # noqa: E402
+from cola.storage import RunStore, read_records  # noqa: E402
 from cola.tasks import load_samples  # noqa: E402
 
 

@@ -23,7 +23,7 @@ from cola.cli import main
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.evaluation.stats import mcnemar_exact
 from cola.policies.library_router import Router, RouterError, candidates, chain_library, layers_computed, select
-from cola.search.store import read_eval
+from cola.storage import read_eval
 from cola.tasks import get_task, load_samples
 
 SHORT = Chain((0, 1, 4, 5))  # the tiny model's chain without layers 2 and 3

@@ -13,7 +13,7 @@ from cola.cli import main
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.inference.generation import RowDecoder, Sampler, generate
 from cola.search.sampling import sampling_records
-from cola.search.store import read_records
+from cola.storage import read_records
 from cola.tasks import get_task, load_samples
 
 

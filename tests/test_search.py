@@ -13,7 +13,7 @@ import pytest
 from cola import Chain
 from cola.cli import main
 from cola.search import Evaluation, MCTSConfig, SearchSpace, mcts
-from cola.search.store import ConfigMismatch, RunStore
+from cola.storage import ConfigMismatch, RunStore
 
 
 def planted(chain: Chain) -> Evaluation:

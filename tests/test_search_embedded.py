@@ -7,7 +7,7 @@ from cola.cli import main
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.run import search_samples
-from cola.search.store import read_config, read_records
+from cola.storage import read_config, read_records
 from cola.tasks import get_task, load_samples
 
 

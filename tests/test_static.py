@@ -7,7 +7,7 @@ from cola import Chain
 from cola.cli import main
 from cola.search import MCTSConfig, SearchSpace
 from cola.search.static import best_static, static_search
-from cola.search.store import RunStore, read_records
+from cola.storage import RunStore, read_records
 
 N = 10
 

@@ -15,7 +15,7 @@ import pytest
 
 from cola.cli import main
 from cola.errors import RunLockedError
-from cola.search.store import LOCK, FolderLock, RunStore, read_records
+from cola.storage import LOCK, FolderLock, RunStore, read_records
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 

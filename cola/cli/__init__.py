@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ColaError
+from ..errors import ColaError, DiskFullError
 from . import evaluate, lmeval, model, report, router, search
 
 
@@ -61,10 +61,15 @@ def main(argv: list[str] | None = None) -> int:
 
             parse_device(args.device)
         return args.func(args)
+    except DiskFullError as err:  # nothing torn is left (cola.storage): say what is kept and how to go on
+        kept = getattr(args, "kept", None)
+        then = f"{kept()}" if kept else "nothing partial was left; run the same command again"
+        print(f"cola: error: {err}; {then} once space is freed", file=sys.stderr)
+        return 2
     except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.search.store), so say what is kept and stop
+    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.storage), so say what is kept and stop
         kept = getattr(args, "kept", None)
         print(f"\ninterrupted: {kept() if kept else 'nothing was written'}", file=sys.stderr)
         return 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from ..search.store import check_folder
+from ..storage import check_folder
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..search.store import check_folder
+from ..storage import check_folder
 from .common import number_list, positive_float, positive_int
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..search.store import check_out_file
+from ..storage import check_out_file
 from .common import (
     add_model_args,
     add_task_args,
@@ -23,7 +23,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from ..search.launch import check_launch, default_folder, run_job
     from ..search.presets import search_settings
     from ..search.run import SearchJob
-    from ..search.store import FolderLock
+    from ..storage import FolderLock
     from ..tasks import with_control
 
     resolve_mode(args)
@@ -49,7 +49,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = args.out or default_folder(job, len(samples), static=args.static)
 
     def kept() -> str:
-        from ..search.store import read_records
+        from ..storage import read_records
 
         done = len(read_records(out)) if (Path(out) / "config.json").exists() else 0
         what = "chain evaluations" if args.static else f"of {len(samples)} samples"

@@ -13,13 +13,14 @@ generation config come along, with a model card for the hub (``library_name``, `
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 
 import torch
 import yaml
 
 from ..errors import UsageError
-from ..search.store import check_folder
+from ..storage import check_folder, disk_full
 from .chain import Chain
 from .models import ColaModel, stack_config
 
@@ -159,9 +160,14 @@ def export_chain(cm: ColaModel, chain: Chain, out: str | Path) -> Path:
 
     model = rebuilt_model(cm, chain)
     model.config.cola_chain = str(chain)
-    model.save_pretrained(out, safe_serialization=True)
-    cm.tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(card(cm, chain))
-    (out / "mergekit.yaml").write_text(mergekit_yaml(ALIAS_HUB_IDS.get(cm.name, cm.name), chain,
-                                                     str(cm.dtype).removeprefix("torch.")))
+    with disk_full(out):
+        try:
+            model.save_pretrained(out, safe_serialization=True)
+            cm.tokenizer.save_pretrained(out)
+            (out / "README.md").write_text(card(cm, chain))
+            (out / "mergekit.yaml").write_text(mergekit_yaml(ALIAS_HUB_IDS.get(cm.name, cm.name), chain,
+                                                             str(cm.dtype).removeprefix("torch.")))
+        except BaseException:  # a full disk or Ctrl-C: no half export is left (the folder was new or empty)
+            shutil.rmtree(out, ignore_errors=True)
+            raise
     return out

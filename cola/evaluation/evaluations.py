@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..core.chain import Chain
-from ..search.store import EvalStore, chunks
+from ..storage import EvalStore, chunks
 from ..tasks import Sample
 from .evaluator import Evaluator
 from .provenance import evaluator_header

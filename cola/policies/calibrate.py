@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from ..core.chain import Chain
 from ..errors import UsageError
 from ..evaluation.evaluator import Evaluator
-from ..search.store import EvalStore
+from ..storage import EvalStore
 from ..tasks import Sample
 from .harness import ask_table, replay
 from .spec import Asked, PolicySpec, Request

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..evaluation.evaluations import Progress, accuracies
 from ..evaluation.evaluator import Evaluator, Outcome
 from ..evaluation.stats import paired, wilson_interval
-from ..search.store import EvalStore, chunks
+from ..storage import EvalStore, chunks
 from ..tasks import Sample
 from .calibrate import sweep, table_requests
 from .harness import ask_table, replay, run_policy

@@ -21,7 +21,7 @@ from dataclasses import asdict
 from ..core.chain import Chain
 from ..core.prefix_cache import PrefixCache, layers_computed
 from ..evaluation.evaluator import Evaluator, Outcome
-from ..search.store import EvalStore, chunks
+from ..storage import EvalStore, chunks
 from ..tasks import Sample
 from .signals import confidence
 from .spec import Asked, PolicySpec, Request

@@ -22,7 +22,7 @@ from ..core.loading import DEFAULT_MODEL, load_model, model_depth
 from ..errors import UsageError
 from ..evaluation.evaluations import eval_header, evaluate_chain
 from ..evaluation.evaluator import EvalConfig, Evaluator
-from ..search.store import EvalStore, FolderLock, eval_lock
+from ..storage import EvalStore, FolderLock, eval_lock
 from ..tasks import Sample, Selection
 from .evaluation import evaluate_policy, evaluate_router
 

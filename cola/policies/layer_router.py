@@ -228,7 +228,7 @@ def supervision(folder) -> tuple[list[dict], dict]:
     path, labels, improved) and the counts kept, dropped and improved. A run of another search space is refused."""
     from ..errors import RouterError
     from ..search.space import drllm_labels
-    from ..search.store import read_config, read_records
+    from ..storage import read_config, read_records
 
     config = read_config(folder)
     if config.get("space", {}).get("actions") != "drllm":
@@ -257,9 +257,7 @@ def save_routers(routers: Routing, folder, config: dict):
     import json
     from pathlib import Path
 
-    from safetensors.torch import save_file
-
-    from ..search.store import no_interrupts, write_atomic
+    from ..storage import save_tensors_atomic, write_atomic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -267,10 +265,7 @@ def save_routers(routers: Routing, folder, config: dict):
         config = {**config, "routing": "random", "rates": routers.rates, "seed": routers.seed}
     else:
         config = {**config, "routing": "trained", "hidden_size": routers.hidden_size}
-        tmp = folder / f".{ROUTERS}.tmp"
-        with no_interrupts():
-            save_file({k: v.contiguous() for k, v in routers.state_dict().items()}, str(tmp))
-            tmp.replace(folder / ROUTERS)
+        save_tensors_atomic(folder / ROUTERS, routers.state_dict())
     write_atomic(folder / CONFIG, json.dumps({**config, "depth": routers.depth}, indent=2) + "\n")
     return folder
 
@@ -285,7 +280,7 @@ def load_routers(folder, cm: ColaModel | None = None) -> tuple[Routing, dict]:
     from safetensors.torch import load_file
 
     from ..errors import DataError, RouterError
-    from ..search.store import read_json
+    from ..storage import read_json
 
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
@@ -345,7 +340,7 @@ def _supervised(folders, cm: ColaModel | None, data: str | None, progress: bool,
     from ..errors import RouterError
     from ..evaluation.evaluator import EvalConfig, Evaluator
     from ..search.run import run_samples
-    from ..search.store import read_config
+    from ..storage import read_config
     from ..tasks import get_task
 
     configs = [read_config(f) for f in folders]
@@ -401,7 +396,7 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
     from tqdm import tqdm
 
     from ..errors import RouterError
-    from ..search.store import chunks
+    from ..storage import chunks
 
     only = kept_ids(same_samples_as) if same_samples_as else None
     x, y, ids, cm, about, counts, _ = _supervised(runs, None, data, progress, "train", only)

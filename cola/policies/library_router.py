@@ -40,7 +40,7 @@ from ..core.models import ColaModel
 from ..core.prefix_cache import PrefixCache
 from ..errors import RouterError, UsageError
 from ..evaluation.evaluator import EvalConfig, Evaluator
-from ..search.store import no_interrupts, read_json, write_atomic
+from ..storage import read_json, save_tensors_atomic, write_atomic
 from ..tasks import Sample
 
 CONFIG, PREDICTOR = "config.json", "predictor.safetensors"
@@ -211,14 +211,9 @@ class Router:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``config.json`` and ``predictor.safetensors`` into ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{PREDICTOR}.tmp"
-        with no_interrupts():  # whole or not at all
-            save_file({k: v.contiguous() for k, v in self.predictor.tensors().items()}, str(tmp))
-            tmp.replace(folder / PREDICTOR)
+        save_tensors_atomic(folder / PREDICTOR, self.predictor.tensors())
         config = {**self.config, "library": [str(c) for c in self.library], "setting": self.setting.__dict__}
         write_atomic(folder / CONFIG, json.dumps(config, indent=2) + "\n")
         return folder
@@ -394,7 +389,7 @@ def fit_from_runs(runs: Sequence[str | Path], fit: LibraryFit = LibraryFit(), ba
     here."""
     from ..core.loading import load_model
     from ..search.run import run_samples
-    from ..search.store import read_config, read_records
+    from ..storage import read_config, read_records
     from ..tasks import DataError, get_task, load_samples, with_control
 
     configs = [read_config(folder) for folder in runs]

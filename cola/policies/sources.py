@@ -31,7 +31,7 @@ def chains_from(path: str | Path, depth: int, top: int | None = None) -> list[st
     from ..search.menu import ranked, right_samples
     from ..search.prune import load_pruned
     from ..search.static import ranked_static
-    from ..search.store import read_config, read_json, read_records
+    from ..storage import read_config, read_json, read_records
     from .library_router import CONFIG, PREDICTOR
 
     path = Path(path)

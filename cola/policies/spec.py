@@ -146,7 +146,7 @@ class PolicySpec:
     @staticmethod
     def load(path: str | Path) -> PolicySpec:
         """A spec from a JSON file: the spec itself, or a ``cola eval --out`` summary that holds one."""
-        from ..search.store import read_json
+        from ..storage import read_json
 
         path = Path(path)
         if not path.is_file():

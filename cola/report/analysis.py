@@ -18,7 +18,7 @@ import pandas as pd
 from ..core.chain import Chain
 from ..errors import UsageError
 from ..evaluation.stats import paired, wilson_interval
-from ..search.store import read_config, read_eval, read_records
+from ..storage import read_config, read_eval, read_records
 
 ACTION_NAMES = {"all": "CoLa", "skip": "skip-only", "repeat": "recurrence-only"}
 # config keys that may differ inside a group: the ablation, the control (and a menu control's menu), and what changes

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..errors import UsageError
-from ..search.store import no_interrupts
+from ..storage import disk_full, no_interrupts
 from . import analysis  # noqa: E402
 from .analysis import ACTION_NAMES, EvalResult, Run  # noqa: E402
 
@@ -137,7 +137,13 @@ def build_report(folders: list[str | Path], out: str | Path, evals: list[str | P
     results = [EvalResult.load(path) for path in evals]
     if not runs and not results:
         raise UsageError("no finished records in the given run folders, and no evaluations (--evals)")
-    out.mkdir(parents=True, exist_ok=True)
+    with disk_full(out):  # a full disk leaves no half report: the staging folder goes
+        out.mkdir(parents=True, exist_ok=True)
+        _build(out, runs, results)
+    return out
+
+
+def _build(out: Path, runs: list[Run], results: list[EvalResult]) -> None:
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".building-"))  # every file made whole here, then moved in
     try:
         md: list[str] = ["# CoLa report", ""]
@@ -156,7 +162,6 @@ def build_report(folders: list[str | Path], out: str | Path, evals: list[str | P
                 path.replace(out / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return out
 
 
 def _search_sections(runs: list[Run], out: Path, md: list[str], figures: list[tuple[str, str]]) -> None:

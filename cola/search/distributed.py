@@ -2,7 +2,7 @@
 the driver alone writes the run folder.
 
 Samples are dispatched dynamically: a worker that returns its samples' records gets the next ``job.batch`` samples
-(one at ``--batch 1``). The driver appends each record as it arrives (fsync'ed by :class:`~cola.search.store.RunStore`),
+(one at ``--batch 1``). The driver appends each record as it arrives (fsync'ed by :class:`~cola.storage.RunStore`),
 so a record is written exactly once, and a resume skips the recorded ids whatever the worker count was. A worker whose
 process dies is restarted by Ray (the model is loaded again) and the call in flight is retried; a sample that fails
 for a reason in its data is reported, not recorded, and the run goes on. At ``--batch 1`` every sample is searched
@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from ..errors import ColaError, ModelLoadError, RayMissing
 from ..tasks import Sample
 from .run import SearchJob, resume
-from .store import FolderLock, RunStore
+from ..storage import FolderLock, RunStore
 
 WORKER_PREFIX = "cola-search-"  # Ray actor names: cola-search-<run token>-<index>
 

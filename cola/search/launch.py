@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..tasks import Sample, Task, get_task
 from .run import SearchJob, run_search
-from .store import FolderLock, RunStore
+from ..storage import FolderLock, RunStore
 
 
 def default_folder(job: SearchJob, n: int, static: bool = False) -> str:

@@ -126,7 +126,7 @@ def search_steps(
     if space.actions == "polar":
         from .polar import polar_steps
 
-        return (yield from polar_steps(root, space, config, rng))
+        return SearchResult(*(yield from polar_steps(root, space, config, rng)))
     seen: dict[Chain, Evaluation] = {root: (yield root)}
     order = [seen[root]]
     tree = Node(root)

@@ -22,7 +22,7 @@ from ..evaluation.evaluator import Evaluator
 from ..tasks import Sample
 from .mcts import Evaluation, SearchResult
 from .records import make_record
-from .store import read_config, read_records
+from ..storage import read_config, read_records
 
 
 def load_menu(folder: str | Path, model: str) -> dict[str, list[str]]:

@@ -25,10 +25,13 @@ import math
 import random
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..core.chain import Chain
-from .mcts import Evaluation, MCTSConfig, SearchResult
 from .space import SearchSpace
+
+if TYPE_CHECKING:
+    from .mcts import Evaluation, MCTSConfig
 
 
 @dataclass(eq=False)
@@ -44,10 +47,10 @@ class _Node:
 
 
 def polar_steps(root: Chain, space: SearchSpace, config: MCTSConfig,
-                rng: random.Random) -> Generator[Chain, Evaluation, SearchResult]:
+                rng: random.Random) -> Generator[Chain, Evaluation, tuple[list[Evaluation], int]]:
     """PoLar's search from ``root`` as a coroutine: yields each chain to evaluate, is sent its
-    :class:`~cola.search.mcts.Evaluation`, returns the :class:`~cola.search.mcts.SearchResult` (every chain
-    evaluated, root first, and the ``config.sims`` simulations run)."""
+    :class:`~cola.search.mcts.Evaluation`, returns every evaluation (root first) and the simulations run
+    (``config.sims``), which :func:`~cola.search.mcts.search_steps` returns as its result."""
     tree = _Node(root)
     tree.evaluation = yield root
     order, reward = [tree.evaluation], tree.evaluation.reward
@@ -76,7 +79,7 @@ def polar_steps(root: Chain, space: SearchSpace, config: MCTSConfig,
             order.append(node.evaluation)
             reward = node.evaluation.reward
         _backup(node, tree, reward, space.depth, config)
-    return SearchResult(order, config.sims)
+    return order, config.sims
 
 
 def _backup(node: _Node | None, root: _Node, reward: float, depth: int, config: MCTSConfig) -> None:

@@ -17,7 +17,7 @@ from ..core.chain import Chain
 from ..core.executor import Row, Segment, embed, new_cache, run_segments
 from ..core.models import ColaModel
 from ..errors import UsageError
-from .store import read_json, write_atomic
+from ..storage import read_json, write_atomic
 
 
 @torch.inference_mode()

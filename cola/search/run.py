@@ -18,7 +18,7 @@ from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, SearchResult, search_steps
 from .records import make_record, ordered_records
 from .space import SearchSpace
-from .store import RunStore
+from ..storage import RunStore
 
 REWARDS = ("correct", "margin")
 CONTROLS = ("none", "decoy", "sample", "menu")
@@ -202,7 +202,7 @@ class SearchJob:
 def run_config(evaluator: Evaluator, space: SearchSpace, config: MCTSConfig, **extra) -> dict:
     """Everything that decides a run's results, for ``config.json``, with its provenance: the dtype and a content hash
     of the weights (a resume under others is refused) and the software and device (a resume under others is
-    warned about, :class:`~cola.search.store.RunStore`)."""
+    warned about, :class:`~cola.storage.RunStore`)."""
     return {
         **evaluator_header(evaluator),
         "depth": space.depth,

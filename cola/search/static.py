@@ -20,7 +20,7 @@ from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, mcts
 from .run import SearchJob
 from .space import SearchSpace
-from .store import FolderLock, RunStore
+from ..storage import FolderLock, RunStore
 
 
 def static_search(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import DataError
-from ..search.store import jsonl_rows
+from ..storage import jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Task:
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, row) for each non-empty line of a JSONL file, ``.jsonl.gz`` read as it is; a line that is not a
     JSON object, or a file that is not UTF-8 text, is a :class:`DataError` naming the file and the line
-    (:func:`cola.search.store.jsonl_rows`)."""
+    (:func:`cola.storage.jsonl_rows`)."""
     return iter(jsonl_rows(path))
 
 

@@ -16,6 +16,7 @@ is read through :func:`read_text`, so bytes that are not UTF-8 text are one erro
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -27,7 +28,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import ConfigMismatch, DataError, MissingFileError, RunLockedError, UsageError
+from .errors import ConfigMismatch, DataError, DiskFullError, MissingFileError, RunLockedError, UsageError
 
 CONFIG = "config.json"
 RECORDS = "records.jsonl"
@@ -159,23 +160,75 @@ def no_interrupts():
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a full quota
+
+
+@contextlib.contextmanager
+def disk_full(path: str | Path):
+    """Within it, a write that finds the disk full or the quota reached (``ENOSPC``, ``EDQUOT``) raises
+    :class:`~cola.errors.DiskFullError` naming ``path``; every other error passes as it is."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in FULL and not isinstance(err, DiskFullError):
+            raise DiskFullError(f"the disk is full: cannot write {path} ({os.strerror(err.errno)})") from None
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
 def append_line(path: Path, line: str) -> None:
-    """Append one line durably: one write, flushed and fsync'ed, with Ctrl-C held back until it is on disk."""
-    with no_interrupts(), open(path, "a", encoding="utf-8") as f:
-        f.write(line if line.endswith("\n") else line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line durably: written whole, fsync'ed, with Ctrl-C held back until it is on disk. A write that
+    fails (a full disk: :class:`~cola.errors.DiskFullError`) cuts the file back to where it ended, so no torn line
+    is left."""
+    data = (line if line.endswith("\n") else line + "\n").encode()
+    with no_interrupts(), disk_full(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            end = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data)
+            except OSError:
+                os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary file beside it, fsync'ed, then renamed over it."""
+    """Write a whole file or nothing: a temporary file beside it, fsync'ed, then renamed over it (on a failed write,
+    a full disk included, the temporary file is removed and ``path`` is as it was)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with no_interrupts():
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    with no_interrupts(), disk_full(path):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                _write_all(fd, text.encode())
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def save_tensors_atomic(path: Path, tensors: dict) -> None:
+    """Write torch ``tensors`` as a safetensors file, whole or not at all (as :func:`write_atomic`)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with no_interrupts(), disk_full(path):
+        try:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def drop_torn_tail(path: Path) -> None:
