@@ -26,7 +26,7 @@ from cola.core.invariant import make_batch_invariant
 from cola.evaluation.evaluator import EvalConfig, Evaluator
 from cola.search import MCTSConfig
 from cola.search.run import SearchJob, run_search
-from cola.search.store import RunStore
+from cola.storage import RunStore
 from cola.tasks import get_task, load_samples
 
 

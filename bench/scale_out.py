@@ -21,7 +21,7 @@ from cola.evaluation.evaluator import EvalConfig
 from cola.search import MCTSConfig
 from cola.search.distributed import run_search_ray
 from cola.search.run import SearchJob, run_search
-from cola.search.store import RunStore, read_records
+from cola.storage import RunStore, read_records
 from cola.tasks import load_samples
 
 
