@@ -22,8 +22,9 @@ _PACKAGED: dict[tuple, ColaModel] = {}
 def _load_once(spec="smollm2-135m", device=None, dtype=None, attn_implementation=None, allow_untested=False):
     """``load_model``, with each packaged model (an alias: the real weights) loaded once per test session and handed
     to every later caller, in-process CLI commands included; other models (tiny folders) load each time."""
-    from cola.core.loading import ALIASES
+    from cola.core.aliases import ALIASES
 
+    cola.core.loading.resolve_dtype(dtype, cola.core.loading.parse_device(device or "cpu"))  # checked first, as there
     if spec in ALIASES and _CURRENT and _CURRENT[-1].get_closest_marker("slow") is None:
         pytest.fail(f"{_CURRENT[-1].nodeid} loads the real model {spec}: mark it `@pytest.mark.slow`, so that "
                     "`pytest -m 'not slow'` stays a fast loop", pytrace=False)

@@ -164,7 +164,7 @@ def test_teacher_forced_features_follow_the_labelled_path():
 
 def test_routers_saved_and_loaded_decide_the_same_and_foreign_folders_are_one_error(tmp_path):
     from cola.errors import RouterError
-    from cola.evaluation.provenance import weights_hash
+    from cola.core.hashes import weights_hash
     from cola.policies.layer_router import load_routers, save_routers
 
     cm = tiny_model("llama")

@@ -217,7 +217,7 @@ def test_report_without_a_decoy_run_writes_csvs_with_headers(tmp_path):
 
 def test_weights_hash_is_of_the_files_and_cached(tmp_path, monkeypatch):
     from cola.core.models import ColaModel
-    from cola.evaluation.provenance import weights_hash
+    from cola.core.hashes import weights_hash
 
     monkeypatch.setenv("COLA_CACHE", str(tmp_path / "cache"))
     weights = tmp_path / "w.gguf"

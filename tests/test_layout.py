@@ -1,9 +1,14 @@
-"""The house reads top to bottom: no module of ``cola`` imports one that imports it back (at any depth, function-level
-imports included; imports under ``if TYPE_CHECKING:`` are annotations only and do not count)."""
+"""The house reads top to bottom: each package of ``cola`` imports only packages below it, in the order
+docs/architecture.md states, and no module imports one that imports it back (at any depth, function-level imports
+included; imports under ``if TYPE_CHECKING:`` are annotations only and do not count). ``cola --help`` and every
+``cola COMMAND --help`` load no torch."""
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import cola
@@ -95,3 +100,64 @@ def test_model_loading_sits_above_the_executor():
     assert "cola.core.executor" in graph["cola.core.loading"]
     assert not {"cola.core.loading", "cola.evaluation.provenance"} & graph["cola.core.executor"]
     assert not {"cola.core.loading", "cola.core.executor"} & graph["cola.core.models"]
+
+
+def stated_layers() -> list[str]:
+    """The layers docs/architecture.md states, bottom to top (its line ``Layers, bottom to top: `a`, `b`, ...``)."""
+    text = (ROOT.parent / "docs" / "architecture.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("Layers, bottom to top:"))
+    return re.findall(r"`([\w.]+)`", line)
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[str]) -> list[str]:
+    """Every import of a module of one layer (``cola.LAYER...``) into a layer above it, as ``a -> b``; a module of a
+    layer the list does not name is reported too."""
+    def layer(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 else None  # the package ``cola`` itself sits above every layer
+
+    found = []
+    for module, targets in sorted(graph.items()):
+        if layer(module) is not None and layer(module) not in layers:
+            found.append(f"{module}: its package {layer(module)!r} has no layer in docs/architecture.md")
+            continue
+        for target in sorted(targets):
+            if layer(module) is not None and layer(target) in layers and \
+                    layers.index(layer(target)) > layers.index(layer(module)):
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_each_package_imports_only_the_layers_below_it():
+    layers = stated_layers()
+    assert layers[:3] == ["_version", "errors", "storage"] and layers[-1] == "cli"
+    assert upward_imports(import_graph(), layers) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    layers = ["errors", "storage", "core", "evaluation", "search"]
+    graph = {"cola.core.export": {"cola.storage", "cola.evaluation.provenance"}, "cola.search.run": {"cola.core.chain"},
+             "cola.storage": {"cola.errors"}, "cola.evaluation.provenance": set(), "cola.core.chain": set(),
+             "cola.errors": set()}
+    assert upward_imports(graph, layers) == ["cola.core.export -> cola.evaluation.provenance"]
+    graph["cola.core.export"] = {"cola.search.store"}  # today's five included store's old place, above core
+    assert upward_imports(graph, layers) == ["cola.core.export -> cola.search.store"]
+
+
+HELP_LOADS_NO_TORCH = """
+import sys
+from cola.cli import build_parser, main
+commands = [a.choices for a in build_parser()._actions if getattr(a, "choices", None)][0]
+for argv in [["--help"]] + [[name, "--help"] for name in commands if name != "lm-eval"]:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "transformers", "numpy", "pandas") if m in sys.modules))
+"""
+
+
+def test_the_help_of_cola_and_of_every_command_loads_no_torch():
+    out = subprocess.run([sys.executable, "-c", HELP_LOADS_NO_TORCH], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -19,7 +19,7 @@ from cola import Chain  # noqa: E402
 from cola.cli import main  # noqa: E402
 from cola.core.export import as_hf  # noqa: E402
 from cola.errors import ChainError, UsageError  # noqa: E402
-from cola.evaluation.provenance import weights_hash  # noqa: E402
+from cola.core.hashes import weights_hash  # noqa: E402
 from cola.lmeval import ColaLM, context_key  # noqa: E402
 from cola.policies.layer_router import RandomRouting, save_routers  # noqa: E402
 from cola.tasks.lmeval import ARC_FIELDS, task_yaml  # noqa: E402

@@ -3,7 +3,8 @@
 import pytest
 
 from cola import ModelLoadError, load_model
-from cola.core.loading import ALIASES, alias_gguf_path
+from cola.core.aliases import ALIASES
+from cola.core.loading import alias_gguf_path
 
 
 def test_missing_gguf_file(tmp_path):

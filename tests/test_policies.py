@@ -23,7 +23,6 @@ from cola.policies import (
     KINDS,
     PolicySpec,
     ask_table,
-    calibrate,
     chains_from,
     confidence,
     make_spec,
@@ -33,7 +32,7 @@ from cola.policies import (
     run_policy,
     sweep,
 )
-from cola.policies.calibrate import choose, parse_objective, table_requests
+from cola.policies.calibrate import calibrate, choose, parse_objective, table_requests
 from cola.storage import read_eval
 from cola.tasks import get_task
 

@@ -224,7 +224,7 @@ def test_router_folder_refusals(tiny_folder, tmp_path):
     cm = load_model(str(tiny_folder), device="cpu")
     with pytest.raises(RouterError, match="not a router folder"):
         Router.load(tmp_path / "missing", cm)
-    from cola.evaluation.provenance import weights_hash
+    from cola.core.hashes import weights_hash
     from cola.policies.library_router import Predictor, Setting
 
     predictor = Predictor(torch.zeros(64).double(), torch.ones(64).double(), torch.zeros(2, 64).double(),

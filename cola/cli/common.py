@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..core.loading import DEFAULT_MODEL
+from ..core.aliases import DEFAULT_MODEL
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -67,7 +67,7 @@ def load(args: argparse.Namespace, device: str | None = None):
 
 
 def add_task_args(parser: argparse.ArgumentParser) -> None:
-    from ..evaluation.evaluator import MODES, SCORE_STYLES
+    from ..evaluation.config import MODES, SCORE_STYLES
 
     parser.add_argument("--task", default=None, help="task name (see `cola tasks`); or --lm-eval-task")
     parser.add_argument("--lm-eval-task", default=None,

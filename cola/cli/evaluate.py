@@ -104,7 +104,7 @@ def _print_router(summary: dict, router, folder: str) -> None:
 
 
 def _add_policy_args(parser: argparse.ArgumentParser) -> None:
-    from ..policies import KINDS, RULES
+    from ..policies.spec import KINDS, RULES
     from ..policies.spec import GENERATE_SIGNALS, SCORE_SIGNALS
 
     g = parser.add_argument_group("label-free policies (docs/policies.md)")

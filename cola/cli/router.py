@@ -87,7 +87,7 @@ def cmd_router_layer_control(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """The parsers of this module's commands, on ``cola``'s subcommands ``sub``."""
-    from ..policies.layer_router import Recipe
+    from ..policies.recipes import Recipe
     p = sub.add_parser("router", help="label-free depth adaptation: fit a router on train-split search runs")
     router = p.add_subparsers(dest="router_command", required=True)
 

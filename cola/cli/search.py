@@ -158,7 +158,7 @@ def add_parsers(sub) -> None:
     """The parsers of this module's commands, on ``cola``'s subcommands ``sub``."""
     from ..search import ACTION_SETS
     from ..search.presets import PRESETS
-    from ..search.run import CONTROLS, REWARDS
+    from ..search.presets import CONTROLS, REWARDS
     p = sub.add_parser("search", help="per-sample MCTS over chains of layers, stored and resumable")
     add_model_args(p)
     add_task_args(p)

@@ -40,8 +40,8 @@ passthrough merge.
 def card(cm: ColaModel, chain: Chain) -> str:
     """The model card of an exported chain: hub metadata (``library_name``, ``pipeline_tag``, the source as
     ``base_model`` with ``base_model_relation: merge`` where the source is a hub model) and what the checkpoint is."""
-    from ..evaluation.provenance import weights_hash
-    from .loading import ALIAS_HUB_IDS
+    from .hashes import weights_hash
+    from .aliases import ALIAS_HUB_IDS
 
     source = ALIAS_HUB_IDS.get(cm.name, cm.name)
     on_hub = not Path(source).expanduser().exists() and source.count("/") == 1 and not source.endswith(".gguf")
@@ -156,7 +156,7 @@ def check_export_folder(out: str | Path) -> Path:
 def export_chain(cm: ColaModel, chain: Chain, out: str | Path) -> Path:
     """Write ``chain`` of ``cm`` as a standard Hugging Face model folder (see the module's docstring)."""
     out = check_export_folder(out)
-    from .loading import ALIAS_HUB_IDS
+    from .aliases import ALIAS_HUB_IDS
 
     model = rebuilt_model(cm, chain)
     model.config.cola_chain = str(chain)

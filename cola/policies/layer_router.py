@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,24 +27,11 @@ from ..core.chain import Chain
 from ..core.executor import embed, prompt_segment, run_segments
 from ..core.models import ColaModel
 from ..core.prefix_cache import PrefixCache
+from .recipes import Recipe
 
 DECISIONS = ("skip", "execute", "repeat")  # class c runs the layer c times
 WINDOWS = 8
 WIDTH = 128
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Dr.LLM's training settings (each a flag of the fit)."""
-
-    epochs: int = 25
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: float = 0.05  # share of the steps spent warming up
-    gamma: float = 2.0  # focal loss
-    beta: float = 0.999  # effective-number class weights
-    batch: int = 32
-    seed: int = 0
 
 
 def window_pool(hidden: torch.Tensor, windows: int = WINDOWS) -> torch.Tensor:
@@ -303,7 +289,7 @@ def load_routers(folder, cm: ColaModel | None = None) -> tuple[Routing, dict]:
     except (SafetensorError, OSError, KeyError, RuntimeError, ValueError, TypeError, DataError) as err:
         raise RouterError(f"{folder}: unreadable routers ({type(err).__name__}: {err}); make them again") from None
     if cm is not None:
-        from ..evaluation.provenance import weights_hash
+        from ..core.hashes import weights_hash
 
         expected = {"model": cm.name, "depth": cm.depth, "weights": weights_hash(cm)}
         differ = [f"{k} {config.get(k)!r} (this model: {v!r})" for k, v in expected.items() if config.get(k) != v]

@@ -245,7 +245,7 @@ class Router:
         if any(tuple(predictor.tensors()[k].shape) != s for k, s in shapes.items()):
             raise RouterError(f"{folder / PREDICTOR} does not fit its config ({chains} chains, {dim} features)")
         if cm is not None:
-            from ..evaluation.provenance import weights_hash
+            from ..core.hashes import weights_hash
 
             if config["model"] != cm.name or config["depth"] != cm.depth:
                 raise RouterError(f"{folder} was fitted for {config['model']} ({config['depth']} layers), not "

@@ -31,7 +31,6 @@ from typing import ClassVar
 
 from ..core.chain import Chain
 from ..errors import MissingFileError, UsageError
-from ..inference.generation import Sampler
 
 SCORE_SIGNALS = ("max_prob", "margin", "certainty")  # of the softmax over the options' log-likelihoods
 GENERATE_SIGNALS = ("answer_prob",)  # exp(mean log-probability of the answer's tokens); 0 without an answer
@@ -50,10 +49,14 @@ class Request:
     def key(self) -> str:
         return str(self.chain) if self.draw is None else f"{self.chain}#T{self.temperature:g}#{self.draw}"
 
-    def sampler(self, seed: int, sample_id: str) -> Sampler | None:
+    def sampler(self, seed: int, sample_id: str):
         """What draws this request's tokens on input ``sample_id`` under spec seed ``seed``: None (greedy), or the
-        draw's seeded sampler, the same on every run."""
-        return None if self.draw is None else Sampler(draw_seed(seed, sample_id, self.draw), self.temperature)
+        draw's seeded :class:`~cola.inference.generation.Sampler`, the same on every run."""
+        if self.draw is None:
+            return None
+        from ..inference.generation import Sampler
+
+        return Sampler(draw_seed(seed, sample_id, self.draw), self.temperature)
 
 
 def draw_seed(seed: int, sample_id: str, draw: int) -> int:

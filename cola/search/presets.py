@@ -29,6 +29,8 @@ PRESETS: dict[str, dict] = {
               "c": math.sqrt(2), "epsilon": 0.1, "widening": 0.5, "stop_on_fix": False, "stop_shorter_by": 0},
 }
 SPACE_KEYS = ("actions", "max_k", "max_r", "min_len", "max_len")
+REWARDS = ("correct", "margin")  # a chain's reward: its 0/1 verdict, or (score mode) the gold option's margin
+CONTROLS = ("none", "decoy", "sample", "menu")  # what a run is: a search, or one of its chance controls
 
 
 def search_settings(preset: str = "study", **overrides) -> tuple[dict, MCTSConfig]:

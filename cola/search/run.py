@@ -16,12 +16,10 @@ from ..evaluation.evaluator import EvalConfig, Evaluator, Outcome
 from ..evaluation.provenance import evaluator_header
 from ..tasks import Sample
 from .mcts import Evaluation, MCTSConfig, SearchResult, search_steps
+from .presets import REWARDS
 from .records import make_record, ordered_records
 from .space import SearchSpace
 from ..storage import RunStore
-
-REWARDS = ("correct", "margin")
-CONTROLS = ("none", "decoy", "sample", "menu")
 
 
 def sample_rng(seed: int, sample_id: str) -> random.Random:
