@@ -46,7 +46,7 @@ def test_batch_defaults_follow_what_is_asked():
     (dict(policy="vote", chains=("full", "0-3"), calibrate="accuracy"), "synthetic_mc has none"),
 ])
 def test_a_bad_job_fails_before_any_weight_loads(tiny_folder, monkeypatch, changes, message):
-    monkeypatch.setattr("cola.policies.job.load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    monkeypatch.setattr("cola.core.loading.load_model", lambda *a, **k: pytest.fail("weights loaded"))
     job = EvalJob(Selection("synthetic_mc", n=2), EvalConfig(mode="score"), str(tiny_folder), **changes)
     with pytest.raises(Exception, match=message) as caught:
         job.run()
