@@ -33,7 +33,7 @@ case $STAGE in
   vote)
     C eval "${EASY[@]}" --dev-n 200 --policy vote --chain full --chains-from "$MENU" --top 8 --calibrate accuracy --ks 3,5,9 --rules majority,confident,weighted ${SWEEP---sweep --replay} --name "vote full + menu (k, rule on dev)" --out "$OUT/vote-menu.jsonl" ;;
   static)  # the best chain of `cola search --static` on 100 dev samples (or the chain given as a third argument)
-    best=${3:-$(.venv/bin/python -c "from cola.search.static import best_static; from cola.search.store import read_records; print(best_static(read_records('results/runs/$M-arc_easy-dev-static-n100-s0'))['chain'])")}
+    best=${3:-$(.venv/bin/python -c "from cola.search.static import best_static; from cola.storage import read_records; print(best_static(read_records('results/runs/$M-arc_easy-dev-static-n100-s0'))['chain'])")}
     C eval "${EASY[@]}" --chain "$best" --name "best static (dev)" --out "$OUT/static.jsonl" ;;
   router)
     C eval "${EASY[@]}" --router "results/routers/$M-arc_easy" --name "router" --out "$OUT/router.jsonl" ;;

@@ -2,6 +2,7 @@
 checkpoints that plain transformers loads with the chain's logits and tokens."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,8 +33,28 @@ def test_each_family_record_builds_a_tiny_model_that_sets_every_quirk_it_names(m
         assert getattr(record, quirk) is None or getattr(config, getattr(record, quirk)) is not None, quirk
     assert record.sliding is None or hasattr(config, record.sliding)
     cm = tiny_model(model_type)
-    assert ("sliding_attention" in cm.layer_types) == (model_type in ("mistral", "gemma2", "gemma3_text"))
+    slides = record.sliding is not None and record.tiny.get("sliding_window") is not None  # the record's own window
+    assert ("sliding_attention" in cm.layer_types) == slides
     assert (cm.experts(5) == 4) == bool(record.moe_blocks)
+
+
+def test_the_readme_lists_every_tested_family_in_the_row_of_its_kind():
+    """The README's family table is checked against the records: each row lists exactly the families of its kind."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = readme.index("| kind | families (`model_type`) | what the executor does for them |")
+    rows = {}
+    for line in readme[start + 2:]:
+        if not line.startswith("|"):
+            break
+        kind, families, _ = (cell.strip() for cell in line.strip("|").split("|"))
+        rows[kind] = set(re.findall(r"`(\w+)`", families))
+    want = {}
+    for name, record in RECORDS.items():
+        want.setdefault(record.kind, set()).add(name)
+    assert rows == want, "README.md's family table should read:\n" + "\n".join(
+        f"| {kind} | {', '.join(f'`{n}`' for n in names)} | ... |" for kind, names in want.items())
 
 
 def test_an_unknown_family_reads_every_quirk_a_record_names():

@@ -78,9 +78,9 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
                              "dataset_path: json)")
     parser.add_argument("--data-dir", default=None, help="folder in the layout of shared/data (default: the HF hub)")
     parser.add_argument("--data-file", default=None, help="a JSONL file of the task's shape (mc_jsonl, qa_jsonl)")
-    parser.add_argument("--split", default=None, choices=("train", "dev", "test"),
-                        help="split of a benchmark task (default: test; CSQA: dev): fit on train, select on dev, "
-                             "report on test")
+    parser.add_argument("--split", default=None,
+                        help="split of a benchmark task, one of its own (`cola tasks` lists them; default: test, "
+                             "CSQA: dev): fit on train, select on dev, report on test")
     parser.add_argument("--n", type=int, default=None, help="seeded random subset size (default 500; 50 for synthetic; 0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
     parser.add_argument("--level", type=int, default=None, choices=range(1, 6), help="MATH difficulty level")

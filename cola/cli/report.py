@@ -22,8 +22,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from ..tasks import TASKS
 
+    print(f"{'task':15s} {'modes':15s} {'splits':16s} description")
     for name, task in TASKS.items():
-        print(f"{name:15s} {'/'.join(task.modes):15s} {task.description}")
+        splits = ",".join(task.splits) or "-"
+        print(f"{name:15s} {'/'.join(task.modes):15s} {splits:16s} {task.description}")
     return 0
 
 

@@ -39,6 +39,17 @@ class Family:
     dense_layers: str | None = None  # lists the layers that keep a dense MLP in a MoE stack (rewritten per chain)
     tiny: dict = field(default_factory=dict, repr=False)  # its tiny test model's config keywords beyond TINY_COMMON
 
+    @property
+    def kind(self) -> str:
+        """What the executor does for the family, as the README's table groups them: ``mixture of experts`` (a
+        router and experts inside the layer), ``multipliers`` (Granite's), ``mixed attention`` (Gemma's sliding and
+        global layers, soft-capping) or ``dense``."""
+        if self.moe_blocks:
+            return "mixture of experts"
+        if self.embedding_multiplier:
+            return "multipliers"
+        return "mixed attention" if self.final_softcapping else "dense"
+
     def read(self, config, quirk: str):
         """The value in ``config`` of the attribute this record names for ``quirk`` (a field of the record, such as
         ``"logits_scaling"``); None when the family has no such attribute or the config leaves it unset."""

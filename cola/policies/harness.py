@@ -89,7 +89,7 @@ def decided_requests(spec: PolicySpec, evaluator: Evaluator, samples: Sequence[S
     option log-likelihoods, the generated text): a chain or a routed kind's one chain, unasked; for a cascade or a
     vote, the request its ``decide`` picks (the first asked when none has an answer), after asking the rounds through
     ``prefixes``."""
-    if spec.single:
+    if spec.answers_its_first_request():
         return [Request(chains[0]) for chains in own_chains(spec, evaluator, samples, prefixes, router)]
     made, asked = ask_rounds(spec, evaluator, samples, prefixes, router)
     return [requests[spec.decide(answers)[0] or 0] for requests, answers in zip(made, asked)]

@@ -356,6 +356,22 @@ def fit_router(evaluator: Evaluator, library: Sequence[Chain], train: Sequence[S
 RUN_KEYS = ("model", "weights", "dtype", "depth", "task", "mode", "chat", "score_style", "control")
 
 
+def untrained_router(cm: ColaModel, folder: str | Path, seed: int = 0) -> Path:
+    """A router for ``cm`` over full depth and two shorter chains whose predictor has seeded random weights (reading
+    the 2-layer features), written to ``folder``: the stand-in the policy contract tests run (:meth:`~cola.policies.
+    spec.PolicySpec.example`)."""
+    from ..core.hashes import weights_hash
+
+    generator = torch.Generator().manual_seed(seed)
+    dim, depth = cm.config.hidden_size, cm.depth
+    library = [Chain.full(depth), Chain(tuple(range(depth - 1))), Chain(tuple(range(depth // 2)))]
+    predictor = Predictor(torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64),
+                          torch.randn(len(library), dim, generator=generator, dtype=torch.float64),
+                          torch.zeros(len(library), dtype=torch.float64))
+    config = {"model": cm.name, "depth": depth, "weights": weights_hash(cm), "untrained": True}
+    return Router(config, library, Setting(2, 1.0, "none", 0.0), predictor).save(folder)
+
+
 @dataclass(frozen=True)
 class LibraryFit:
     """How ``cola router fit`` fits a library router, its settings as one value. The library is ``library`` (chains

@@ -101,7 +101,6 @@ class PolicySpec:
 
     kind: ClassVar[str]
     routed: ClassVar[bool] = False  # its one chain per input comes from a router
-    single: ClassVar[bool] = False  # asks one chain per input and answers with it, whatever it answers
     chains: tuple[str, ...] = ("full",)
     signal: str | None = None
     norm: bool = False
@@ -163,6 +162,22 @@ class PolicySpec:
         """The chains and settings of this kind as ``cola eval --policy`` builds it: the ``named`` chains, then those
         ``found`` in another command's output (the full chain ``full`` when there are none), the settings given."""
         return named + found or [full], settings
+
+    @classmethod
+    def answers_its_first_request(cls) -> bool:
+        """Whether the kind asks one request and answers with it, whatever it answers: it keeps
+        :meth:`next_request` and :meth:`decide` as :class:`PolicySpec` has them (a chain, a routed kind). A caller
+        that needs the answering request's whole output (the lm-eval backend) then skips asking it first. Derived
+        from the methods, so a kind that asks or decides otherwise is asked as it asks."""
+        return cls.next_request is PolicySpec.next_request and cls.decide is PolicySpec.decide
+
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        """A valid spec of this kind for the model ``cm``, over chains of its own (a routed kind writes an untrained
+        router of its kind into ``folder``): what the contract tests (``tests/test_policy_contract.py``) run every
+        registered kind with. This default asks one shorter chain with the kind's default settings; a kind that
+        needs more overrides it."""
+        return cls(chains=(str(Chain(tuple(range(cm.depth - 1)))),))
 
     def with_(self, **changes) -> PolicySpec:
         """A copy with ``changes`` (a calibrated threshold, another k)."""
@@ -247,7 +262,6 @@ class ChainPolicy(PolicySpec):
     """One chain for every input."""
 
     kind: ClassVar[str] = "chain"
-    single: ClassVar[bool] = True
 
     def validate(self, chains: list[Chain], mode: str) -> None:
         if len(chains) != 1:
@@ -284,6 +298,10 @@ class Cascade(PolicySpec):
         if calibrating and "thresholds" not in settings:
             settings = {**settings, "thresholds": (1.0,) * (len(chains) - 1)}
         return chains, settings
+
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        return cls(chains=(str(Chain(tuple(range(cm.depth // 2)))), str(Chain.full(cm.depth))), thresholds=(0.5,))
 
     def validate(self, chains: list[Chain], mode: str) -> None:
         bad = [t for t in self.thresholds if not 0.0 <= t <= 1.0]
@@ -355,6 +373,12 @@ class Vote(PolicySpec):
         chains, settings = super().arrange(named, found, full, calibrating, settings)
         return chains, {"k": len(named) + len(found), **settings}
 
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        depth = cm.depth
+        chains = (str(Chain(tuple(range(depth - 2)))), str(Chain(tuple(range(depth - 1)))), str(Chain.full(depth)))
+        return cls(chains=chains, k=3, rule="weighted")
+
     def validate(self, chains: list[Chain], mode: str) -> None:
         if self.rule not in RULES:
             raise UsageError(f"unknown vote rule {self.rule!r}; rules: {', '.join(RULES)}")
@@ -385,6 +409,12 @@ class SelfConsistency(PolicySpec):
     kind: ClassVar[str] = "self-consistency"
     k: int = 1
     temperature: float = 0.0
+
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        """Greedy (temperature 0): a sampled draw is seeded by the input's id, which an lm-eval request has not, so
+        only greedy answers are the same through ``cola eval`` and the lm-eval backend."""
+        return cls(chains=(str(Chain(tuple(range(cm.depth - 1)))),), k=3)
 
     def validate(self, chains: list[Chain], mode: str) -> None:
         _check_k(self.k)
@@ -424,7 +454,6 @@ class Routed(PolicySpec):
     """A kind whose one chain per input a fitted router picks (``router``: its folder)."""
 
     routed: ClassVar[bool] = True
-    single: ClassVar[bool] = True
     router: str | None = None
 
     def validate(self, chains: list[Chain], mode: str) -> None:
@@ -450,6 +479,13 @@ class LibraryRouter(Routed):
 
     kind: ClassVar[str] = "router"
 
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        """A router over full depth and two shorter chains whose predictor has seeded random weights."""
+        from .library_router import untrained_router
+
+        return cls(router=str(untrained_router(cm, folder)))
+
     def load_router(self, cm, config=None):
         from .library_router import Router
 
@@ -466,6 +502,21 @@ class LayerRouter(Routed):
     """The chain Dr.LLM's per-layer routers build during the prefill (or a random control of them)."""
 
     kind: ClassVar[str] = "layer-router"
+
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        """Per-layer routers with seeded random weights, untrained (their random control draws per input name, which
+        an lm-eval request has not: it draws other paths there)."""
+        import torch
+
+        from ..core.hashes import weights_hash
+        from .layer_router import LayerRouters, save_routers
+
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            routers = LayerRouters(cm.depth, cm.config.hidden_size)
+        save_routers(routers, folder, {"model": cm.name, "weights": weights_hash(cm), "untrained": True})
+        return cls(router=str(folder))
 
     def load_router(self, cm, config=None):
         """The routers, with a warning when they were trained on hidden states of another dtype than ``cm`` runs in,

@@ -1,12 +1,14 @@
-"""The task registry: every benchmark is a :class:`Task` registered by name; adding one is one small module."""
+"""The task registry: every benchmark is a :class:`Task` registered by name. Adding one is one small module in this
+package that lists its tasks in ``REGISTERED``: every module here is imported and its tasks registered."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import MissingFileError, UnknownNameError
-from . import gsm8k, hendrycks_math, multiple_choice, qa_jsonl, synthetic
 from .base import DataError, Sample, Task, decoy, draw, parse_rows, read_jsonl, row_id, with_control
 from .lmeval import PREFIX
 
@@ -21,11 +23,9 @@ def register(task: Task) -> Task:
     return task
 
 
-for _task in (
-    gsm8k.TASK, hendrycks_math.TASK, multiple_choice.ARC_EASY, multiple_choice.ARC_CHALLENGE, multiple_choice.CSQA,
-    multiple_choice.MC_JSONL, qa_jsonl.TASK, synthetic.SYNTHETIC, synthetic.SYNTHETIC_MC,
-):
-    register(_task)
+for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    for _task in getattr(importlib.import_module(f"{__name__}.{_module.name}"), "REGISTERED", ()):
+        register(_task)
 
 
 def get_task(name: str, include: str | None = None) -> Task:

@@ -151,8 +151,9 @@ def require(row: dict, *names: str) -> list:
 
 def decoy(sample: Sample) -> Sample:
     """The same sample with its gold replaced by a deterministic wrong answer (chance control): another option of a
-    multiple-choice question, picked by the sample id; a number plus one; any other answer with ``+1`` appended.
-    The true gold is kept in ``meta["true_gold"]``."""
+    multiple-choice question, picked by the sample id; a number plus one; an answer of words with ``x`` appended to
+    its last word (a grader that finds the gold as a whole phrase in an answer does not find it in the decoy); any
+    other answer (an expression) with ``+1`` appended. The true gold is kept in ``meta["true_gold"]``."""
     if sample.choices:
         wrong = [label for label in sample.labels if label != sample.gold]
         gold = random.Random(f"decoy:{sample.id}").choice(wrong)
@@ -160,6 +161,8 @@ def decoy(sample: Sample) -> Sample:
         gold = str(int(sample.gold) + 1)
     elif re.fullmatch(r"-?\d*\.\d+", sample.gold.strip()):
         gold = str(float(sample.gold) + 1)
+    elif re.fullmatch(r"[A-Za-z][A-Za-z '-]*", sample.gold.strip()):
+        gold = f"{sample.gold.strip()}x"
     else:
         gold = f"{sample.gold}+1"
     return replace(sample, gold=gold, meta={**sample.meta, "true_gold": sample.gold})

@@ -35,3 +35,5 @@ TASK = Task(
     hub=("openai/gsm8k", "main", {"test": "test", "train": "train"}),
     from_hub=from_hub,
 )
+
+REGISTERED = (TASK,)

@@ -43,3 +43,5 @@ TASK = Task(
     hub=("EleutherAI/hendrycks_math", "all", {"test": "test"}),
     from_hub=from_hub,
 )
+
+REGISTERED = (TASK,)

@@ -40,23 +40,15 @@ def listed_options(sample: Sample) -> tuple[str, list[str]]:
 
 
 def mc_task(name: str, description: str, local_files: dict[str, str] | None = None, hub: tuple | None = None,
-            default_split: str = "test", **score) -> Task:
-    """A multiple-choice task over rows of the shape above (``score``: its ``score_format``, if not ARC's)."""
-    return Task(
-        name=name,
-        kind="mc",
-        description=description,
-        parse_row=parse_row,
-        prompt=prompt,
-        extract=lambda text, s: extract_label(text, s.labels),
-        is_done=lambda text, s: label_done(text, s.labels),
-        grade=lambda pred, s: pred == s.gold,
-        max_new_tokens=8,
-        local_files=local_files or {},
-        hub=hub,
-        default_split=default_split,
-        **score,
-    )
+            default_split: str = "test", **fields) -> Task:
+    """A multiple-choice task asked and graded as ARC is (the prompt, label extraction, exact-label grading);
+    ``fields`` replaces any other :class:`Task` field: its ``parse_row`` for rows of another shape, its
+    ``score_format``, ..."""
+    return Task(**{
+        "name": name, "kind": "mc", "description": description, "parse_row": parse_row, "prompt": prompt,
+        "extract": lambda text, s: extract_label(text, s.labels), "is_done": lambda text, s: label_done(text, s.labels),
+        "grade": lambda pred, s: pred == s.gold, "max_new_tokens": 8, "local_files": local_files or {}, "hub": hub,
+        "default_split": default_split, **fields})
 
 
 def arc(level: str) -> Task:
@@ -73,3 +65,5 @@ CSQA = mc_task("csqa", "CommonsenseQA (its dev set; --split train; the test set 
                ("tau/commonsense_qa", None, {"dev": "validation", "train": "train"}), default_split="dev",
                score_format=listed_options)
 MC_JSONL = mc_task("mc_jsonl", "any multiple-choice JSONL file (--data-file)")
+
+REGISTERED = (ARC_EASY, ARC_CHALLENGE, CSQA, MC_JSONL)

@@ -37,3 +37,5 @@ TASK = Task(
     grade=grade,
     max_new_tokens=24,
 )
+
+REGISTERED = (TASK,)

@@ -56,3 +56,5 @@ SYNTHETIC_MC = replace(
     generator=arithmetic_rows,
     default_n=50,
 )
+
+REGISTERED = (SYNTHETIC, SYNTHETIC_MC)
