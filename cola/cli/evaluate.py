@@ -29,7 +29,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                   chains_from=args.chains_from, top=args.top, thresholds=tuple(args.threshold or ()),
                   calibrate=args.calibrate, dev_n=args.dev_n, ks=tuple(args.ks),
                   rules=tuple(args.rules.split(",")) if args.rules else (), temperatures=tuple(args.temperatures),
-                  sweep=args.sweep, replay=args.replay, batch=args.batch_size, name=args.name, out=args.out)
+                  sweep=args.sweep, replay=args.replay, top_k=args.top_k, trust_runs=tuple(args.trust_runs or ()),
+                  batch=args.batch_size, name=args.name, out=args.out)
     args.kept = job.kept
     with Bars(args.task) as bars:
         result = job.run(bars)
@@ -81,9 +82,29 @@ def _print_policy(summary: dict) -> None:
               f"{full['mean_layer_tokens']:.1f} per input")
     print(f"  agreement with full depth {summary['agreement']:.1%}; stops: "
           + ", ".join(f"{k} ({v})" for k, v in summary["stops"].items()))
+    if "oracle" in summary:
+        _print_oracle(summary["oracle"])
     if summary["seen_in_calibration"]:
         print(f"cola: warning: {summary['seen_in_calibration']} of these samples were used to calibrate the policy "
               f"(first: {summary['seen_ids'][:3]}); its numbers here are not held-out", file=sys.stderr)
+
+
+def _print_oracle(oracle: dict) -> None:
+    """PoLar's own metric, each line labelled an oracle (checked against the gold), beside the deployable pass@1."""
+    k, n = oracle["top_k"], oracle["n"]
+
+    def line(label: str, r: dict, layers: str) -> str:
+        return (f"  {label} accuracy {r['accuracy']:.4f} ({r['k']}/{n}) [{r['ci'][0]:.4f}, {r['ci'][1]:.4f}], "
+                f"{r['mean_layers']:.2f} {layers}")
+
+    print(f"{oracle['label']}: right when any of the top {k} programs is right by the gold answer; not what a "
+          "deployed predictor gives (pass@1, above): compare it only with a control's best-of-k")
+    print(line(f"ORACLE best-of-{k} online:    ", oracle["best_of_k_online"], "layers per input (all run)"))
+    if "as_released" in oracle:
+        r = oracle["as_released"]
+        print(line(f"ORACLE as released (top {k}):", r, f"layers per input run ({r['programs_trusted']} programs "
+                                                       f"taken from {', '.join(r['trust_runs'])} unrun)"))
+    print(line("pass@1 of the same programs: ", oracle["pass1"], "layers per input"))
 
 
 def _print_router(summary: dict, router, folder: str) -> None:
@@ -138,6 +159,12 @@ def _add_policy_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--sweep", action="store_true",
                    help="also answer every setting of the calibrated family on these samples (one table of answers, "
                         "replayed): the curve of `cola report`; nothing is chosen from it")
+    g.add_argument("--top-k", type=positive_int, default=1,
+                   help="--policy program: also PoLar's own metric, an ORACLE: right when any of the k best programs "
+                        "is right by the gold answer (PoLar: 5); pass@1 stays the policy's number")
+    g.add_argument("--trust-runs", nargs="+", default=None, metavar="RUN",
+                   help="with --top-k: PoLar's released metric, an ORACLE: a program these search runs evaluated on "
+                        "the sample counts with their verdict, unrun (its trust_valid_cache)")
     g.add_argument("--replay", action="store_true",
                    help="with --sweep: answer the policy and full depth from the sweep's table instead of running them "
                         "again (the same answers and layers, one pass less, no wall times)")

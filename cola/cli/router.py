@@ -1,4 +1,5 @@
-"""`cola router fit`, `fit-layers`, `layer-control`: routers fitted on search runs, and their controls."""
+"""`cola router fit`, `fit-layers`, `layer-control`, `fit-program`, `program-control`: routers fitted on search runs,
+and their controls."""
 
 from __future__ import annotations
 
@@ -85,9 +86,50 @@ def cmd_router_layer_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_router_fit_program(args: argparse.Namespace) -> int:
+    """`cola router fit-program`: PoLar's program predictor from the right programs of search runs."""
+    from ..policies.program_fit import fit_from_runs
+    from ..policies.recipes import ProgramRecipe
+
+    check_folder(args.out)  # before the model loads
+    recipe = ProgramRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, warmup=args.warmup,
+                           max_paths=args.max_paths, full_weight=args.full_weight, val_share=args.val_share,
+                           seed=args.seed)
+    router, config = fit_from_runs(args.runs, args.encoder, recipe, args.data_dir, args.device, args.dtype,
+                                   not args.quiet)
+    router.save(args.out)
+    c = config["counts"]
+    print(f"supervision: {c.get('kept_samples', 0)} samples kept ({c['train_samples']} to train, {c['val_samples']} "
+          f"held out to choose the epoch), {c.get('dropped_no_right_program', 0)} dropped with no right program, "
+          f"{c.get('dropped_unparsable', 0)} dropped with none a program writes; {c.get('kept_programs', 0)} programs "
+          f"kept, {c.get('unparsable_programs', 0)} unparsable (a layer three times, a jump back)")
+    best = min(config["history"], key=lambda h: h["val_loss"]) if c["val_samples"] else config["history"][-1]
+    print(f"validation loss {config['val_loss']:.4f} (epoch {best['epoch'] + 1} of {recipe.epochs} kept); top "
+          f"programs on the held-out samples: {config['val_rates']['mean_length']:.2f} layers on average")
+    print(f"predictor: {args.out} (encoder {args.encoder})")
+    print(f"evaluate it (pass@1): cola eval --policy program --router {args.out} --task "
+          f"{config['task'].split('+')[0]} --split test --mode score --out program-test.jsonl; PoLar's own best-of-5, "
+          "an oracle: add --top-k 5")
+    return 0
+
+
+def cmd_router_program_control(args: argparse.Namespace) -> int:
+    """`cola router program-control`: a program router that reads nothing, to evaluate beside the predictor."""
+    from ..policies.program_fit import program_control
+
+    check_folder(args.out)
+    router = program_control(args.router, args.kind, args.with_full, args.seed)
+    router.save(args.out)
+    what = (f"random programs at {args.router}'s rates" + (", full depth first" if args.with_full else "")
+            if args.kind == "random" else f"the fixed menu {'; '.join(router.config['menu'])}")
+    print(f"{args.kind} control of {args.router}: {args.out} ({what})")
+    return 0
+
+
 def add_parsers(sub) -> None:
     """The parsers of this module's commands, on ``cola``'s subcommands ``sub``."""
-    from ..policies.recipes import Recipe
+    from ..policies.recipes import ProgramRecipe, Recipe
+    from .common import DTYPES
     p = sub.add_parser("router", help="label-free depth adaptation: fit a router on train-split search runs")
     router = p.add_subparsers(dest="router_command", required=True)
 
@@ -154,3 +196,43 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="the control's folder to write (config.json)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random decisions (default 0)")
     p.set_defaults(func=cmd_router_layer_control)
+
+    recipe = ProgramRecipe()
+    p = router.add_parser("fit-program", help="PoLar's program predictor from the programs search runs found right "
+                                              "(docs/polar.md)")
+    p.add_argument("--runs", nargs="+", required=True,
+                   help="search runs of the train split (`--preset polar`; any run whose right chains parse as "
+                        "programs, Dr.LLM's too)")
+    p.add_argument("--out", required=True, help="the predictor folder to write (config.json, program.safetensors)")
+    p.add_argument("--encoder", default="target",
+                   help="the frozen text encoder: target (the model's own final hidden states; the offline default) "
+                        "or a hub id or folder (PoLar's: Qwen/Qwen3-Embedding-0.6B)")
+    p.add_argument("--data-dir", default=None, help="where the runs' data is (default: as recorded in the runs)")
+    p.add_argument("--epochs", type=positive_int, default=recipe.epochs, help=f"(default {recipe.epochs})")
+    p.add_argument("--batch", type=positive_int, default=recipe.batch, help=f"examples per step (default {recipe.batch})")
+    p.add_argument("--lr", type=positive_float, default=recipe.lr, help=f"AdamW learning rate (default {recipe.lr:g})")
+    p.add_argument("--warmup", type=int, default=recipe.warmup, help=f"warm-up steps, then cosine (default {recipe.warmup})")
+    p.add_argument("--max-paths", type=positive_int, default=recipe.max_paths,
+                   help=f"right programs per sample, drawn beyond that (default {recipe.max_paths})")
+    p.add_argument("--full-weight", type=float, default=recipe.full_weight,
+                   help=f"the full program's weight where a shorter one is right (default {recipe.full_weight:g})")
+    p.add_argument("--val-share", type=float, default=recipe.val_share,
+                   help="share of the samples held out of train to choose the epoch on (default 1/6, PoLar's 250 of "
+                        "1,500)")
+    p.add_argument("--seed", type=int, default=recipe.seed, help=f"(default {recipe.seed})")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="the model's dtype for the target encoder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_router_fit_program)
+
+    p = router.add_parser("program-control", help="a control of a program predictor that reads nothing: random "
+                                                  "programs at its rates, or a fixed menu")
+    p.add_argument("kind", choices=("random", "menu"),
+                   help="random: programs drawn at the rates of the predictor's top programs on its held-out train "
+                        "samples, seeded per input; menu: the programs right on the most training samples")
+    p.add_argument("--router", required=True, help="the trained predictor's folder (`cola router fit-program`)")
+    p.add_argument("--out", required=True, help="the control's folder to write (config.json)")
+    p.add_argument("--with-full", action="store_true",
+                   help="random: full depth first, then random programs (the chance control of a best-of-k)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random programs (default 0)")
+    p.set_defaults(func=cmd_router_program_control)

@@ -54,8 +54,11 @@ class EvalJob:
     kind of :data:`cola.policies.KINDS`, or a spec file) with its ``settings`` (signal, norm, rule, k, temperature,
     seed, router), extra chains from ``chains_from`` (its ``top``), a cascade's ``thresholds``, an optional
     calibration on ``dev_n`` dev samples by the objective ``calibrate`` over ``ks``, ``rules`` and ``temperatures``,
-    a ``sweep`` of that family on these samples (``replay``: the policy and full depth answered from it). ``batch``:
-    samples run together (default :attr:`batch_size`); ``out``: the JSONL file written, resumed when it exists."""
+    a ``sweep`` of that family on these samples (``replay``: the policy and full depth answered from it). For the
+    ``program`` policy, ``top_k`` > 1 adds PoLar's own metric, an oracle (:mod:`cola.policies.program_eval`): right
+    when any of the ``top_k`` best programs is right by the gold, run online, and, with ``trust_runs`` (search runs of
+    these samples), as released. ``batch``: samples run together (default :attr:`batch_size`); ``out``: the JSONL file
+    written, resumed when it exists."""
 
     selection: Selection
     config: EvalConfig = field(default_factory=EvalConfig)
@@ -77,6 +80,8 @@ class EvalJob:
     temperatures: tuple[float, ...] = ()
     sweep: bool = False
     replay: bool = False
+    top_k: int = 1
+    trust_runs: tuple[str, ...] = ()
     batch: int | None = None
     name: str | None = None
     out: str | None = None
@@ -181,6 +186,10 @@ class EvalJob:
             raise UsageError("--router belongs to --policy router or layer-router (or to a plain `cola eval --router`)")
         if self.replay and not self.sweep:
             raise UsageError("--replay answers from the sweep's table: it needs --sweep")
+        if (self.top_k > 1 or self.trust_runs) and self.policy != "program":
+            raise UsageError("--top-k and --trust-runs belong to --policy program (PoLar's best-of-k, an oracle)")
+        if self.trust_runs and self.top_k < 2:
+            raise UsageError("--trust-runs reads PoLar's released best-of-k: it needs --top-k (PoLar's: 5)")
         if routed and (self.calibrate or self.sweep):
             raise UsageError(f"a {self.policy} policy has no setting to calibrate or sweep; its router was selected "
                              "on dev when it was fitted")
@@ -200,7 +209,8 @@ class EvalJob:
         store = self._open(lock, {
             **header, "kind": "policy", "policy": spec.to_dict(), "calibrate": self.calibrate,
             "dev_n": self.dev_n if self.calibrate else None, "ks": list(self.ks), "rules": list(self.rules),
-            "temperatures": list(self.temperatures), "sweep": self.sweep, "replay": self.replay})
+            "temperatures": list(self.temperatures), "sweep": self.sweep, "replay": self.replay,
+            **({"top_k": self.top_k, "trust_runs": list(self.trust_runs)} if self.top_k > 1 else {})})
         if store.finished is not None:
             return EvalResult("policy", *store.finished)
         router = spec.load_router(evaluator.cm, evaluator.config) if spec.routed else None
@@ -217,4 +227,14 @@ class EvalJob:
         summary, rows = evaluate_policy(
             spec, evaluator, samples, self.batch_size, header, self.name, router, calibration, family, self.replay,
             None if progress is None else (lambda name, done: progress(name, done, len(samples))), store)
+        if self.top_k > 1:
+            from .program_eval import best_of_k, oracle_summary, trusted_verdicts
+
+            trusted = trusted_verdicts(self.trust_runs, header) if self.trust_runs else None
+            oracle = best_of_k(router, evaluator, samples, self.top_k, trusted, self.batch_size,
+                               None if progress is None else (lambda done: progress("oracle", done, len(samples))),
+                               store)
+            for row, o in zip(rows, oracle):
+                row["oracle"] = o
+            summary["oracle"] = oracle_summary(oracle, self.top_k, self.trust_runs)
         return EvalResult("policy", summary, rows, calibration=calibration)

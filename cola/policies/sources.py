@@ -12,14 +12,18 @@ from .spec import KINDS, PolicySpec, policy
 
 
 def router_kind(folder: str | Path) -> str:
-    """The policy kind a router folder is read by: ``router`` for a ``cola router fit`` folder (a library router, with
-    its predictor), else ``layer-router`` (``cola router fit-layers`` routers or a control of them; reading them
-    checks the folder)."""
-    from .library_router import PREDICTOR
+    """The policy kind a router folder is read by: the kind its config names (``program``: PoLar's predictor or a
+    control of it), ``router`` for a ``cola router fit`` folder (a library router, with its predictor), else
+    ``layer-router`` (``cola router fit-layers`` routers or a control of them; reading them checks the folder)."""
+    from ..storage import read_json
+    from .library_router import CONFIG, PREDICTOR
 
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"router folder not found: {folder}")
+    named = read_json(folder / CONFIG).get("router") if (folder / CONFIG).is_file() else None
+    if named in KINDS:
+        return named
     return "router" if (folder / PREDICTOR).is_file() else "layer-router"
 
 

@@ -11,7 +11,9 @@ A policy answers an input by asking one or more chains, never seeing the gold:
 - ``self-consistency``: ``k`` seeded samples of one chain at ``temperature`` (generate mode), majority vote;
 - ``router``: the chain a fitted router (:mod:`cola.policies.library_router`) picks for the input;
 - ``layer-router``: the chain Dr.LLM's per-layer routers (:mod:`cola.policies.layer_router`) build for the input
-  during its prefill, layer by layer (or a random control of them).
+  during its prefill, layer by layer (or a random control of them);
+- ``program``: the top program PoLar's predictor (:mod:`cola.policies.program`) writes for the input from its
+  question (or a control of it).
 
 A new kind is one subclass of :class:`PolicySpec` with its ``kind`` name: the harness (:mod:`cola.policies.harness`),
 calibration, replay and evaluation call only the methods below. Every spec file has one JSON layout, whatever its
@@ -541,5 +543,37 @@ class LayerRouter(Routed):
 
     def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
         from .layer_router import route_inputs
+
+        return route_inputs(router, evaluator, samples, prefixes)
+
+
+@dataclass(frozen=True)
+class ProgramPolicy(Routed):
+    """The top program PoLar's predictor writes for the input from its question (pass@1: what a deployed predictor
+    gives), or a control of it (:mod:`cola.policies.program`)."""
+
+    kind: ClassVar[str] = "program"
+
+    @classmethod
+    def example(cls, cm, folder: Path) -> PolicySpec:
+        """An untrained predictor (seeded random weights) reading the target model's states."""
+        from .program import untrained_program_router
+
+        return cls(router=str(untrained_program_router(cm, folder)))
+
+    def load_router(self, cm, config=None):
+        """The predictor (or control), with a warning when it was fitted on states of another dtype than ``cm``
+        runs in (its target-model encoder then reads slightly other states)."""
+        from .program import ProgramRouter
+
+        router = ProgramRouter.load(self.router, cm)
+        running = str(cm.dtype).removeprefix("torch.")
+        if router.routing == "trained" and router.config.get("dtype") not in (None, running):
+            warnings.warn(f"{self.router} was fitted on {router.config['dtype']} states; this model runs in "
+                          f"{running}", stacklevel=2)
+        return router
+
+    def route(self, router, evaluator, samples, prefixes) -> list[Chain]:
+        from .program import route_inputs
 
         return route_inputs(router, evaluator, samples, prefixes)
