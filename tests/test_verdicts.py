@@ -17,8 +17,8 @@ def test_the_paired_difference_by_hand():
     b = {"1": True, "2": False, "3": True, "4": False}
     d = paired_difference(a, b)
     assert (d["a_only"], d["b_only"], d["n"]) == (2, 1, 4) and d["delta"] == pytest.approx(0.25)
-    var = (2 + 1 - 4 * 0.25 ** 2) / 16
-    assert d["delta_ci"] == pytest.approx([0.25 - 1.959964 * var ** 0.5, 0.25 + 1.959964 * var ** 0.5])
+    centre, var = 1 / 6, (2.5 + 1.5 - 1 / 6) / 36  # Agresti-Min: half a sample in each cell, n + 2
+    assert d["delta_ci"] == pytest.approx([centre - 1.959964 * var ** 0.5, centre + 1.959964 * var ** 0.5])
     assert d["p"] == pytest.approx(1.0)  # McNemar exact: 2 against 1
 
 
@@ -32,6 +32,7 @@ def test_each_verdict_follows_from_its_tests():
     methods = [_method("full depth", full, 30), _method("better", better, 28), _method("worse", worse, 25),
                _method("same", same, 24), _method("noisy", noisy, 29),
                _method("random", full, 24, family="control"), _method("learned", same, 24, control="random"),
+               _method("few", full[:12], 24),
                _method("menu oracle", better, 60, oracle=True, control="random oracle"),
                _method("random oracle", better, 60, oracle=True)]
     rows = {r["method"]: r for r in verdict_table(methods)}
@@ -41,6 +42,8 @@ def test_each_verdict_follows_from_its_tests():
     assert rows["same"]["verdict"] == "ties full depth with fewer layers"
     assert rows["noisy"]["vs_full"]["p"] == 1.0 and rows["noisy"]["verdict"] == "inconclusive"
     assert rows["learned"]["verdict"] == "no better than its chance control"
+    assert rows["random"]["verdict"] == "chance control"
+    assert rows["few"]["vs_full"]["delta"] == 0 and rows["few"]["verdict"] == "inconclusive"  # 12 samples: too few
     assert rows["menu oracle"]["vs_full"] is None  # an oracle is never set beside full depth
     assert rows["menu oracle"]["verdict"] == "no better than its chance control"
     assert rows["better"]["layers_x_full"] == pytest.approx(28 / 30)

@@ -11,14 +11,14 @@ import argparse
 import sys
 
 from ..errors import ColaError, DiskFullError
-from . import evaluate, lmeval, model, report, router, search
+from . import bench, evaluate, lmeval, model, report, router, search
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``cola`` parser: each command group adds its commands."""
     parser = argparse.ArgumentParser(prog="cola", description="Chains of layers: skip, repeat and re-order the layers of a pretrained LLM per input.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (model, evaluate, search, router, report, lmeval):
+    for group in (model, evaluate, search, router, report, bench, lmeval):
         group.add_parsers(sub)
     return parser
 
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("give --task NAME or --lm-eval-task NAME (one of them)")
         if args.lm_eval_task is not None:
             args.task = PREFIX + args.lm_eval_task
-        if args.mode is None and not args.task.startswith(PREFIX):  # an lm-eval task's own: once it loads (task_samples)
+        if args.mode is None and not args.task.startswith(PREFIX):  # an lm-eval task's own: once it loads (resolve_mode)
             args.mode = "generate"
     return args
 

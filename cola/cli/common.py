@@ -115,28 +115,12 @@ def selection(args: argparse.Namespace):
                      args.skip_bad_rows, args.lm_eval_include)
 
 
-def task_samples(args: argparse.Namespace) -> list:
-    """The task's samples the command asks for: loaded and checked before any model is."""
-    resolve_mode(args)
-    return selection(args).load()
-
-
 def eval_config(args: argparse.Namespace):
     """How the command asks its task (:class:`~cola.evaluation.evaluator.EvalConfig`)."""
     from ..evaluation.evaluator import EvalConfig
 
     return EvalConfig(mode=args.mode, chat=args.chat, score_style=args.score_style,
                       max_new_tokens=args.max_new_tokens, truncate=args.truncate)
-
-
-def evaluator_and_samples(args: argparse.Namespace):
-    from ..evaluation.evaluator import Evaluator
-    from ..tasks import get_task
-
-    samples = task_samples(args)
-    evaluator = Evaluator(load(args), get_task(args.task, args.lm_eval_include), eval_config(args))
-    evaluator.check(samples)  # an input too long for the model fails before any work
-    return evaluator, samples
 
 
 class Bars:

@@ -11,7 +11,6 @@ from .common import (
     add_model_args,
     add_task_args,
     eval_config,
-    evaluator_and_samples,
     positive_float,
     positive_int,
     resolve_mode,
@@ -125,32 +124,22 @@ def _print_search(args: argparse.Namespace, out: str, records: list[dict], depth
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..search.prune import block_influence, least_influential, pruned_chains, save_influence
+    from ..search.prune import least_influential, prune
 
     if args.out:
         check_out_file(args.out)  # before the model loads
-    evaluator, samples = evaluator_and_samples(args)
-    cm = evaluator.cm
-
-    def prompts():
-        for sample in tqdm(samples, desc="calibration prompts", unit="prompt", disable=args.quiet):
-            yield evaluator.prompt_ids(sample)
-
-    influence = block_influence(cm, prompts())
-    chains = pruned_chains(influence, cm.depth // 4)
-    split = args.data_file or selection(args).split_name
-    print(f"block influence of {cm.name} ({cm.depth} layers) on {len(samples)} {args.task} prompts ({split}, "
+    resolve_mode(args)
+    chosen = selection(args)
+    cm, influence, chains = prune(args.model, chosen, eval_config(args), args.out, args.device, args.dtype,
+                                  args.allow_untested, progress=not args.quiet)
+    split = args.data_file or chosen.split_name
+    print(f"block influence of {cm.name} ({cm.depth} layers) on {len(chosen.load())} {args.task} prompts ({split}, "
           f"{args.mode} mode), least influential first:")
     for rank, layer in enumerate(least_influential(influence), 1):
         print(f"{rank:4d}. layer {layer:3d}  BI {influence[layer]:.5f}")
     print("chains without the m least influential layers:")
     for m, chain in chains.items():
         print(f"  m={m:<3d} {len(chain):3d} layers  {chain}")
-    if args.out:
-        save_influence(args.out, influence, chains, model=cm.name, task=args.task, split=split, mode=args.mode,
-                       n=len(samples), seed=args.seed)
     return 0
 
 

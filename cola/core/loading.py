@@ -318,6 +318,21 @@ def resolve(spec: str) -> str:
     return spec
 
 
+def model_config(spec: str):
+    """The transformers config of ``spec`` read without its weights: a folder's or hub id's ``config.json``, a
+    converted GGUF's, or, before its conversion, the GGUF file's header."""
+    from transformers import AutoConfig
+
+    gguf = weights_source(spec, spec) if spec in ALIASES or spec.endswith(".gguf") else None
+    if gguf is not None:
+        converted = _gguf_cache_dir(Path(gguf))
+        if (converted / "config.json").is_file():
+            return AutoConfig.from_pretrained(converted)
+        return AutoConfig.from_pretrained(Path(gguf).parent, gguf_file=Path(gguf).name)
+    config = AutoConfig.from_pretrained(spec)
+    return getattr(config, "text_config", config)
+
+
 def model_depth(spec: str) -> int | None:
     """The number of decoder layers of ``spec`` read from its config alone (no weights loaded), or None when the
     config cannot be read without loading (a hub id not in the local cache, say)."""

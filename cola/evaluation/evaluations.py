@@ -21,12 +21,17 @@ Progress = Callable[[int], None]
 
 
 def eval_header(evaluator: Evaluator, samples: Sequence[Sample], batch: int, *, data: str | None = None,
-                split: str | None = None, seed: int = 0, level: int | None = None) -> dict:
+                split: str | None = None, seed: int = 0, level: int | None = None, carved: bool = False) -> dict:
     """The part of an evaluation's summary that says what was asked: the evaluator's header as a search records it
     (:func:`~cola.evaluation.provenance.evaluator_header`: the model, its weights hash and dtype, the task and how it is
-    asked, the software), where the samples come from and how many, and the batch size."""
+    asked, the software), where the samples come from and how many, and the batch size; for samples named by id (a
+    split ``cola bench`` carved), a hash of their ids."""
+    import hashlib
+
+    named = {"sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest()} if carved \
+        else {}
     return {**evaluator_header(evaluator), "data": data, "level": level, "split": split, "seed": seed,
-            "n": len(samples), "batch": batch}
+            "n": len(samples), "batch": batch, **named}
 
 
 def accuracies(rows: Sequence[dict], mode: str) -> dict:

@@ -82,6 +82,7 @@ class EvalJob:
     replay: bool = False
     top_k: int = 1
     trust_runs: tuple[str, ...] = ()
+    dev: Selection | None = None  # the dev samples calibration reads, where not dev_n of the task's dev split
     batch: int | None = None
     name: str | None = None
     out: str | None = None
@@ -131,7 +132,8 @@ class EvalJob:
                               self.config)
         evaluator.check(samples)  # an input too long for the model fails before any work
         header = eval_header(evaluator, samples, self.batch_size, data=self.selection.source,
-                             seed=self.selection.seed, level=self.selection.level, split=self.selection.split_name)
+                             seed=self.selection.seed, level=self.selection.level, split=self.selection.split_name,
+                             carved=self.selection.ids is not None)
 
         def stage(name: str) -> Callable[[int], None] | None:
             return None if progress is None else (lambda done: progress(name, done, len(samples)))
@@ -179,7 +181,7 @@ class EvalJob:
         routed = self.policy in KINDS and KINDS[self.policy].routed
         if self.calibrate:
             parse_objective(self.calibrate)
-            if self.selection.data_file or not self.selection.get_task().splits:
+            if self.dev is None and (self.selection.data_file or not self.selection.get_task().splits):
                 raise UsageError(f"--calibrate chooses on the dev split; {self.selection.task}"
                                  + (" read from a data file" if self.selection.data_file else "") + " has none")
         if self.router is not None and not routed:
@@ -216,7 +218,7 @@ class EvalJob:
         router = spec.load_router(evaluator.cm, evaluator.config) if spec.routed else None
         calibration = None
         if self.calibrate:
-            dev_selection = self.selection.dev(self.dev_n)
+            dev_selection = self.dev or self.selection.dev(self.dev_n)
             dev = dev_selection.load()
             evaluator.check(dev)
             spec, calibration = calibrate(

@@ -41,7 +41,7 @@ from ..core.prefix_cache import PrefixCache
 from ..errors import RouterError, UsageError
 from ..evaluation.evaluator import EvalConfig, Evaluator
 from ..storage import read_json, save_tensors_atomic, write_atomic
-from ..tasks import Sample
+from ..tasks import Sample, Selection
 
 CONFIG, PREDICTOR = "config.json", "predictor.safetensors"
 FEATURE_LAYERS = (2, 4, 8)
@@ -380,7 +380,8 @@ class LibraryFit:
     every searched sample; the router's features (after one of ``feature_layers``) and setting are chosen on dev
     within ``budget`` x depth layers (:func:`select`). Train samples are the runs' samples, then up to ``fit_n`` of
     the same split in the runs' seeded order; dev samples are ``dev_n`` of the task's dev split (seed ``seed``) or of
-    ``dev_file``; ``data`` / ``data_file`` say where the runs' data is when not where they recorded it."""
+    ``dev_file`` (or the samples ``dev`` selects); ``data`` / ``data_file`` say where the runs' data is when not where
+    they recorded it."""
 
     size: int = 8
     most: int = 24
@@ -394,6 +395,7 @@ class LibraryFit:
     data: str | None = None
     data_file: str | None = None
     dev_file: str | None = None
+    dev: Selection | None = None  # the dev samples as a selection, instead of dev_n of the task's dev split
 
 
 def fit_from_runs(runs: Sequence[str | Path], fit: LibraryFit = LibraryFit(), batch: int = 16,
@@ -442,12 +444,15 @@ def fit_from_runs(runs: Sequence[str | Path], fit: LibraryFit = LibraryFit(), ba
                                         split=None if fit.data_file else first.get("split"))
                 if s.id not in seen][: fit.fit_n - len(train)]
         train += with_control(more, first.get("control"))
-    if fit.dev_file is None and "dev" not in task.splits:
+    if fit.dev is not None:  # named samples (a dev split `cola bench` carved)
+        dev = with_control(fit.dev.load(), first.get("control"))
+    elif fit.dev_file is None and "dev" not in task.splits:
         raise DataError(f"task {task.name!r} has no dev split: pass --dev-file FILE.jsonl (held-out samples of its "
                         "shape) to select the router on")
-    dev = with_control(load_samples(task, None if fit.dev_file else fit.data or first.get("data"), fit.dev_file,
-                                    fit.dev_n, fit.seed, first.get("level"), split=None if fit.dev_file else "dev"),
-                       first.get("control"))
+    else:
+        dev = with_control(load_samples(task, None if fit.dev_file else fit.data or first.get("data"), fit.dev_file,
+                                        fit.dev_n, fit.seed, first.get("level"),
+                                        split=None if fit.dev_file else "dev"), first.get("control"))
     cm = load_model(first["model"], device=device, dtype=first["dtype"], allow_untested=allow_untested)
     if cm.depth != first["depth"]:
         raise RouterError(f"{first['model']} has {cm.depth} layers here; the runs were made with {first['depth']}")

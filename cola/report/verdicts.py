@@ -17,7 +17,8 @@ from ..evaluation.stats import paired, wilson_interval
 
 TIE_MARGIN = 0.03  # a difference whose 95% interval lies within +-3 points is a tie; a wider one is inconclusive
 VERDICTS = ("beats full depth", "ties full depth with fewer layers", "ties full depth", "loses to full depth",
-            "inconclusive", "no better than its chance control", "above its chance control (oracle)")
+            "inconclusive", "no better than its chance control", "above its chance control (oracle)", "chance control",
+            "reference")
 
 
 @dataclass
@@ -36,23 +37,28 @@ class Method:
 
 
 def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> dict:
-    """A's accuracy minus B's on their common samples, with McNemar's exact p and the 95% (Wald) interval of the
-    paired difference."""
+    """A's accuracy minus B's on their common samples, with McNemar's exact p and the 95% interval of the paired
+    difference (Agresti & Min's adjusted Wald: half a sample added to each cell, so that a small sample with no
+    disagreement still has a wide interval)."""
     p = paired(a, b)
-    n = p["common"]
-    diff = (p["a_only"] - p["b_only"]) / n if n else math.nan
-    var = (p["a_only"] + p["b_only"] - n * diff * diff) / (n * n) if n else math.nan
-    half = 1.959964 * math.sqrt(max(var, 0.0)) if n else math.nan
-    return {"delta": diff, "delta_ci": [diff - half, diff + half], "p": p["mcnemar_p"], "n": n,
-            "a_only": p["a_only"], "b_only": p["b_only"]}
+    n, b_, c_ = p["common"], p["a_only"], p["b_only"]
+    diff = (b_ - c_) / n if n else math.nan
+    m = n + 2
+    centre = (b_ - c_) / m
+    var = ((b_ + 0.5) + (c_ + 0.5) - (b_ - c_) ** 2 / m) / (m * m)
+    half = 1.959964 * math.sqrt(max(var, 0.0))
+    return {"delta": diff, "delta_ci": [centre - half, centre + half], "p": p["mcnemar_p"], "n": n,
+            "a_only": b_, "b_only": c_}
 
 
 def verdict(method: Method, vs_full: dict | None, vs_control: dict | None, fewer_layers: bool,
             alpha: float = 0.05) -> str:
-    """The row's verdict, from its paired tests: a method with a control that is not significantly above it is
-    "no better than its chance control" (an oracle above its control says so, and nothing more); else against full
-    depth, a significant difference beats or loses; a non-significant one ties when its interval lies within
-    :data:`TIE_MARGIN` (with fewer layers, said so), and is inconclusive otherwise."""
+    """The row's verdict, from its paired tests: a control row is a "chance control"; a method with a control that is
+    not significantly above it is "no better than its chance control" (an oracle above its control says so, and
+    nothing more); else against full depth, a significant difference beats or loses; a non-significant one ties when
+    its interval lies within :data:`TIE_MARGIN` (with fewer layers, said so), and is inconclusive otherwise."""
+    if method.family == "control":
+        return "chance control"
     if vs_control is not None and not (vs_control["p"] < alpha and vs_control["delta"] > 0):
         return "no better than its chance control"
     if method.oracle:

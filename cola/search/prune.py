@@ -70,3 +70,28 @@ def load_pruned(path: str | Path) -> dict[int, str]:
     if "block_influence" not in data or "chains" not in data:
         raise UsageError(f"{path}: not a `cola prune --out` file (it has no block_influence and chains)")
     return {int(m): data["chains"][m] for m in sorted(data["chains"], key=int)}
+
+
+def prune(model: str, selection, config, out: str | Path | None = None, device: str | None = None,
+          dtype: str | None = None, allow_untested: bool = False, progress: bool = True
+          ) -> tuple[ColaModel, list[float], dict[int, Chain]]:
+    """``cola prune``: the block influence of every layer of ``model`` on the prompts of ``selection`` (a train split)
+    asked as ``config`` says, and the chains without the m least influential layers for m up to a quarter of the
+    depth; written to ``out`` when given. Returns the model, the influences and the chains."""
+    from tqdm import tqdm
+
+    from ..core.loading import load_model
+    from ..evaluation.evaluator import Evaluator
+
+    samples = selection.load()
+    cm = load_model(model, device=device, dtype=dtype, allow_untested=allow_untested)
+    evaluator = Evaluator(cm, selection.get_task(), config)
+    evaluator.check(samples)
+    influence = block_influence(cm, (evaluator.prompt_ids(s) for s in tqdm(
+        samples, desc="calibration prompts", unit="prompt", disable=not progress)))
+    chains = pruned_chains(influence, cm.depth // 4)
+    if out is not None:
+        save_influence(out, influence, chains, model=cm.name, task=selection.task,
+                       split=selection.data_file or selection.split_name, mode=config.mode, n=len(samples),
+                       seed=selection.seed)
+    return cm, influence, chains

@@ -151,6 +151,7 @@ class SearchJob:
     batch: int = 1
     prefix_bytes: int = 4 << 30
     lm_eval_include: str | None = None  # where an lm-eval task's YAML is (a task named lm-eval:NAME)
+    generated_n: int | None = None  # a generated task's samples drawn from more than were searched (`cola bench`)
 
     def evaluator(self) -> Evaluator:
         """Load the model and ask the task through it."""
@@ -176,6 +177,8 @@ class SearchJob:
             extra = {"truncate": True, **extra}
         if self.lm_eval_include is not None:
             extra = {"lm_eval_include": str(self.lm_eval_include), **extra}
+        if self.generated_n is not None:
+            extra = {"generated_n": self.generated_n, **extra}
         return run_config(evaluator, self.space(evaluator.cm.depth), self.mcts, seed=self.seed, reward=self.reward,
                           n=len(samples), level=self.level, split=self.split, data=self.data,
                           sample_ids=[s.id for s in samples],
@@ -221,7 +224,7 @@ def run_samples(config: dict, data: str | None = None) -> list[Sample]:
     task = get_task(config["task"], config.get("lm_eval_include"))
     data = data if data is not None else config.get("data")
     if task.generator is not None and data is None:
-        samples = load_samples(task, n=config["n"], seed=config["seed"])
+        samples = load_samples(task, n=config.get("generated_n", config["n"]), seed=config["seed"])
     else:
         is_file = data is not None and Path(data).is_file()
         samples = load_samples(task, None if is_file else data, data if is_file else None, n=0,

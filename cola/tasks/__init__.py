@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -69,8 +70,10 @@ def load_samples(
     level: int | None = None,
     skip_bad_rows: bool = False,
     split: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> list[Sample]:
-    """The seeded subset of ``n`` samples of a task (default: the task's ``default_n``; 0 or negative: all).
+    """The seeded subset of ``n`` samples of a task (default: the task's ``default_n``; 0 or negative: all); with
+    ``ids``, those samples, in that order (``n`` and ``seed`` then say nothing), each of which must be there.
 
     Rows come from ``data_file`` (any JSONL of the task's shape), else the task's own generator, else the ``split``
     (default: the task's, test or CSQA's dev) from the library that serves the task's documents (lm-eval), from
@@ -112,6 +115,13 @@ def load_samples(
     samples = parse_rows(task, rows, skip_bad_rows)
     if not samples:
         raise DataError(f"task {task.name!r}: no samples in {source}" + (" (every row was skipped as bad)" if rows else ""))
+    if ids is not None:
+        by_id = {s.id: s for s in samples}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataError(f"task {task.name!r}: {len(missing)} sample id(s) are not in {source}, first: "
+                            f"{missing[:3]}")
+        return [by_id[i] for i in ids]
     if data_file is None and task.generator is not None:  # made to size already, in its seeded order
         return samples
     if level is not None:
@@ -137,6 +147,7 @@ class Selection:
     level: int | None = None
     skip_bad_rows: bool = False
     include: str | None = None
+    ids: tuple[str, ...] | None = None  # these samples of the split, in this order (a split carved by `cola bench`)
 
     def get_task(self) -> Task:
         """The selected task (:func:`get_task`)."""
@@ -145,11 +156,11 @@ class Selection:
     def load(self) -> list[Sample]:
         """The selected samples (:func:`load_samples`)."""
         return load_samples(self.get_task(), self.data_dir, self.data_file, self.n, self.seed, self.level,
-                            self.skip_bad_rows, self.split)
+                            self.skip_bad_rows, self.split, self.ids)
 
     def dev(self, n: int) -> Selection:
         """The same task's dev split, ``n`` samples of the same seed, from the same place (never a user's file)."""
-        return replace(self, data_file=None, split="dev", n=n)
+        return replace(self, data_file=None, split="dev", n=n, ids=None)
 
     @property
     def split_name(self) -> str | None:

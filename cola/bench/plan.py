@@ -1,0 +1,278 @@
+"""What ``cola bench`` runs: the splits it reads (fit on train, choose on dev, report on test; carved with a recorded
+seed where the task has none) and its stages, each a library job with its settings, its output and its size, in the
+order they depend on each other. Nothing here loads weights: the plan and its estimate come before any model.
+
+Stages by family:
+
+- reference: ``full`` (full depth on test);
+- static: ``prune`` (block influence on train) and the chains without the m least influential layers; the chains
+  without the last k layers; ``static-search`` (one chain searched on dev) and the best static chain;
+- oracle (every number labelled ORACLE): a per-sample search on test beside its decoy, menu and sampling controls
+  at the same budget;
+- learned from search labels: the library router (``search-train``, ``router-fit``), Dr.LLM's per-layer routers
+  (``drllm-*``), PoLar's predictor (``polar-*``), each beside its random control and a decoy-trained twin;
+- label-free: a confidence cascade over the block-influence chain and a vote over chains, calibrated on dev;
+  self-consistency in generate mode.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import UsageError
+from ..tasks import Selection, get_task, load_samples
+from .presets import PRESETS, Preset
+
+FAMILIES = ("reference", "static", "oracle", "learned", "label-free", "supervision")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One job of the bench: its ``name`` (its output's name under ``stages/``), ``family``, ``kind`` (which library
+    job runs it), the ``settings`` that decide its output, the stages whose outputs it reads (``needs``) and its size
+    in chain evaluations (for the estimate)."""
+
+    name: str
+    family: str
+    kind: str
+    settings: dict
+    needs: tuple[str, ...] = ()
+    size: int = 0
+
+
+@dataclass
+class Bench:
+    """One ``cola bench``: the model and task (a registered task, ``mc_jsonl``/``qa_jsonl`` with ``data_file``, or
+    ``lm-eval:NAME``), how the task is asked, the preset's sizes, and where it writes (``out``)."""
+
+    model: str
+    task: str
+    out: str
+    preset: str = "quick"
+    data_dir: str | None = None
+    data_file: str | None = None
+    include: str | None = None
+    mode: str = "score"
+    dtype: str | None = "auto"
+    device: str | None = None
+    seed: int = 0
+    workers: int | None = None
+    sizes: Preset = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise UsageError(f"unknown preset {self.preset!r}; presets: {', '.join(PRESETS)}")
+        self.sizes = self.sizes or PRESETS[self.preset]
+        task = get_task(self.task, self.include)
+        if self.mode not in task.modes:
+            raise UsageError(f"task {self.task} is asked in {' or '.join(task.modes)} mode, not {self.mode}")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def depth(self) -> int:
+        """The model's depth, read from its config (no weights)."""
+        from ..core.loading import model_config
+
+        return model_config(self.model).num_hidden_layers
+
+    def stage_path(self, name: str) -> Path:
+        return self.folder / "stages" / name
+
+    # --- the splits -------------------------------------------------------------------------------------------
+
+    def splits(self) -> dict[str, Selection]:
+        """train, dev and test as selections: the task's own splits where it has all three; else carved, with the
+        bench's seed, from what it has (a dev split out of train; train, dev and test out of a file, a generated
+        task or a single split), recorded by id. Test gets ``sizes.test`` samples, dev ``sizes.dev``; train the
+        rest."""
+        task = get_task(self.task, self.include)
+        base = Selection(self.task, self.data_dir, self.data_file, include=self.include, seed=self.seed)
+        if self.data_file is None and {"train", "dev", "test"} <= set(task.splits):
+            return {s: replace(base, split=s) for s in ("train", "dev", "test")}
+        if self.data_file is None and {"train", "test"} <= set(task.splits):  # dev carved from train
+            train = load_samples(task, self.data_dir, n=0, seed=self.seed, split="train")
+            dev_ids, train_ids = _carve([s.id for s in train], self.seed, self.sizes.dev)
+            return {"train": replace(base, split="train", ids=tuple(train_ids)),
+                    "dev": replace(base, split="train", ids=tuple(dev_ids)), "test": replace(base, split="test")}
+        if self.data_file is None and task.generator is not None:
+            total = self.sizes.test + self.sizes.dev + max(self.sizes.train, self.sizes.prune) + self.sizes.test
+            pool = [s.id for s in load_samples(task, n=total, seed=self.seed)]
+            base = replace(base, n=total)
+        else:
+            split = None if self.data_file else task.split(None)
+            pool = [s.id for s in load_samples(task, self.data_dir, self.data_file, n=0, seed=self.seed, split=split)]
+            base = replace(base, split=split)
+        test_ids, rest = _carve(pool, self.seed, self.sizes.test)
+        dev_ids, train_ids = _carve(rest, self.seed + 1, self.sizes.dev)
+        return {"train": replace(base, ids=tuple(train_ids)), "dev": replace(base, ids=tuple(dev_ids)),
+                "test": replace(base, ids=tuple(test_ids))}
+
+    def sized(self, selection: Selection, n: int) -> Selection:
+        """``n`` samples of a split: a carved split's first ``n`` ids, else the seeded subset of ``n``."""
+        if selection.ids is not None:
+            return replace(selection, ids=selection.ids[:n])
+        return replace(selection, n=n)
+
+    # --- the stages -------------------------------------------------------------------------------------------
+
+    def stages(self) -> list[Stage]:
+        """Every stage of the plan, in an order that runs each after the stages it reads."""
+        z = self.sizes
+        most = max(1, self.depth // 4)  # static chains drop at most a quarter of the layers (as `cola prune`)
+        z = replace(z, bi=min(z.bi, most), drop=min(z.drop, most))
+        test = lambda n=z.test: {"split": "test", "n": n}  # noqa: E731
+        out: list[Stage] = [Stage("full", "reference", "eval", {**test(), "chain": "full"}, size=z.test)]
+        out.append(Stage("prune", "supervision", "prune", {"split": "train", "n": z.prune}, size=z.prune))
+        out += [Stage(f"bi{m}", "static", "eval", {**test(), "chain": f"prune:{m}"}, ("prune",), z.test)
+                for m in range(1, z.bi + 1)]
+        out += [Stage(f"drop-last{k}", "static", "eval", {**test(), "chain": f"drop-last:{k}"}, size=z.test)
+                for k in range(1, z.drop + 1)]
+        out.append(Stage("static-search", "supervision", "search",
+                         {"split": "dev", "n": z.dev, "static": True, "preset": "study", "sims": z.static_sims},
+                         size=z.dev * (z.static_sims + 1)))
+        out.append(Stage("static-best", "static", "eval", {**test(), "chain": "static:best"}, ("static-search",),
+                         z.test))
+        # the oracle family: per-sample search on test, and its chance controls at the same budget
+        search = {"split": "test", "n": z.search, "preset": "study", "sims": z.sims}
+        out.append(Stage("search-test", "oracle", "search", search, size=z.search * (z.sims + 1)))
+        out.append(Stage("search-test-decoy", "oracle", "search", {**search, "control": "decoy"},
+                         size=z.search * (z.sims + 1)))
+        out.append(Stage("search-test-sample", "oracle", "search", {**search, "control": "sample"},
+                         size=z.search * (z.sims + 1)))
+        train_search = {"split": "train", "n": z.train, "preset": "study", "sims": z.train_sims}
+        out.append(Stage("search-train", "supervision", "search", train_search, size=z.train * (z.train_sims + 1)))
+        out.append(Stage("search-test-menu", "oracle", "search", {**search, "control": "menu", "menu": "search-train"},
+                         ("search-train",), z.search * (z.sims + 1)))
+        # the library router
+        out.append(Stage("router-fit", "supervision", "fit-library", {"dev_n": z.dev}, ("search-train",),
+                         z.train * 24 + z.dev * 8))
+        out.append(Stage("router", "learned", "eval", {**test(), "router": "router-fit"}, ("router-fit",),
+                         3 * z.test))
+        # Dr.LLM's per-layer routers, real and decoy supervision, and their random control
+        drllm = {"preset": "drllm", "sims": 50}
+        out.append(Stage("drllm-train", "supervision", "search", {**drllm, "split": "train", "n": z.train},
+                         size=z.train * 10))
+        out.append(Stage("drllm-train-decoy", "supervision", "search",
+                         {**drllm, "split": "train", "n": z.train, "control": "decoy"}, size=z.train * 10))
+        out.append(Stage("drllm-dev", "supervision", "search", {**drllm, "split": "dev", "n": z.dev},
+                         size=z.dev * 10))
+        out.append(Stage("layers-fit", "supervision", "fit-layers", {"runs": "drllm-train", "dev": "drllm-dev"},
+                         ("drllm-train", "drllm-dev"), z.train))
+        out.append(Stage("layers-fit-decoy", "supervision", "fit-layers",
+                         {"runs": "drllm-train-decoy", "dev": "drllm-dev"}, ("drllm-train-decoy", "drllm-dev"),
+                         z.train))
+        out.append(Stage("layers-random", "supervision", "control-layers", {"of": "layers-fit"}, ("layers-fit",)))
+        for name, routers in (("layer-router", "layers-fit"), ("layer-router-random", "layers-random"),
+                              ("layer-router-decoy", "layers-fit-decoy")):
+            out.append(Stage(name, "learned", "eval", {**test(), "policy": "layer-router", "router": routers},
+                             (routers,), 2 * z.test))
+        # PoLar's predictor, real and decoy supervision, its controls
+        polar = {"preset": "polar", "sims": z.train_sims, "split": "train", "n": z.train}
+        out.append(Stage("polar-train", "supervision", "search", polar, size=z.train * (z.train_sims + 1)))
+        out.append(Stage("polar-train-decoy", "supervision", "search", {**polar, "control": "decoy"},
+                         size=z.train * (z.train_sims + 1)))
+        out.append(Stage("program-fit", "supervision", "fit-program", {"runs": "polar-train"}, ("polar-train",),
+                         z.train))
+        out.append(Stage("program-fit-decoy", "supervision", "fit-program", {"runs": "polar-train-decoy"},
+                         ("polar-train-decoy",), z.train))
+        for name, kind, full in (("program-random", "random", False), ("program-random-full", "random", True),
+                                 ("program-menu", "menu", False)):
+            out.append(Stage(name, "supervision", "control-program", {"of": "program-fit", "kind": kind,
+                                                                       "with_full": full}, ("program-fit",)))
+        k = {"top_k": z.top_k}
+        for name, router, extra in (("program", "program-fit", k), ("program-random", "program-random", {}),
+                                    ("program-random-full", "program-random-full", k),
+                                    ("program-menu", "program-menu", k), ("program-decoy", "program-fit-decoy", k)):
+            out.append(Stage(f"eval-{name}", "learned", "eval",
+                             {**test(), "policy": "program", "router": router, **extra}, (router,),
+                             (2 + extra.get("top_k", 0)) * z.test))
+        # label-free policies, calibrated on dev
+        out.append(Stage("cascade", "label-free", "eval",
+                         {**test(), "policy": "cascade", "chains_from": "prune", "top": 1,
+                          "calibrate": "budget=0.85", "dev_n": z.dev}, ("prune",), 3 * z.test + 2 * z.dev))
+        out.append(Stage("vote", "label-free", "eval",
+                         {**test(), "policy": "vote", "chains": ["full"], "chains_from": "search-train", "top": 2,
+                          "calibrate": "accuracy", "ks": [3], "dev_n": z.dev}, ("search-train",),
+                         4 * z.test + 3 * z.dev))
+        if self.mode == "generate":
+            out.append(Stage("self-consistency", "label-free", "eval",
+                             {**test(), "policy": "self-consistency", "calibrate": "accuracy", "ks": [3, 5],
+                              "temperatures": [0.7], "dev_n": z.dev}, (), 6 * z.test + 5 * z.dev))
+        return out
+
+    def select(self, only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[Stage]:
+        """The stages ``--only`` and ``--skip`` leave (by name or family), with every stage one of them reads."""
+        stages = {s.name: s for s in self.stages()}
+        unknown = [u for u in (*only, *skip) if u not in stages and u not in FAMILIES]
+        if unknown:
+            raise UsageError(f"unknown stage or family {', '.join(unknown)}; stages: {', '.join(stages)}; families: "
+                             f"{', '.join(FAMILIES)}")
+        chosen = [s for s in stages.values() if not only or s.name in only or s.family in only]
+        chosen = [s for s in chosen if s.name not in skip and s.family not in skip]
+        wanted, todo = {s.name for s in chosen}, [s.name for s in chosen]
+        while todo:
+            for need in stages[todo.pop()].needs:
+                if need not in wanted:
+                    wanted.add(need)
+                    todo.append(need)
+        return [s for s in stages.values() if s.name in wanted]
+
+    def plan(self, stages: list[Stage], splits: dict[str, Selection]) -> dict:
+        """plan.json: the bench's settings, the splits (a carved one by its ids), the stages and their sizes."""
+        from .._version import __version__
+
+        return {"model": self.model, "task": self.task, "preset": self.preset, "sizes": self.sizes.to_dict(),
+                "mode": self.mode, "dtype": self.dtype, "device": self.device, "seed": self.seed,
+                "data_dir": self.data_dir, "data_file": self.data_file, "include": self.include,
+                "version": __version__,
+                "splits": {name: {"split": s.split, "n": s.n, "ids": list(s.ids) if s.ids is not None else None}
+                           for name, s in splits.items()},
+                "stages": [{"name": s.name, "family": s.family, "kind": s.kind, "settings": s.settings,
+                            "needs": list(s.needs), "size": s.size} for s in stages]}
+
+
+def _carve(ids: list[str], seed: int, n: int) -> tuple[list[str], list[str]]:
+    """``n`` of ``ids`` drawn with ``seed``, and the rest (in their order)."""
+    order = list(ids)
+    random.Random(f"bench:{seed}").shuffle(order)
+    taken = set(order[:n])
+    return order[:n], [i for i in ids if i not in taken]
+
+
+
+def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
+    """Each stage's estimated seconds, from its size in chain evaluations and a short timing probe of this machine: the
+    products of one layer of the model (its config's sizes, read without its weights) over a typical prompt's
+    tokens, timed with random numbers. An estimate, not a measurement: docs/bench.md has the measured times."""
+    import time
+
+    import torch
+
+    from ..core.loading import model_config
+
+    config = model_config(bench.model)
+    hidden = config.hidden_size
+    inner = getattr(config, "intermediate_size", 4 * hidden)
+    tokens = 64  # a typical prompt's tokens beyond what a chain shares with the one before
+    x, h = torch.randn(tokens, hidden), torch.randn(tokens, inner)
+    products = [(x, torch.randn(hidden, hidden)) for _ in range(4)] + [(x, torch.randn(hidden, inner))] * 2
+    products.append((h, torch.randn(inner, hidden)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one core's speed, less sensitive to what else runs now
+    try:
+        for a, b in products:  # warm up
+            a @ b
+        start = time.perf_counter()
+        for _ in range(5):
+            for a, b in products:
+                a @ b
+        seconds = (time.perf_counter() - start) / 5
+    finally:
+        torch.set_num_threads(threads)
+    per_chain = seconds * config.num_hidden_layers * 1.5 / threads  # and attention, norms, the head; every core
+    return {s.name: s.size * per_chain for s in stages}

@@ -1,0 +1,43 @@
+"""The sizes of ``cola bench``'s presets (no torch: the command line reads them here). Each stage's samples and
+search budget; the measured time of each preset on 2 cores is in docs/bench.md."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much of the task each stage reads: ``test`` samples every method is reported on; ``dev`` samples to choose
+    on (the static chain's search, calibrations, the routers' selection); ``train`` samples the learned methods'
+    supervision searches read and ``prune`` the block influence's calibration prompts; ``search`` test samples the
+    oracle searches run on, ``sims`` chains each, ``train_sims`` the budget of the study's and PoLar's supervision
+    searches; ``bi`` and ``drop``: the static chains without the m least influential / the k last layers, m, k =
+    1..bi / drop; ``top_k``: PoLar's best-of-k."""
+
+    test: int
+    dev: int
+    train: int
+    prune: int
+    search: int
+    sims: int
+    train_sims: int
+    bi: int
+    drop: int
+    top_k: int = 5
+    static_sims: int = 30
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    # offline, minutes: what the suite runs (on a tiny model there), every family present
+    "smoke": Preset(test=12, dev=8, train=12, prune=4, search=4, sims=6, train_sims=6, bi=2, drop=2, top_k=3,
+                    static_sims=4),
+    # the default: about an hour on 2 cores for SmolLM2 on ARC-Easy
+    "quick": Preset(test=300, dev=60, train=60, prune=100, search=30, sims=50, train_sims=30, bi=3, drop=3),
+    # the committed study's sizes
+    "study": Preset(test=1000, dev=200, train=2251, prune=100, search=100, sims=200, train_sims=100, bi=7, drop=7,
+                    static_sims=200),
+}

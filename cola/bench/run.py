@@ -1,0 +1,242 @@
+"""Running a bench's stages: each one the library job its command runs (:class:`~cola.policies.job.EvalJob`,
+:func:`~cola.search.launch.run_job`, the static search, block influence, the router fits and their controls), its
+output under ``stages/``. A stage whose output is there is taken as it is (a search resumes to its size), so an
+interrupted bench resumes and a finished one only rebuilds its page."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.chain import Chain
+from ..evaluation.config import EvalConfig
+from ..tasks import Selection
+from .plan import Bench, Stage
+
+
+def output(bench: Bench, stage: Stage) -> Path:
+    """Where a stage writes: an evaluation's ``NAME.jsonl`` (its summary ``NAME.json`` beside it), a prune file, or
+    a folder (a search run, a router)."""
+    path = bench.stage_path(stage.name)
+    if stage.kind == "eval":
+        return path.with_suffix(".jsonl")
+    return path.with_suffix(".json") if stage.kind == "prune" else path
+
+
+def done(bench: Bench, stage: Stage, splits: dict[str, Selection]) -> bool:
+    """Whether a stage's output is whole: an evaluation's summary, a search's every sample (or its static chains),
+    a prune file, a router folder's config."""
+    path = output(bench, stage)
+    if stage.kind == "eval":
+        return path.with_suffix(".json").is_file()
+    if stage.kind == "search":
+        from ..storage import read_records
+
+        if not (path / "config.json").is_file():
+            return False
+        n = len(read_records(path))
+        return n > 0 if stage.settings.get("static") else n >= len(_samples(bench, stage, splits))
+    return path.is_file() if stage.kind == "prune" else (path / "config.json").is_file()
+
+
+def _selection(bench: Bench, stage: Stage, splits: dict[str, Selection]) -> Selection:
+    return bench.sized(splits[stage.settings["split"]], stage.settings["n"])
+
+
+def _samples(bench: Bench, stage: Stage, splits: dict[str, Selection]):
+    return _selection(bench, stage, splits).load()
+
+
+def _config(bench: Bench) -> EvalConfig:
+    return EvalConfig(mode=bench.mode, chat=True)
+
+
+Progress = Callable[[str, int, int], None]  # an evaluation's progress(stage, done, total)
+
+
+def run_stage(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progress | None = None) -> None:
+    """Run one stage (the stages it reads are done); ``bars``: the progress of its evaluations (searches and fits
+    draw their own bars when it is given)."""
+    RUNNERS[stage.kind](bench, stage, splits, bars)
+
+
+def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..policies.job import EvalJob
+
+    s, path = stage.settings, output(bench, stage)
+    job = dict(model=bench.model, device=bench.device, dtype=bench.dtype, batch=16, name=stage.name, out=str(path))
+    if "chain" in s:
+        job["chains"] = (_chain(bench, s["chain"]),)
+    elif "policy" in s:
+        settings = {"router": str(bench.stage_path(s["router"]))} if "router" in s else {}
+        job.update(policy=s["policy"], router=settings.get("router"), top_k=s.get("top_k", 1),
+                   chains=tuple(s.get("chains", ())), top=s.get("top"), calibrate=s.get("calibrate"),
+                   ks=tuple(s.get("ks", ())), temperatures=tuple(s.get("temperatures", ())),
+                   dev=bench.sized(splits["dev"], s["dev_n"]) if "dev_n" in s else None)
+        if "chains_from" in s:
+            job["chains_from"] = str(_source(bench, s["chains_from"]))
+    else:
+        job["router"] = str(bench.stage_path(s["router"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    EvalJob(_selection(bench, stage, splits), _config(bench), **job).run(progress)
+
+
+def _source(bench: Bench, name: str) -> Path:
+    path = bench.stage_path(name)
+    return path.with_suffix(".json") if name == "prune" else path
+
+
+def _chain(bench: Bench, spec: str) -> str:
+    """A chain setting: ``full``; ``prune:m`` (without the m least influential layers); ``drop-last:k``; or
+    ``static:best`` (the static search's best chain)."""
+    if spec == "full":
+        return "full"
+    kind, _, arg = spec.partition(":")
+    if kind == "prune":
+        from ..search.prune import load_pruned
+
+        return load_pruned(_source(bench, "prune"))[int(arg)]
+    if kind == "drop-last":
+        from ..core.loading import model_depth
+
+        return str(Chain(tuple(range(model_depth(bench.model) - int(arg)))))
+    from ..search.static import best_static
+    from ..storage import read_records
+
+    return best_static(read_records(bench.stage_path("static-search")))["chain"]
+
+
+def _search(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..search.launch import run_job
+    from ..search.menu import load_menu
+    from ..search.presets import search_settings
+    from ..search.run import SearchJob
+    from ..search.static import run_static
+    from ..storage import FolderLock
+    from ..tasks import with_control
+
+    s, selection = stage.settings, _selection(bench, stage, splits)
+    control = s.get("control", "none")
+    samples = with_control(selection.load(), control)
+    space, mcts = search_settings(s["preset"], sims=s["sims"])
+    menu = load_menu(bench.stage_path(s["menu"]), bench.model) if control == "menu" else None
+    job = SearchJob(model=bench.model, task=bench.task, eval_config=_config(bench), device=bench.device,
+                    dtype=bench.dtype, **space, mcts=mcts, seed=bench.seed, control=control, menu=menu,
+                    split=selection.split_name, data=selection.source, batch=4 if s.get("static") else 8,
+                    lm_eval_include=bench.include,
+                    generated_n=selection.n if selection.ids is not None and selection.source is None else None)
+    folder = str(output(bench, stage))
+    with FolderLock(folder) as lock:
+        if s.get("static"):
+            run_static(job, samples, folder, progress=progress is not None, lock=lock)
+        else:
+            run_job(job, samples, folder, bench.workers, progress=progress is not None, lock=lock)
+
+
+def _prune(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..search.prune import prune
+
+    prune(bench.model, _selection(bench, stage, splits), _config(bench), output(bench, stage), bench.device,
+          bench.dtype, progress=progress is not None)
+
+
+def _fit_library(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..policies.library_router import LibraryFit, fit_from_runs
+
+    layers = tuple(f for f in LibraryFit().feature_layers if f < bench.depth) or (1,)  # a shallow model's too
+    fit = LibraryFit(dev=bench.sized(splits["dev"], stage.settings["dev_n"]), feature_layers=layers)
+    router, _ = fit_from_runs([bench.stage_path(n) for n in stage.needs], fit, 16, bench.device,
+                              progress=progress is not None)
+    router.save(output(bench, stage))
+
+
+def _fit_layers(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..policies.layer_router import fit_from_runs, save_routers
+
+    s = stage.settings
+    routers, config = fit_from_runs([bench.stage_path(s["runs"])], [bench.stage_path(s["dev"])],
+                                    progress=progress is not None)
+    save_routers(routers, output(bench, stage), config)
+
+
+def _control_layers(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..policies.layer_router import random_control
+
+    random_control(bench.stage_path(stage.settings["of"]), output(bench, stage))
+
+
+def _fit_program(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..policies.program_fit import fit_from_runs
+
+    router, _ = fit_from_runs([str(bench.stage_path(stage.settings["runs"]))], device=bench.device,
+                              progress=progress is not None)
+    router.save(output(bench, stage))
+
+
+def _control_program(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..policies.program_fit import program_control
+
+    s = stage.settings
+    program_control(str(bench.stage_path(s["of"])), s["kind"], s["with_full"], bench.seed).save(output(bench, stage))
+
+
+RUNNERS: dict[str, Callable] = {"eval": _eval, "search": _search, "prune": _prune, "fit-library": _fit_library,
+                                "fit-layers": _fit_layers, "control-layers": _control_layers,
+                                "fit-program": _fit_program, "control-program": _control_program}
+
+
+@contextlib.contextmanager
+def one_model():
+    """Within it, every job that loads a model through :func:`cola.core.loading.load_model` with the same arguments
+    gets the same loaded model: a bench runs dozens of jobs on one model, each of which loads it by name."""
+    from ..core import loading
+
+    original, loaded = loading.load_model, {}
+
+    def shared(spec, device=None, dtype=None, attn_implementation=None, allow_untested=False):
+        place = loading.parse_device(device) if device is not None else loading.default_device()
+        key = (spec, str(place), str(loading.resolve_dtype(dtype, place)), attn_implementation, allow_untested)
+        if key not in loaded:
+            loaded[key] = original(spec, device, dtype, attn_implementation, allow_untested)
+        return loaded[key]
+
+    loading.load_model = shared
+    try:
+        yield
+    finally:
+        loading.load_model = original
+
+
+
+def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], plan: dict,
+              bars: Progress | None = None, overall: Callable[[Stage, bool], None] | None = None) -> None:
+    """Run every stage not done, in order, under one loaded model; ``plan.json`` is written first and must match
+    the plan of a bench folder that holds one (another plan's outputs are not mixed in); ``overall(stage, ran)``
+    after each stage."""
+    import json
+
+    from ..errors import ConfigMismatch
+    from ..storage import read_json, write_atomic
+
+    bench.folder.mkdir(parents=True, exist_ok=True)
+    path = bench.folder / "plan.json"
+    if path.is_file():
+        old = read_json(path)
+        keys = ("model", "task", "sizes", "mode", "dtype", "seed", "splits", "data_dir", "data_file", "include")
+        differ = [k for k in keys if old.get(k) != plan.get(k)]
+        if differ:
+            raise ConfigMismatch(f"{bench.folder} holds a bench of another plan ({', '.join(differ)} differ); give "
+                                 "another --out")
+        names = {s["name"] for s in old["stages"]} | {s["name"] for s in plan["stages"]}
+        plan = {**plan, "stages": [s for s in plan["stages"]] + [s for s in old["stages"]
+                                                                 if s["name"] not in {p["name"] for p in plan["stages"]}
+                                                                 and s["name"] in names]}
+    write_atomic(path, json.dumps(plan, indent=1) + "\n")
+    with one_model():
+        for stage in stages:
+            ran = not done(bench, stage, splits)
+            if ran:
+                run_stage(bench, stage, splits, bars)
+            if overall is not None:
+                overall(stage, ran)

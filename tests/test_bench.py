@@ -1,0 +1,125 @@
+"""`cola bench`: every family of methods on one model and task, each beside its control, one resumable command and
+one page; here on a tiny model with the smoke preset (the real models' pages are in docs/results/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from helpers import KILLED_AFTER
+
+import cola.core.loading
+from cola.cli import main
+from cola.storage import read_records
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _bench(model, out, *extra) -> list[str]:
+    return ["bench", "--preset", "smoke", "--model", str(model), "--device", "cpu", "--out", str(out), "--quiet",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke(tiny_folder, tmp_path_factory) -> Path:
+    """The smoke preset end to end, killed (SIGKILL) in its 30th durable write, then resumed by the same command:
+    nothing that finished is recomputed and no sample is searched twice."""
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "30", *_bench(tiny_folder, out)], env=ENV,
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    finished = {p: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    assert finished  # some stages finished before the kill
+    assert main(_bench(tiny_folder, out)) == 0
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing that finished was recomputed
+    for run in (out / "stages").iterdir():
+        if (run / "records.jsonl").is_file():
+            ids = [json.loads(line)["id"] for line in (run / "records.jsonl").read_text().splitlines()]
+            assert len(ids) == len(set(ids)) == len(read_records(run))
+    return out
+
+
+@pytest.mark.slow  # the smoke fixture runs `cola bench` in a child process, killed
+def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_page(smoke):
+    rows = json.loads((smoke / "results.json").read_text())
+    by = {r["method"]: r for r in rows}
+    families = {r["family"] for r in rows}
+    assert {"reference", "static", "oracle", "learned", "label-free", "control"} <= families
+    for name, control in (("library router", "random pick from the router's library"),
+                          ("Dr.LLM's per-layer routers", "per-layer routers' random control"),
+                          ("PoLar's predictor, pass@1", "random programs at the predictor's rates, pass@1")):
+        assert by[name]["control"] == control and control in by and by[name]["vs_control"] is not None
+    assert "per-layer routers trained on decoy labels" in by and "decoy-trained predictor, pass@1" in by
+    for r in rows:  # an oracle never stands beside full depth, nor without its control (bar the control itself)
+        if r["oracle"]:
+            assert r["vs_full"] is None and (r["control"] or r["family"] == "control")
+    for r in rows:  # each verdict follows from the row's own numbers
+        if r["family"] == "control":
+            assert r["verdict"] == "chance control"
+        elif r["vs_control"] is not None and not (r["vs_control"]["p"] < 0.05 and r["vs_control"]["delta"] > 0):
+            assert r["verdict"] == "no better than its chance control"
+    assert (smoke / "pareto.png").stat().st_size > 10_000
+    page = (smoke / "report.html").read_text()
+    parser = HTMLParser()
+    parser.feed(page)  # parses as HTML
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page and "<table>" in page
+    md = (smoke / "report.md").read_text()
+    assert md.index("## Verdicts") < md.index("ORACLE")  # the verdict table comes first
+    plan = json.loads((smoke / "plan.json").read_text())
+    assert plan["splits"]["test"]["ids"] and not set(plan["splits"]["test"]["ids"]) & set(plan["splits"]["train"]["ids"])
+    csv = (smoke / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("method,family,oracle") and len(csv) == len(rows) + 1
+
+
+@pytest.mark.slow
+def test_a_finished_bench_run_again_recomputes_nothing(smoke, tiny_folder, monkeypatch, capsys):
+    stamps = {p: p.stat().st_mtime_ns for p in (smoke / "stages").rglob("*") if p.is_file()}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished bench loaded its model again")
+
+    monkeypatch.setattr(cola.core.loading, "load_model", refuse)
+    assert main(_bench(tiny_folder, smoke)) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert "page:" in capsys.readouterr().out
+
+
+def test_dry_run_prints_the_plan_and_loads_no_weights(tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cola.core.loading, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "estimated total" in out and "polar-train" in out and "eval-program-random-full" in out
+    assert not (tmp_path / "b").exists()
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "static")) == 0
+    only = capsys.readouterr().out
+    assert " prune " in only and "static-best" in only and "layer-router" not in only
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "nonsense")) == 2
+    assert "unknown stage or family nonsense" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_output_made_by_cola_eval_is_adopted_as_the_same_row(smoke, tiny_folder, tmp_path):
+    """The full-depth stage computed by the `cola eval` command (as the committed study's outputs were) and put in a
+    bench's place gives the row the bench computed itself."""
+    plan = json.loads((smoke / "plan.json").read_text())
+    ids = plan["splits"]["test"]["ids"]
+    data = tmp_path / "test.jsonl"
+    from cola.tasks import load_samples
+
+    samples = {s.id: s for s in load_samples("synthetic_mc", n=len(ids) * 6, seed=0)}
+    rows = [{"id": i, "question": samples[i].question, "answerKey": samples[i].gold,
+             "choices": [{"label": lab, "text": t} for lab, t in samples[i].choices]} for i in ids]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "full.jsonl"
+    assert main(["eval", "--model", str(tiny_folder), "--device", "cpu", "--task", "mc_jsonl", "--data-file",
+                 str(data), "--n", "0", "--mode", "score", "--batch-size", "16", "--out", str(out)]) == 0
+    computed = {json.loads(line)["id"]: json.loads(line)["correct"] for line in out.read_text().splitlines()}
+    bench = {json.loads(line)["id"]: json.loads(line)["correct"]
+             for line in (smoke / "stages" / "full.jsonl").read_text().splitlines()}
+    assert computed == bench
