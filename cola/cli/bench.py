@@ -17,7 +17,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     task = task if args.bench_lm_eval_task is None else f"lm-eval:{args.bench_lm_eval_task}"  # one of them
-    out = args.out or f"bench/{args.model.replace('/', '_')}-{task.replace(':', '-')}-{args.preset}"
+    out = args.out or f"runs/bench-{args.model.replace('/', '_')}-{task.replace(':', '-')}-{args.preset}"
     bench = Bench(args.model, task, out, args.preset, args.data_dir, args.data_file, args.lm_eval_include,
                   args.mode or "score", args.dtype, args.device, args.seed, args.workers)
     stages = bench.select(tuple(args.only or ()), tuple(args.skip or ()))
@@ -91,7 +91,7 @@ def add_parsers(sub) -> None:
                    help="smoke (minutes, every family present), quick (the default: about an hour on 2 cores for "
                         "SmolLM2 on ARC-Easy) or study (the committed study's sizes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and of carved splits (default 0)")
-    p.add_argument("--out", default=None, help="the bench folder (default bench/MODEL-TASK-PRESET)")
+    p.add_argument("--out", default=None, help="the bench folder (default runs/bench-MODEL-TASK-PRESET)")
     p.add_argument("--only", nargs="+", default=None, metavar="STAGE",
                    help=f"run only these stages or families ({', '.join(FAMILIES)}), and what they read")
     p.add_argument("--skip", nargs="+", default=None, metavar="STAGE", help="leave these stages or families out")
