@@ -154,13 +154,14 @@ class Bench:
         out.append(Stage("router", "learned", "eval", {**test(), "router": "router-fit"}, ("router-fit",),
                          3 * z.test))
         # Dr.LLM's per-layer routers, real and decoy supervision, and their random control
-        drllm = {"preset": "drllm", "sims": 50}
+        drllm = {"preset": "drllm", "sims": z.drllm_sims}
         out.append(Stage("drllm-train", "supervision", "search", {**drllm, "split": "train", "n": z.train},
-                         size=z.train * 10))
+                         size=z.train * min(10, z.drllm_sims)))
         out.append(Stage("drllm-train-decoy", "supervision", "search",
-                         {**drllm, "split": "train", "n": z.train, "control": "decoy"}, size=z.train * 10))
+                         {**drllm, "split": "train", "n": z.train, "control": "decoy"},
+                         size=z.train * min(10, z.drllm_sims)))
         out.append(Stage("drllm-dev", "supervision", "search", {**drllm, "split": "dev", "n": z.dev},
-                         size=z.dev * 10))
+                         size=z.dev * min(10, z.drllm_sims)))
         out.append(Stage("layers-fit", "supervision", "fit-layers", {"runs": "drllm-train", "dev": "drllm-dev"},
                          ("drllm-train", "drllm-dev"), z.train))
         out.append(Stage("layers-fit-decoy", "supervision", "fit-layers",

@@ -13,7 +13,8 @@ class Preset:
     supervision searches read and ``prune`` the block influence's calibration prompts; ``search`` test samples the
     oracle searches run on, ``sims`` chains each, ``train_sims`` the budget of the study's and PoLar's supervision
     searches; ``bi`` and ``drop``: the static chains without the m least influential / the k last layers, m, k =
-    1..bi / drop; ``top_k``: PoLar's best-of-k."""
+    1..bi / drop; ``top_k``: PoLar's best-of-k; ``static_sims`` and ``drllm_sims``: the static search's and Dr.LLM's
+    supervision searches' budgets."""
 
     test: int
     dev: int
@@ -26,6 +27,7 @@ class Preset:
     drop: int
     top_k: int = 5
     static_sims: int = 30
+    drllm_sims: int = 50  # Dr.LLM's budget (its early stops end most searches sooner)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,7 +36,7 @@ class Preset:
 PRESETS = {
     # offline, minutes: what the suite runs (on a tiny model there), every family present
     "smoke": Preset(test=12, dev=8, train=12, prune=4, search=4, sims=6, train_sims=6, bi=2, drop=2, top_k=3,
-                    static_sims=4),
+                    static_sims=4, drllm_sims=6),
     # the default: about an hour on 2 cores for SmolLM2 on ARC-Easy
     "quick": Preset(test=300, dev=60, train=60, prune=100, search=30, sims=50, train_sims=30, bi=3, drop=3),
     # the committed study's sizes
