@@ -51,3 +51,14 @@ def test_a_bad_job_fails_before_any_weight_loads(tiny_folder, monkeypatch, chang
     with pytest.raises(Exception, match=message) as caught:
         job.run()
     assert isinstance(caught.value, (UsageError, ValueError))
+
+
+@pytest.mark.parametrize("config, kind", [({"router": "program"}, "program"), (None, "layer-router")])
+def test_router_without_policy_on_another_kind_of_folder_names_the_policy(tiny_folder, tmp_path, monkeypatch, config,
+                                                                          kind):
+    monkeypatch.setattr("cola.core.loading.load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    if config:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    job = EvalJob(Selection("synthetic_mc", n=2), EvalConfig(mode="score"), str(tiny_folder), router=str(tmp_path))
+    with pytest.raises(UsageError, match=f"holds a {kind} router: pass --policy {kind} --router {tmp_path}"):
+        job.run()

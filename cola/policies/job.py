@@ -26,6 +26,7 @@ from ..evaluation.evaluator import EvalConfig, Evaluator
 from ..storage import EvalStore, FolderLock, eval_lock
 from ..tasks import Sample, Selection
 from .evaluation import evaluate_policy, evaluate_router
+from .sources import router_kind
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: ``done`` more samples of ``total`` finished in the named stage."""
@@ -109,6 +110,8 @@ class EvalJob:
             return
         if self.router is not None and self.chains:
             raise UsageError("--router picks each input's chain; it does not take --chain")
+        if self.router is not None and (kind := router_kind(self.router)) != "router":
+            raise UsageError(f"{self.router} holds a {kind} router: pass --policy {kind} --router {self.router}")
         if len(self.chains) > 1:
             raise UsageError("several --chain need a policy that asks them: --policy cascade or --policy vote")
         depth = loading.model_depth(self.model)

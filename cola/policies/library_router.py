@@ -226,13 +226,8 @@ class Router:
 
         folder = Path(folder)
         if not (folder / CONFIG).is_file() or not (folder / PREDICTOR).is_file():
-            from .sources import router_kind
-
-            kind = router_kind(folder) if folder.is_dir() else None
-            hint = f"; it holds a {kind} router: pass --policy {kind} --router {folder}" if kind not in (None, "router") \
-                else ""
             raise RouterError(f"{folder} is not a router folder (it needs {CONFIG} and {PREDICTOR}; "
-                              f"make one with `cola router fit`){hint}")
+                              "make one with `cola router fit`)")
         config = read_json(folder / CONFIG)
         try:
             library = [Chain.parse(c) for c in config["library"]]
