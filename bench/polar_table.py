@@ -37,9 +37,9 @@ def methods(folder: Path) -> tuple[list[Method], dict]:
     if "random-full" in found:
         out.append(oracle(random_full, found["random-full"], "best_of_k_online", "layers_online", family="control"))
     control = random_full if "random-full" in found else None
-    if "as_released" in summary["oracle"]:
-        out.append(oracle(f"PoLar as released (top {k}, trusting the test search's hits)", rows, "as_released",
-                          "layers_as_released", control))
+    if "released" in found:
+        out.append(oracle(f"PoLar as released (top {k}, trusting the test search's hits)", found["released"],
+                          "as_released", "layers_as_released", control))
     out.append(oracle(f"PoLar best-of-{k} run online", rows, "best_of_k_online", "layers_online", control))
     if "menu" in found:
         out.append(oracle(f"fixed menu of train's {k} most often right programs, best-of-{k}", found["menu"],

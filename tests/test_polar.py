@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import random
 
@@ -363,3 +364,9 @@ def test_fit_program_controls_and_the_oracle_evaluation_from_the_command_line(ti
     assert released["mean_layers"] <= online["mean_layers"] - 6  # the full chain's 6 layers were not run
     assert main([*evaluate[:-2], "--router", str(folder), "--trust-runs", str(test)]) == 2  # --trust-runs needs --top-k
     assert "needs --top-k" in capsys.readouterr().err
+    cut = tmp_path / "test-unfinished"  # a search still running trusts fewer hits: refused, before any evaluation
+    shutil.copytree(test, cut)
+    lines = (cut / "records.jsonl").read_text().splitlines(keepends=True)
+    (cut / "records.jsonl").write_text("".join(lines[:4]))
+    assert main([*evaluate, "--router", str(folder), "--trust-runs", str(cut), "--out", str(tmp_path / "u.jsonl")]) == 2
+    assert "hold no record of 4 of the 8 evaluated samples" in capsys.readouterr().err

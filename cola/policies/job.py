@@ -229,13 +229,14 @@ class EvalJob:
                 dev_selection.split_name, None if progress is None else
                 (lambda done: progress("calibrate on dev", done, len(dev))), store)
         family = spec.family(self.ks, self.rules, self.temperatures) if self.sweep else []
+        if self.top_k > 1:
+            from .program_eval import best_of_k, oracle_summary, trusted_verdicts
+
+            trusted = trusted_verdicts(self.trust_runs, header, [s.id for s in samples]) if self.trust_runs else None
         summary, rows = evaluate_policy(
             spec, evaluator, samples, self.batch_size, header, self.name, router, calibration, family, self.replay,
             None if progress is None else (lambda name, done: progress(name, done, len(samples))), store)
         if self.top_k > 1:
-            from .program_eval import best_of_k, oracle_summary, trusted_verdicts
-
-            trusted = trusted_verdicts(self.trust_runs, header) if self.trust_runs else None
             oracle = best_of_k(router, evaluator, samples, self.top_k, trusted, self.batch_size,
                                None if progress is None else (lambda done: progress("oracle", done, len(samples))),
                                store)

@@ -19,9 +19,10 @@ from .program import ProgramRouter, input_text, program_chain
 ORACLE = "ORACLE (gold-checked best-of-k)"
 
 
-def trusted_verdicts(runs: Sequence[str], header: dict) -> dict[str, dict[str, bool]]:
+def trusted_verdicts(runs: Sequence[str], header: dict, ids: Sequence[str]) -> dict[str, dict[str, bool]]:
     """Per sample id, the verdict of every chain the search ``runs`` evaluated on it (PoLar's valid and invalid
-    caches), from runs of the same model, task and prompts as the evaluation (``header``)."""
+    caches), from runs of the same model, task and prompts as the evaluation (``header``) that hold a record of every
+    evaluated sample (``ids``): an unfinished search would quietly trust fewer hits."""
     from ..errors import UsageError
 
     found: dict[str, dict[str, bool]] = {}
@@ -33,6 +34,11 @@ def trusted_verdicts(runs: Sequence[str], header: dict) -> dict[str, dict[str, b
             raise UsageError(f"--trust-runs {run} searched with another {', '.join(differ)} than this evaluation")
         for record in read_records(run):
             found.setdefault(record["id"], {}).update({e["chain"]: bool(e["correct"]) for e in record["evaluations"]})
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise UsageError(f"--trust-runs {', '.join(map(str, runs))} hold no record of {len(missing)} of the "
+                         f"{len(ids)} evaluated samples (first: {missing[0]}); finish the search (the same "
+                         "command resumes it) or evaluate without --trust-runs")
     return found
 
 
