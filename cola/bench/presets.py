@@ -37,7 +37,7 @@ PRESETS = {
     # offline, minutes: what the suite runs (on a tiny model there), every family present
     "smoke": Preset(test=12, dev=8, train=12, prune=4, search=4, sims=6, train_sims=6, bi=2, drop=2, top_k=3,
                     static_sims=4, drllm_sims=6),
-    # the default: about an hour on 2 cores for SmolLM2 on ARC-Easy
+    # the default: 300 test samples, every family at a budget meant for hours, not days, on 2 cores
     "quick": Preset(test=300, dev=60, train=60, prune=100, search=30, sims=50, train_sims=30, bi=3, drop=3),
     # the committed study's sizes
     "study": Preset(test=1000, dev=200, train=2251, prune=100, search=100, sims=200, train_sims=100, bi=7, drop=7,

@@ -88,8 +88,8 @@ def add_parsers(sub) -> None:
                    help="a JSONL file of the task's shape (mc_jsonl, qa_jsonl): train, dev and test are carved from it")
     p.add_argument("--mode", default=None, choices=MODES, help="score (multiple choice, the default) or generate")
     p.add_argument("--preset", default="quick", choices=tuple(PRESETS),
-                   help="smoke (minutes, every family present), quick (the default: about an hour on 2 cores for "
-                        "SmolLM2 on ARC-Easy) or study (the committed study's sizes)")
+                   help="smoke (minutes, every family present), quick (the default: 300 test samples; --dry-run "
+                        "estimates its time) or study (the committed study's sizes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and of carved splits (default 0)")
     p.add_argument("--out", default=None, help="the bench folder (default runs/bench-MODEL-TASK-PRESET)")
     p.add_argument("--only", nargs="+", default=None, metavar="STAGE",
