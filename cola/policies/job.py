@@ -26,6 +26,7 @@ from ..evaluation.evaluator import EvalConfig, Evaluator
 from ..storage import EvalStore, FolderLock, eval_lock
 from ..tasks import Sample, Selection
 from .evaluation import evaluate_policy, evaluate_router
+from .program_eval import best_of_k, oracle_summary, trusted_verdicts
 from .sources import router_kind
 
 Progress = Callable[[str, int, int], None]
@@ -229,10 +230,8 @@ class EvalJob:
                 dev_selection.split_name, None if progress is None else
                 (lambda done: progress("calibrate on dev", done, len(dev))), store)
         family = spec.family(self.ks, self.rules, self.temperatures) if self.sweep else []
-        if self.top_k > 1:
-            from .program_eval import best_of_k, oracle_summary, trusted_verdicts
-
-            trusted = trusted_verdicts(self.trust_runs, header, [s.id for s in samples]) if self.trust_runs else None
+        # a search that lacks some of the samples is refused before any work
+        trusted = trusted_verdicts(self.trust_runs, header, [s.id for s in samples]) if self.trust_runs else None
         summary, rows = evaluate_policy(
             spec, evaluator, samples, self.batch_size, header, self.name, router, calibration, family, self.replay,
             None if progress is None else (lambda name, done: progress(name, done, len(samples))), store)
