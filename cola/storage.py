@@ -242,12 +242,19 @@ def drop_torn_tail(path: Path) -> None:
             f.truncate(end)
 
 
+def config_differences(stored: dict, config: dict, uncompared: tuple[str, ...] = UNCOMPARED) -> list[str]:
+    """The keys that decide results in which a ``stored`` config differs from ``config``: all but ``uncompared``,
+    the software and device (:data:`WARNED`), and a provenance key the stored config predates."""
+    unverified = tuple(k for k in PROVENANCE if k not in stored and k in config)
+    return sorted(k for k in set(stored) | set(config)
+                  if k not in uncompared + WARNED + unverified and stored.get(k) != config.get(k))
+
+
 def check_config(where: Path, stored: dict, config: dict, uncompared: tuple[str, ...] = UNCOMPARED) -> None:
-    """Refuse to resume ``where`` when its ``stored`` config differs from ``config`` (but in ``uncompared`` keys);
+    """Refuse to resume ``where`` when its ``stored`` config differs from ``config`` (:func:`config_differences`);
     warn where only the software or device differ, or where it was made before a provenance key was recorded."""
     unverified = [k for k in PROVENANCE if k not in stored and k in config]
-    diff = sorted(k for k in set(stored) | set(config)
-                  if k not in uncompared + WARNED + tuple(unverified) and stored.get(k) != config.get(k))
+    diff = config_differences(stored, config, uncompared)
     if diff:
         changes = ", ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in diff)
         raise ConfigMismatch(f"{where} holds results of another config ({changes}); use another --out")

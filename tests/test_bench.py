@@ -123,3 +123,54 @@ def test_an_output_made_by_cola_eval_is_adopted_as_the_same_row(smoke, tiny_fold
     bench = {json.loads(line)["id"]: json.loads(line)["correct"]
              for line in (smoke / "stages" / "full.jsonl").read_text().splitlines()}
     assert computed == bench
+
+
+@pytest.mark.slow
+def test_a_finished_search_of_the_same_config_is_adopted_and_gives_the_same_rows(smoke, tiny_folder, tmp_path):
+    """`--adopt`: a finished run of a stage's config is linked in its place, not searched again, and gives the rows
+    the bench computed itself; an unfinished one is copied and resumed (the adopted folder is not written); a run made
+    with another budget is not adopted."""
+    import shutil
+
+    committed = tmp_path / "committed"
+    for name in ("search-test", "search-test-decoy", "search-test-sample"):
+        shutil.copytree(smoke / "stages" / name, committed / name)
+    lines = (committed / "search-test-decoy" / "records.jsonl").read_text().splitlines()
+    (committed / "search-test-decoy" / "records.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # one sample short
+    config = json.loads((committed / "search-test-sample" / "config.json").read_text())
+    config["mcts"]["sims"] += 1
+    (committed / "search-test-sample" / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "adopting"
+    assert main(_bench(tiny_folder, out, "--only", "reference", "oracle", "--adopt", str(committed))) == 0
+    stages = out / "stages"
+    assert (stages / "search-test").resolve() == (committed / "search-test").resolve()
+    assert not (stages / "search-test-decoy").is_symlink() and not (stages / "search-test-sample").is_symlink()
+    copied = read_records(stages / "search-test-decoy")  # the unfinished run was copied and resumed, not redone
+    assert [r["wall_time"] for r in copied[:-1]] == [json.loads(line)["wall_time"] for line in lines[:-1]]
+    assert len(copied) == len(lines) and len(read_records(committed / "search-test-decoy")) == len(lines) - 1
+    assert "search-test ←" in (out / "report.md").read_text()
+    mine = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    theirs = {r["method"]: r for r in json.loads((smoke / "results.json").read_text())}
+    oracle = [m for m, r in mine.items() if r["oracle"]]
+    assert len(oracle) >= 4
+    for method in oracle:
+        assert {k: mine[method][k] for k in ("accuracy", "mean_layers", "vs_control")} == \
+            {k: theirs[method][k] for k in ("accuracy", "mean_layers", "vs_control")}, method
+    assert main(_bench(tiny_folder, tmp_path / "other", "--adopt", str(tmp_path / "nowhere"), "--dry-run")) == 2
+
+
+def test_a_static_search_cut_short_is_resumed_not_taken_as_finished(tiny_folder, tmp_path):
+    """A static search's records do not say when it ended: a bench killed inside it must search on when resumed
+    (its ``finished.json`` is written at the end), not take the chains so far as the search."""
+    out = tmp_path / "b"
+    assert main(_bench(tiny_folder, out, "--only", "static-best")) == 0
+    run = out / "stages" / "static-search"
+    whole = read_records(run)
+    assert json.loads((run / "finished.json").read_text())["chains"] == len(whole) > 2
+    lines = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if killed after two chains
+    (run / "finished.json").unlink()
+    for p in (out / "stages").glob("static-best.*"):
+        p.unlink()
+    assert main(_bench(tiny_folder, out, "--only", "static-best")) == 0
+    assert [r["chain"] for r in read_records(run)] == [r["chain"] for r in whole]

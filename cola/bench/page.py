@@ -13,6 +13,7 @@ from ..core.chain import Chain
 from ..report.verdicts import Method, markdown, paired_difference, verdict_table
 from ..storage import disk_full, read_eval, read_records, write_atomic
 from .plan import Bench, Stage
+from .run import adopted
 
 
 def _eval_rows(bench: Bench, name: str) -> tuple[dict, list[dict]] | None:
@@ -282,6 +283,10 @@ def _page(bench: Bench, table: list[dict], methods_: list[Method]) -> str:
         lines += [f"Per-sample search (ORACLE): wrong → right {search.extra['wrong_to_right']:.1%} of the samples full "
                   f"depth gets wrong, right → shorter {search.extra['right_to_shorter']:.1%} of those it gets right.",
                   ""]
+    taken = adopted(bench)
+    if taken:
+        lines += ["Searches adopted, not run here (`--adopt`; the same config): "
+                  + "; ".join(f"{name} ← `{target}`" for name, target in taken.items()) + ".", ""]
     lines += ["![accuracy against layers per input](pareto.png)", ""]
     return "\n".join(lines)
 

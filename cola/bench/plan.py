@@ -45,7 +45,8 @@ class Stage:
 @dataclass
 class Bench:
     """One ``cola bench``: the model and task (a registered task, ``mc_jsonl``/``qa_jsonl`` with ``data_file``, or
-    ``lm-eval:NAME``), how the task is asked, the preset's sizes, and where it writes (``out``)."""
+    ``lm-eval:NAME``), how the task is asked, the preset's sizes, where it writes (``out``) and the folders of
+    finished search runs it may ``adopt`` (:func:`cola.search.launch.find_run`)."""
 
     model: str
     task: str
@@ -59,12 +60,16 @@ class Bench:
     device: str | None = None
     seed: int = 0
     workers: int | None = None
+    adopt: tuple[str, ...] = ()  # folders of finished search runs to take instead of searching again
     sizes: Preset = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise UsageError(f"unknown preset {self.preset!r}; presets: {', '.join(PRESETS)}")
         self.sizes = self.sizes or PRESETS[self.preset]
+        missing = [a for a in self.adopt if not Path(a).is_dir()]
+        if missing:
+            raise UsageError(f"--adopt {' '.join(missing)}: no such folder (give run folders or folders of them)")
         task = get_task(self.task, self.include)
         if self.mode not in task.modes:
             raise UsageError(f"task {self.task} is asked in {' or '.join(task.modes)} mode, not {self.mode}")
@@ -173,14 +178,15 @@ class Bench:
             out.append(Stage(name, "learned", "eval", {**test(), "policy": "layer-router", "router": routers},
                              (routers,), 2 * z.test))
         # PoLar's predictor, real and decoy supervision, its controls
-        polar = {"preset": "polar", "sims": z.train_sims, "split": "train", "n": z.train}
-        out.append(Stage("polar-train", "supervision", "search", polar, size=z.train * (z.train_sims + 1)))
+        polar_n = z.polar_train or z.train
+        polar = {"preset": "polar", "sims": z.train_sims, "split": "train", "n": polar_n}
+        out.append(Stage("polar-train", "supervision", "search", polar, size=polar_n * (z.train_sims + 1)))
         out.append(Stage("polar-train-decoy", "supervision", "search", {**polar, "control": "decoy"},
-                         size=z.train * (z.train_sims + 1)))
+                         size=polar_n * (z.train_sims + 1)))
         out.append(Stage("program-fit", "supervision", "fit-program", {"runs": "polar-train"}, ("polar-train",),
-                         z.train))
+                         polar_n))
         out.append(Stage("program-fit-decoy", "supervision", "fit-program", {"runs": "polar-train-decoy"},
-                         ("polar-train-decoy",), z.train))
+                         ("polar-train-decoy",), polar_n))
         for name, kind, full in (("program-random", "random", False), ("program-random-full", "random", True),
                                  ("program-menu", "menu", False)):
             out.append(Stage(name, "supervision", "control-program", {"of": "program-fit", "kind": kind,

@@ -1,11 +1,15 @@
 """Running a bench's stages: each one the library job its command runs (:class:`~cola.policies.job.EvalJob`,
 :func:`~cola.search.launch.run_job`, the static search, block influence, the router fits and their controls), its
 output under ``stages/``. A stage whose output is there is taken as it is (a search resumes to its size), so an
-interrupted bench resumes and a finished one only rebuilds its page."""
+interrupted bench resumes and a finished one only rebuilds its page. A search stage may instead adopt a finished run
+of the same config from elsewhere (``--adopt``: the committed study's runs), linked in its place."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +17,8 @@ from ..core.chain import Chain
 from ..evaluation.config import EvalConfig
 from ..tasks import Selection
 from .plan import Bench, Stage
+
+FINISHED = "finished.json"  # written in a static search's folder when the search ends (its records do not say so)
 
 
 def output(bench: Bench, stage: Stage) -> Path:
@@ -35,8 +41,9 @@ def done(bench: Bench, stage: Stage, splits: dict[str, Selection]) -> bool:
 
         if not (path / "config.json").is_file():
             return False
-        n = len(read_records(path))
-        return n > 0 if stage.settings.get("static") else n >= len(_samples(bench, stage, splits))
+        if stage.settings.get("static"):
+            return (path / FINISHED).is_file()
+        return len(read_records(path)) >= len(_samples(bench, stage, splits))
     return path.is_file() if stage.kind == "prune" else (path / "config.json").is_file()
 
 
@@ -107,18 +114,15 @@ def _chain(bench: Bench, spec: str) -> str:
     return best_static(read_records(bench.stage_path("static-search")))["chain"]
 
 
-def _search(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
-    from ..search.launch import run_job
+def search_job(bench: Bench, stage: Stage, splits: dict[str, Selection]):
+    """A search stage's :class:`~cola.search.run.SearchJob` and its samples (decoy golds for a decoy control)."""
     from ..search.menu import load_menu
     from ..search.presets import search_settings
     from ..search.run import SearchJob
-    from ..search.static import run_static
-    from ..storage import FolderLock
     from ..tasks import with_control
 
     s, selection = stage.settings, _selection(bench, stage, splits)
     control = s.get("control", "none")
-    samples = with_control(selection.load(), control)
     space, mcts = search_settings(s["preset"], sims=s["sims"])
     menu = load_menu(bench.stage_path(s["menu"]), bench.model) if control == "menu" else None
     job = SearchJob(model=bench.model, task=bench.task, eval_config=_config(bench), device=bench.device,
@@ -126,12 +130,39 @@ def _search(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) 
                     split=selection.split_name, data=selection.source, batch=4 if s.get("static") else 8,
                     lm_eval_include=bench.include,
                     generated_n=selection.n if selection.ids is not None and selection.source is None else None)
-    folder = str(output(bench, stage))
+    return job, with_control(selection.load(), control)
+
+
+def _search(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
+    from ..search.launch import run_job
+    from ..search.static import run_static
+    from ..storage import FolderLock, read_records, write_atomic
+
+    s = stage.settings
+    job, samples = search_job(bench, stage, splits)
+    folder = output(bench, stage)
+    if bench.adopt and not s.get("static") and not folder.exists():
+        from ..search.launch import find_run
+
+        found = find_run(job, samples, bench.adopt)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if found is not None and found[1] == len(samples):  # linked: what reads the stage reads it; nothing writes it
+            folder.symlink_to(os.path.relpath(found[0].resolve(), folder.parent.resolve()), target_is_directory=True)
+            return
+        if found is not None:  # unfinished: copied, and the copy resumes (the adopted folder is never written)
+            shutil.copytree(found[0], folder, ignore=shutil.ignore_patterns("*.lock", ".lock"))
     with FolderLock(folder) as lock:
         if s.get("static"):
             run_static(job, samples, folder, progress=progress is not None, lock=lock)
+            write_atomic(folder / FINISHED, json.dumps({"chains": len(read_records(folder))}) + "\n")
         else:
-            run_job(job, samples, folder, bench.workers, progress=progress is not None, lock=lock)
+            run_job(job, samples, str(folder), bench.workers, progress=progress is not None, lock=lock)
+
+
+def adopted(bench: Bench) -> dict[str, str]:
+    """The stages whose output is a finished run adopted from elsewhere (``--adopt``), and the runs' folders."""
+    stages = bench.folder / "stages"
+    return {p.name: os.readlink(p) for p in sorted(stages.iterdir()) if p.is_symlink()} if stages.is_dir() else {}
 
 
 def _prune(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
@@ -214,8 +245,6 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
     """Run every stage not done, in order, under one loaded model; ``plan.json`` is written first and must match
     the plan of a bench folder that holds one (another plan's outputs are not mixed in); ``overall(stage, ran)``
     after each stage."""
-    import json
-
     from ..errors import ConfigMismatch
     from ..storage import read_json, write_atomic
 

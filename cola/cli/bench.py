@@ -19,7 +19,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     task = task if args.bench_lm_eval_task is None else f"lm-eval:{args.bench_lm_eval_task}"  # one of them
     out = args.out or f"runs/bench-{args.model.replace('/', '_')}-{task.replace(':', '-')}-{args.preset}"
     bench = Bench(args.model, task, out, args.preset, args.data_dir, args.data_file, args.lm_eval_include,
-                  args.mode or "score", args.dtype, args.device, args.seed, args.workers)
+                  args.mode or "score", args.dtype, args.device, args.seed, args.workers, tuple(args.adopt or ()))
     stages = bench.select(tuple(args.only or ()), tuple(args.skip or ()))
     splits = bench.splits()  # the samples are read (and a carved split drawn) before any weight loads
     plan = bench.plan(stages, splits)
@@ -95,6 +95,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--only", nargs="+", default=None, metavar="STAGE",
                    help=f"run only these stages or families ({', '.join(FAMILIES)}), and what they read")
     p.add_argument("--skip", nargs="+", default=None, metavar="STAGE", help="leave these stages or families out")
+    p.add_argument("--adopt", nargs="+", default=None, metavar="DIR",
+                   help="take a finished search run found in these folders (run folders or folders of them, e.g. "
+                        "results/runs) instead of searching again, where its config is the stage's (but batch size "
+                        "and software); linked into the bench folder")
     p.add_argument("--workers", type=positive_int, default=None, help="run the searches on this many Ray workers")
     p.add_argument("--dry-run", action="store_true", help="print the plan, each stage's size and an estimated time; "
                                                           "load no weights")

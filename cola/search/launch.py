@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import UsageError
 from ..tasks import Sample, Task, get_task
@@ -53,6 +54,30 @@ class RunResult:
     records: list[dict]
     failures: list[tuple[str, str]]
     depth: int
+
+
+def find_run(job: SearchJob, samples: Sequence[Sample], roots: Sequence[str | Path]) -> tuple[Path, int] | None:
+    """A run of ``job`` among ``roots`` (run folders, or folders of run folders, as ``results/runs``) and how many of
+    ``samples`` it has recorded: of the runs whose config.json is the one the job would write for ``samples``
+    (:func:`~cola.storage.config_differences`: all but the batch size, version, software and device), the one that
+    has recorded most. What ``cola bench --adopt`` takes instead of searching again. The job's model is loaded when
+    a folder is a candidate (the config records a hash of the loaded weights)."""
+    from ..storage import CONFIG, config_differences, read_json, read_records
+
+    config, ids, found = None, [s.id for s in samples], None
+    for root in map(Path, roots):
+        for path in (root / CONFIG, *sorted(root.glob(f"*/{CONFIG}"))):
+            if not path.is_file():
+                continue
+            stored = read_json(path)
+            if stored.get("sample_ids") != ids or stored.get("control") != job.control:
+                continue  # another run; no model needed to say so
+            config = config or job.run_config(job.evaluator(), samples)
+            if not config_differences(stored, config):
+                recorded = len(set(ids) & {r["id"] for r in read_records(path.parent)})
+                if found is None or recorded > found[1]:
+                    found = (path.parent, recorded)
+    return found
 
 
 def run_job(job: SearchJob, samples: Sequence[Sample], folder: str, workers: int | None = None,
