@@ -7,12 +7,16 @@
 # full depth, and PoLar's own best-of-5, an oracle, online and (where the polar test search exists) as released.
 # The block-influence chain at the predictor's mean layers on its held-out train samples runs beside them. Every step
 # whose output exists is skipped: the script resumes. Nothing is chosen on test.
+# TASK=arc_challenge (test) or TASK=csqa (its labelled dev set): the ARC-Easy predictor and its controls unchanged on
+# another task (transfer), in results/evals/polar/MODEL-SUPERVISION-TASK; no released row there (no test search).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=$1; SUP=$2
 COLA=.venv/bin/cola
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 N=${N:-500}
+TASK=${TASK:-arc_easy}
+SPLIT=test; [ "$TASK" = csqa ] && SPLIT=dev
 case $SUP in
   polar) REAL=results/runs/$M-arc_easy-train-score-polar-bfloat16-n1000-s0
          DECOY=results/runs/$M-arc_easy-train-score-polar-decoy-bfloat16-n1000-s0 ;;
@@ -21,7 +25,7 @@ case $SUP in
 esac
 TEST=results/runs/$M-arc_easy-test-score-polar-bfloat16-n500-s0
 P=results/routers/$M-program-$SUP
-E=results/evals/polar/$M-$SUP
+E=results/evals/polar/$M-$SUP; [ "$TASK" = arc_easy ] || E=$E-$TASK
 mkdir -p "$E"
 [ -f "$P/config.json" ] || $COLA router fit-program --runs "$REAL" --out "$P" --quiet
 [ -d "$DECOY" ] && { [ -f "$P-decoy/config.json" ] || $COLA router fit-program --runs "$DECOY" --out "$P-decoy" --quiet; }
@@ -30,13 +34,13 @@ mkdir -p "$E"
 [ -f "$P-menu/config.json" ] || $COLA router program-control menu --router "$P" --out "$P-menu"
 ev() {  # name router [extra...]
   local name=$1 router=$2; shift 2
-  [ -f "$E/$name.json" ] || $COLA eval --model "$M" --policy program --router "$router" --task arc_easy --split test \
+  [ -f "$E/$name.json" ] || $COLA eval --model "$M" --policy program --router "$router" --task "$TASK" --split "$SPLIT" \
     --n "$N" --data-dir ../shared/data --mode score --dtype bfloat16 --batch-size 16 "$@" --out "$E/$name.jsonl" \
     > "$E/$name.log" 2>&1
 }
 ev predictor "$P" --top-k 5
 # PoLar's released metric trusts the test search's verdicts: only once that search holds every evaluated item
-if [ -f "$TEST/config.json" ] && .venv/bin/python -c "import sys; from cola.storage import read_records; \
+if [ "$TASK" = arc_easy ] && [ -f "$TEST/config.json" ] && .venv/bin/python -c "import sys; from cola.storage import read_records; \
 sys.exit(len({r['id'] for r in read_records('$TEST')}) < $N)"; then
   ev released "$P" --top-k 5 --trust-runs "$TEST"
 fi
@@ -51,8 +55,8 @@ c = json.load(open('$P/config.json')); most = max(load_pruned('results/prune/$M-
 print(min(most, max(0, round(c['depth'] - c['val_rates']['mean_length']))))")
 if [ "$MM" -gt 0 ]; then
   CHAIN=$(.venv/bin/python -c "from cola.search.prune import load_pruned; print(load_pruned('results/prune/$M-arc_easy-bi.json')[$MM])")
-  [ -f "$E/bi$MM.json" ] || $COLA eval --model "$M" --chain "$CHAIN" --name "block influence m=$MM" --task arc_easy \
-    --split test --n "$N" --data-dir ../shared/data --mode score --dtype bfloat16 --batch-size 16 \
+  [ -f "$E/bi$MM.json" ] || $COLA eval --model "$M" --chain "$CHAIN" --name "block influence m=$MM" --task "$TASK" \
+    --split "$SPLIT" --n "$N" --data-dir ../shared/data --mode score --dtype bfloat16 --batch-size 16 \
     --out "$E/bi$MM.jsonl" > "$E/bi$MM.log" 2>&1
 fi
-.venv/bin/python bench/polar_table.py "$M" "$SUP"
+.venv/bin/python bench/polar_table.py "$M" "$SUP" "$TASK"

@@ -1,7 +1,8 @@
 """The table of docs/results/polar.md for one model and one supervision, from bench/polar_study.sh's evaluations:
-every row on the same ARC-Easy test items, paired, each beside the row it is read against.
+every row on the same test items, paired, each beside the row it is read against.
 
-    python bench/polar_table.py MODEL SUPERVISION   (writes results/evals/polar/MODEL-SUPERVISION/table.md)
+    python bench/polar_table.py MODEL SUPERVISION [TASK]   (writes results/evals/polar/MODEL-SUPERVISION[-TASK]/table.md;
+                                                            TASK: arc_easy, the default, or a transfer task)
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def methods(folder: Path) -> tuple[list[Method], dict]:
     return out, {"summary": summary, "found": sorted(found)}
 
 
-def main(model: str, supervision: str) -> None:
-    folder = Path("results/evals/polar") / f"{model}-{supervision}"
+def main(model: str, supervision: str, task: str = "arc_easy") -> None:
+    folder = Path("results/evals/polar") / (f"{model}-{supervision}" + ("" if task == "arc_easy" else f"-{task}"))
     rows_, about = methods(folder)
     table = verdict_table(rows_)
     by = {m.name: m for m in rows_}
@@ -81,4 +82,4 @@ def main(model: str, supervision: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

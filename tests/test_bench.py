@@ -174,3 +174,14 @@ def test_a_static_search_cut_short_is_resumed_not_taken_as_finished(tiny_folder,
         p.unlink()
     assert main(_bench(tiny_folder, out, "--only", "static-best")) == 0
     assert [r["chain"] for r in read_records(run)] == [r["chain"] for r in whole]
+
+
+@pytest.mark.slow
+def test_dry_run_names_the_runs_it_would_adopt_without_loading_weights(smoke, tiny_folder, tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.setattr(cola.core.loading, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--adopt", str(smoke / "stages"))) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    recorded = len(read_records(smoke / "stages" / "search-test"))
+    assert f"adopts {smoke / 'stages' / 'search-test'} ({recorded} of {recorded} recorded)" in lines["search-test"]
+    assert "~      0 s" in lines["search-test"] and "adopts" not in lines["full"]

@@ -138,8 +138,8 @@ class Bench:
         out += [Stage(f"drop-last{k}", "static", "eval", {**test(), "chain": f"drop-last:{k}"}, size=z.test)
                 for k in range(1, z.drop + 1)]
         out.append(Stage("static-search", "supervision", "search",
-                         {"split": "dev", "n": z.dev, "static": True, "preset": "study", "sims": z.static_sims},
-                         size=z.dev * (z.static_sims + 1)))
+                         {"split": "dev", "n": z.static_dev or z.dev, "static": True, "preset": "study",
+                          "sims": z.static_sims}, size=(z.static_dev or z.dev) * (z.static_sims + 1)))
         out.append(Stage("static-best", "static", "eval", {**test(), "chain": "static:best"}, ("static-search",),
                          z.test))
         # the oracle family: per-sample search on test, and its chance controls at the same budget
@@ -149,13 +149,14 @@ class Bench:
                          size=z.search * (z.sims + 1)))
         out.append(Stage("search-test-sample", "oracle", "search", {**search, "control": "sample"},
                          size=z.search * (z.sims + 1)))
-        train_search = {"split": "train", "n": z.train, "preset": "study", "sims": z.train_sims}
-        out.append(Stage("search-train", "supervision", "search", train_search, size=z.train * (z.train_sims + 1)))
+        library_n, library_sims = z.library_train or z.train, z.library_sims or z.train_sims
+        train_search = {"split": "train", "n": library_n, "preset": "study", "sims": library_sims}
+        out.append(Stage("search-train", "supervision", "search", train_search, size=library_n * (library_sims + 1)))
         out.append(Stage("search-test-menu", "oracle", "search", {**search, "control": "menu", "menu": "search-train"},
                          ("search-train",), z.search * (z.sims + 1)))
         # the library router
         out.append(Stage("router-fit", "supervision", "fit-library", {"dev_n": z.dev}, ("search-train",),
-                         z.train * 24 + z.dev * 8))
+                         library_n * 24 + z.dev * 8))
         out.append(Stage("router", "learned", "eval", {**test(), "router": "router-fit"}, ("router-fit",),
                          3 * z.test))
         # Dr.LLM's per-layer routers, real and decoy supervision, and their random control

@@ -13,8 +13,10 @@ class Preset:
     supervision searches read and ``prune`` the block influence's calibration prompts; ``search`` test samples the
     oracle searches run on, ``sims`` chains each, ``train_sims`` the budget of the study's and PoLar's supervision
     searches; ``bi`` and ``drop``: the static chains without the m least influential / the k last layers, m, k =
-    1..bi / drop; ``top_k``: PoLar's best-of-k; ``polar_train``: PoLar's supervision samples where not ``train``; ``static_sims`` and ``drllm_sims``: the static search's and Dr.LLM's
-    supervision searches' budgets."""
+    1..bi / drop; ``top_k``: PoLar's best-of-k; ``polar_train``, ``library_train`` (with ``library_sims``) and
+    ``static_dev``: PoLar's and the library router's supervision and the static search's samples where they are not
+    ``train`` / ``dev``; ``static_sims`` and ``drllm_sims``: the static search's and Dr.LLM's supervision searches'
+    budgets."""
 
     test: int
     dev: int
@@ -27,12 +29,16 @@ class Preset:
     drop: int
     top_k: int = 5
     polar_train: int | None = None  # PoLar's supervision samples (None: ``train``)
+    library_train: int | None = None  # the library router's supervision samples (None: ``train``)
+    library_sims: int | None = None  # and their search budget (None: ``train_sims``)
+    static_dev: int | None = None  # the dev samples the static search reads (None: ``dev``)
     static_sims: int = 30
     drllm_sims: int = 50  # Dr.LLM's budget (its early stops end most searches sooner)
 
     def to_dict(self) -> dict:
-        """The sizes for plan.json (``polar_train`` only where set, so that a bench made before it resumes)."""
-        return {k: v for k, v in asdict(self).items() if k != "polar_train" or v is not None}
+        """The sizes for plan.json (the optional ones only where set, so that a bench made before they existed
+        resumes)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 PRESETS = {
@@ -43,5 +49,5 @@ PRESETS = {
     "quick": Preset(test=300, dev=60, train=60, prune=100, search=30, sims=50, train_sims=30, bi=3, drop=3),
     # the committed study's sizes
     "study": Preset(test=1000, dev=200, train=2251, prune=100, search=100, sims=200, train_sims=100, bi=7, drop=7,
-                    polar_train=1000, static_sims=200),
+                    polar_train=1000, library_train=40, library_sims=50, static_dev=100, static_sims=30),
 }

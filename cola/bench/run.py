@@ -159,6 +159,25 @@ def _search(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) 
             run_job(job, samples, str(folder), bench.workers, progress=progress is not None, lock=lock)
 
 
+def adoptable(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -> dict[str, tuple[Path, int, int]]:
+    """For ``--dry-run``, without loading weights: the search stages not yet run that a run in ``bench.adopt`` agrees
+    with (:func:`~cola.search.launch.candidate_runs`; its weights are compared when the bench runs), each with that
+    run's folder, the samples it has recorded and the stage's samples. A menu control's stage is not looked for (its
+    menu is a stage's output)."""
+    from ..search.launch import candidate_runs
+
+    found = {}
+    for stage in stages:
+        s = stage.settings
+        if stage.kind != "search" or s.get("static") or s.get("control") == "menu" or output(bench, stage).exists():
+            continue
+        job, samples = search_job(bench, stage, splits)
+        runs = candidate_runs(job, samples, bench.adopt)
+        if runs:
+            found[stage.name] = (runs[0][0], runs[0][2], len(samples))
+    return found
+
+
 def adopted(bench: Bench) -> dict[str, str]:
     """The stages whose output is a finished run adopted from elsewhere (``--adopt``), and the runs' folders."""
     stages = bench.folder / "stages"

@@ -27,12 +27,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from ..bench.plan import estimate_seconds
 
         seconds = estimate_seconds(bench, stages)
+        found = {}
+        if bench.adopt:
+            from ..bench.run import adoptable
+
+            found = adoptable(bench, stages, splits)
+            for name, (_, recorded, n) in found.items():
+                seconds[name] *= (n - recorded) / n  # what is left to search
         print(f"plan of {out} ({args.preset}: {len(stages)} stages; splits: "
               + ", ".join(f"{k} {v.split or 'carved'}{'' if v.ids is None else f' ({len(v.ids)} by id)'}"
                           for k, v in splits.items()) + ")")
         for s in stages:
+            adopt = (f"  adopts {found[s.name][0]} ({found[s.name][1]} of {found[s.name][2]} recorded)"
+                     if s.name in found else "")
             print(f"  {s.name:24s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  ~{seconds[s.name]:7.0f} s"
-                  f"  {_settings(s.settings)}")
+                  f"  {_settings(s.settings)}{adopt}")
+        if found:
+            print("  (an adopted run's weights are compared with the model's when the bench runs)")
         print(f"estimated total: {sum(seconds.values()) / 60:.0f} min on this machine (a timing probe, not a "
               "measurement; docs/bench.md has measured times)")
         return 0

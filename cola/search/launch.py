@@ -56,28 +56,46 @@ class RunResult:
     depth: int
 
 
-def find_run(job: SearchJob, samples: Sequence[Sample], roots: Sequence[str | Path]) -> tuple[Path, int] | None:
-    """A run of ``job`` among ``roots`` (run folders, or folders of run folders, as ``results/runs``) and how many of
-    ``samples`` it has recorded: of the runs whose config.json is the one the job would write for ``samples``
-    (:func:`~cola.storage.config_differences`: all but the batch size, version, software and device), the one that
-    has recorded most. What ``cola bench --adopt`` takes instead of searching again. The job's model is loaded when
-    a folder is a candidate (the config records a hash of the loaded weights)."""
-    from ..storage import CONFIG, config_differences, read_json, read_records
+def candidate_runs(job: SearchJob, samples: Sequence[Sample],
+                   roots: Sequence[str | Path]) -> list[tuple[Path, dict, int]]:
+    """The runs among ``roots`` (run folders, or folders of run folders, as ``results/runs``) whose config agrees with
+    ``job`` on all it says without loading its model (the model's name, the dtype, the task and mode, the samples in
+    order, the control, the search space, budget, seed and reward), each with its config and how many of ``samples``
+    it has recorded, most recorded first."""
+    from dataclasses import asdict
 
-    config, ids, found = None, [s.id for s in samples], None
+    from ..core.loading import default_device, parse_device, resolve_dtype
+    from ..storage import CONFIG, read_json, read_records
+
+    ids = [s.id for s in samples]
+    dtype = str(resolve_dtype(job.dtype, parse_device(job.device) if job.device else default_device()))
+    mine = {"model": job.model, "dtype": dtype.removeprefix("torch."), "task": job.task, "mode": job.eval_config.mode,
+            "sample_ids": ids, "control": job.control, "mcts": job.mcts.to_config(), "seed": job.seed,
+            "reward": job.reward}
+    found = []
     for root in map(Path, roots):
         for path in (root / CONFIG, *sorted(root.glob(f"*/{CONFIG}"))):
-            if not path.is_file():
-                continue
-            stored = read_json(path)
-            if stored.get("sample_ids") != ids or stored.get("control") != job.control:
-                continue  # another run; no model needed to say so
-            config = config or job.run_config(job.evaluator(), samples)
-            if not config_differences(stored, config):
-                recorded = len(set(ids) & {r["id"] for r in read_records(path.parent)})
-                if found is None or recorded > found[1]:
-                    found = (path.parent, recorded)
-    return found
+            stored = read_json(path) if path.is_file() else {}
+            space = {k: v for k, v in asdict(job.space(stored.get("depth", 1))).items() if k != "depth"}
+            if stored and all(stored.get(k) == v for k, v in mine.items()) and stored.get("space") == space:
+                found.append((path.parent, stored, len(set(ids) & {r["id"] for r in read_records(path.parent)})))
+    return sorted(found, key=lambda f: -f[2])
+
+
+def find_run(job: SearchJob, samples: Sequence[Sample], roots: Sequence[str | Path]) -> tuple[Path, int] | None:
+    """A run of ``job`` among ``roots`` and how many of ``samples`` it has recorded: of the :func:`candidate_runs`
+    whose config.json is the one the job would write for ``samples`` (:func:`~cola.storage.config_differences`: all
+    but the batch size, version, software and device; the weights by their hash), the one that has recorded most.
+    What ``cola bench --adopt`` takes instead of searching again. The job's model loads only when there is a
+    candidate."""
+    from ..storage import config_differences
+
+    config = None
+    for folder, stored, recorded in candidate_runs(job, samples, roots):
+        config = config or job.run_config(job.evaluator(), samples)
+        if not config_differences(stored, config):
+            return folder, recorded
+    return None
 
 
 def run_job(job: SearchJob, samples: Sequence[Sample], folder: str, workers: int | None = None,
