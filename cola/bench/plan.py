@@ -17,6 +17,7 @@ Stages by family:
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -200,9 +201,12 @@ class Bench:
                              {**test(), "policy": "program", "router": router, **extra}, (router,),
                              (2 + extra.get("top_k", 0)) * z.test))
         # label-free policies, calibrated on dev
+        # the cascade escalates from the most pruned block-influence chain (as the study's), within 0.85 x depth
+        # layers, or the least budget that chain allows on a shallow model (where it alone exceeds 0.85 x depth)
+        budget = max(0.85, math.ceil(1000 * (1 - most / self.depth)) / 1000)
         out.append(Stage("cascade", "label-free", "eval",
-                         {**test(), "policy": "cascade", "chains_from": "prune", "top": 1,
-                          "calibrate": "budget=0.85", "dev_n": z.dev}, ("prune",), 3 * z.test + 2 * z.dev))
+                         {**test(), "policy": "cascade", "chains": [f"prune:{most}"],
+                          "calibrate": f"budget={budget:g}", "dev_n": z.dev}, ("prune",), 3 * z.test + 2 * z.dev))
         out.append(Stage("vote", "label-free", "eval",
                          {**test(), "policy": "vote", "chains": ["full"], "chains_from": "search-train", "top": 2,
                           "calibrate": "accuracy", "ks": [3], "dev_n": z.dev}, ("search-train",),

@@ -78,7 +78,7 @@ def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) ->
     elif "policy" in s:
         settings = {"router": str(bench.stage_path(s["router"]))} if "router" in s else {}
         job.update(policy=s["policy"], router=settings.get("router"), top_k=s.get("top_k", 1),
-                   chains=tuple(s.get("chains", ())), top=s.get("top"), calibrate=s.get("calibrate"),
+                   chains=tuple(_chain(bench, c) for c in s.get("chains", ())), top=s.get("top"), calibrate=s.get("calibrate"),
                    ks=tuple(s.get("ks", ())), temperatures=tuple(s.get("temperatures", ())),
                    dev=bench.sized(splits["dev"], s["dev_n"]) if "dev_n" in s else None)
         if "chains_from" in s:
@@ -95,8 +95,8 @@ def _source(bench: Bench, name: str) -> Path:
 
 
 def _chain(bench: Bench, spec: str) -> str:
-    """A chain setting: ``full``; ``prune:m`` (without the m least influential layers); ``drop-last:k``; or
-    ``static:best`` (the static search's best chain)."""
+    """A chain setting (a stage's ``chain``, or one of a policy's ``chains``): ``full``; ``prune:m`` (without the m
+    least influential layers); ``drop-last:k``; or ``static:best`` (the static search's best chain)."""
     if spec == "full":
         return "full"
     kind, _, arg = spec.partition(":")
