@@ -185,3 +185,18 @@ def test_dry_run_names_the_runs_it_would_adopt_without_loading_weights(smoke, ti
     recorded = len(read_records(smoke / "stages" / "search-test"))
     assert f"adopts {smoke / 'stages' / 'search-test'} ({recorded} of {recorded} recorded)" in lines["search-test"]
     assert "~      0 s" in lines["search-test"] and "adopts" not in lines["full"]
+
+
+@pytest.mark.parametrize("depth", [4, 5, 6, 7, 12, 18, 24, 28, 30, 36, 80])
+def test_the_cascade_budget_is_one_its_cheap_chain_can_meet(depth, monkeypatch):
+    """The quick bench on SmolLM2 once stopped at the cascade: from its least pruned chain (29 of 30 layers) no
+    setting computes at most 0.85 x depth. The cascade starts from the most pruned chain, within a budget it meets."""
+    from cola.bench.plan import Bench
+
+    monkeypatch.setattr(Bench, "depth", property(lambda self: depth))
+    cascade = next(s for s in Bench("smollm2-135m", "synthetic_mc", "unused", "smoke").stages() if s.name == "cascade")
+    (chain,) = cascade.settings["chains"]
+    dropped = int(chain.removeprefix("prune:"))
+    assert dropped == max(1, depth // 4)
+    budget = float(cascade.settings["calibrate"].removeprefix("budget="))
+    assert (depth - dropped) / depth <= budget and (budget == 0.85 or budget - (depth - dropped) / depth < 1e-3)
