@@ -78,7 +78,8 @@ def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) ->
     elif "policy" in s:
         settings = {"router": str(bench.stage_path(s["router"]))} if "router" in s else {}
         job.update(policy=s["policy"], router=settings.get("router"), top_k=s.get("top_k", 1),
-                   chains=tuple(_chain(bench, c) for c in s.get("chains", ())), top=s.get("top"), calibrate=s.get("calibrate"),
+                   chains=tuple(_chain(bench, c) for c in s.get("chains", ())), top=s.get("top"),
+                   calibrate=s.get("calibrate"),
                    ks=tuple(s.get("ks", ())), temperatures=tuple(s.get("temperatures", ())),
                    dev=bench.sized(splits["dev"], s["dev_n"]) if "dev_n" in s else None)
         if "chains_from" in s:
