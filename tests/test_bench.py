@@ -148,7 +148,9 @@ def test_a_finished_search_of_the_same_config_is_adopted_and_gives_the_same_rows
     copied = read_records(stages / "search-test-decoy")  # the unfinished run was copied and resumed, not redone
     assert [r["wall_time"] for r in copied[:-1]] == [json.loads(line)["wall_time"] for line in lines[:-1]]
     assert len(copied) == len(lines) and len(read_records(committed / "search-test-decoy")) == len(lines) - 1
-    assert "search-test ←" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"search-test ← `{committed / 'search-test'}` (linked)" in report
+    assert f"search-test-decoy ← `{committed / 'search-test-decoy'}` ({len(lines) - 1} of {len(lines)} samples" in report
     mine = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
     theirs = {r["method"]: r for r in json.loads((smoke / "results.json").read_text())}
     oracle = [m for m, r in mine.items() if r["oracle"]]

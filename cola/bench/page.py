@@ -285,8 +285,10 @@ def _page(bench: Bench, table: list[dict], methods_: list[Method]) -> str:
                   ""]
     taken = adopted(bench)
     if taken:
-        lines += ["Searches adopted, not run here (`--adopt`; the same config): "
-                  + "; ".join(f"{name} ← `{target}`" for name, target in taken.items()) + ".", ""]
+        lines += ["Searches adopted (`--adopt`; the same config): " + "; ".join(
+            f"{name} ← `{t['from']}`" + (" (linked)" if t["recorded"] == t["of"] else
+                                        f" ({t['recorded']} of {t['of']} samples; the rest searched here)")
+            for name, t in taken.items()) + ".", ""]
     lines += ["![accuracy against layers per input](pareto.png)", ""]
     return "\n".join(lines)
 

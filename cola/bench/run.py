@@ -146,12 +146,10 @@ def _search(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) 
         from ..search.launch import find_run
 
         found = find_run(job, samples, bench.adopt)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        if found is not None and found[1] == len(samples):  # linked: what reads the stage reads it; nothing writes it
-            folder.symlink_to(os.path.relpath(found[0].resolve(), folder.parent.resolve()), target_is_directory=True)
-            return
-        if found is not None:  # unfinished: copied, and the copy resumes (the adopted folder is never written)
-            shutil.copytree(found[0], folder, ignore=shutil.ignore_patterns("*.lock", ".lock"))
+        if found is not None:
+            _adopt(bench, stage.name, folder, *found, len(samples))
+            if found[1] == len(samples):
+                return
     with FolderLock(folder) as lock:
         if s.get("static"):
             run_static(job, samples, folder, progress=progress is not None, lock=lock)
@@ -179,10 +177,32 @@ def adoptable(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -
     return found
 
 
-def adopted(bench: Bench) -> dict[str, str]:
-    """The stages whose output is a finished run adopted from elsewhere (``--adopt``), and the runs' folders."""
-    stages = bench.folder / "stages"
-    return {p.name: os.readlink(p) for p in sorted(stages.iterdir()) if p.is_symlink()} if stages.is_dir() else {}
+ADOPTED = "adopted.json"  # in stages/: what each adopting stage took, and from where
+
+
+def _adopt(bench: Bench, name: str, folder: Path, run: Path, recorded: int, n: int) -> None:
+    """Put the run found for stage ``name`` in its place: a finished one linked (what reads the stage reads it, and
+    nothing writes it), an unfinished one copied (the copy resumes; the adopted folder is never written); noted in
+    ``stages/adopted.json``."""
+    from ..storage import read_json, write_atomic
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if recorded == n:
+        folder.symlink_to(os.path.relpath(run.resolve(), folder.parent.resolve()), target_is_directory=True)
+    else:
+        shutil.copytree(run, folder, ignore=shutil.ignore_patterns("*.lock", ".lock"))
+    notes = folder.parent / ADOPTED
+    taken = read_json(notes) if notes.is_file() else {}
+    taken[name] = {"from": str(run), "recorded": recorded, "of": n}
+    write_atomic(notes, json.dumps(taken, indent=1) + "\n")
+
+
+def adopted(bench: Bench) -> dict[str, dict]:
+    """What each stage took with ``--adopt``: the run's folder, the samples it had recorded, and of how many."""
+    from ..storage import read_json
+
+    notes = bench.folder / "stages" / ADOPTED
+    return read_json(notes) if notes.is_file() else {}
 
 
 def _prune(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
