@@ -150,7 +150,8 @@ def test_a_finished_search_of_the_same_config_is_adopted_and_gives_the_same_rows
     assert len(copied) == len(lines) and len(read_records(committed / "search-test-decoy")) == len(lines) - 1
     report = (out / "report.md").read_text()
     assert f"search-test ← `{committed / 'search-test'}` (linked)" in report
-    assert f"search-test-decoy ← `{committed / 'search-test-decoy'}` ({len(lines) - 1} of {len(lines)} samples" in report
+    decoy = committed / "search-test-decoy"
+    assert f"search-test-decoy ← `{decoy}` ({len(lines) - 1} of {len(lines)} samples" in report
     mine = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
     theirs = {r["method"]: r for r in json.loads((smoke / "results.json").read_text())}
     oracle = [m for m, r in mine.items() if r["oracle"]]
