@@ -59,6 +59,11 @@ def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_pa
     for r in rows:  # an oracle never stands beside full depth, nor without its control (bar the control itself)
         if r["oracle"]:
             assert r["vs_full"] is None and (r["control"] or r["family"] == "control")
+    full_layers = by["full depth"]["mean_layers"]
+    for r in rows:  # a static chain at equal layers is a control only below full depth's cost
+        if r["family"] in ("learned", "label-free") and not r["oracle"] and r["mean_layers"] >= full_layers:
+            assert "static_at_equal_layers" not in r and (r["family"] == "learned" or r["control"] is None), r
+    assert any("static_at_equal_layers" in r for r in rows)
     for r in rows:  # each verdict follows from the row's own numbers
         if r["family"] == "control":
             assert r["verdict"] == "chance control"

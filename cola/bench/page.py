@@ -138,13 +138,16 @@ def _learned(bench: Bench, names: set[str], out: list[Method]) -> None:
 
 def _static_controls(out: list[Method]) -> None:
     """A label-free method's control, and every learned one's comparison: the static chain whose layers are
-    nearest its own (a method that spends depth per input should beat one chain for all inputs at equal cost)."""
+    nearest its own (a method that spends depth per input should beat one chain for all inputs at equal cost). A
+    method at full depth's layers or more has none: full depth is the chain of its cost."""
     static = [m for m in out if m.family == "static" and m.extra.get("stage", "").startswith(("bi", "drop-last"))]
-    if not static:
+    full = next((m for m in out if m.family == "reference"), None)
+    if not static or full is None:
         return
+    depth = sum(full.layers.values()) / len(full.layers)
     for m in out:
-        if m.family in ("label-free", "learned") and not m.oracle:
-            layers = sum(m.layers.values()) / len(m.layers)
+        layers = sum(m.layers.values()) / len(m.layers)
+        if m.family in ("label-free", "learned") and not m.oracle and layers < depth - 1e-9:
             nearest = min(static, key=lambda s: abs(sum(s.layers.values()) / len(s.layers) - layers))
             m.extra["static_at_equal_layers"] = nearest.name
             m.extra["vs_static"] = paired_difference(m.correct, nearest.correct)

@@ -134,8 +134,9 @@ class Bench:
         test = lambda n=z.test: {"split": "test", "n": n}  # noqa: E731
         out: list[Stage] = [Stage("full", "reference", "eval", {**test(), "chain": "full"}, size=z.test)]
         out.append(Stage("prune", "supervision", "prune", {"split": "train", "n": z.prune}, size=z.prune))
+        # the chains without m = 1..bi least influential layers, and without `most`: the cascade's cheap chain
         out += [Stage(f"bi{m}", "static", "eval", {**test(), "chain": f"prune:{m}"}, ("prune",), z.test)
-                for m in range(1, z.bi + 1)]
+                for m in sorted({*range(1, z.bi + 1), most})]
         out += [Stage(f"drop-last{k}", "static", "eval", {**test(), "chain": f"drop-last:{k}"}, size=z.test)
                 for k in range(1, z.drop + 1)]
         out.append(Stage("static-search", "supervision", "search",
