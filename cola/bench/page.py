@@ -223,17 +223,20 @@ def _pareto(table: list[dict], methods_: list[Method], path: Path) -> None:
             if control is not None:
                 ax.plot([r["mean_layers"], control["mean_layers"]], [r["accuracy"], control["accuracy"]], ":",
                         color="gray", linewidth=1)
-        pending.append((ax, [(x, y, ",".join(map(str, numbers))) for (x, y), numbers in points.items()]))
+        keys = [plt.Line2D([], [], linestyle="", marker="$%d$" % i, color="black", label=r["method"][:60])
+                for i, r in enumerate(rows, 1)]
+        pending.append((ax, [(x, y, ",".join(map(str, numbers))) for (x, y), numbers in points.items()], keys))
         ax.set_xlabel("layers computed per input" + (" (all the chains tried)" if oracle else ""))
         ax.set_ylabel("accuracy (95% interval)")
         ax.set_title("ORACLE: best of k, checked against the gold" if oracle else "deployable methods (pass@1)")
-        ax.legend(handles=[plt.Line2D([], [], linestyle="", marker="$%d$" % i, color="black",
-                                      label=r["method"][:60]) for i, r in enumerate(rows, 1)],
-                  fontsize=6.5, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=1, frameon=False)
     fig.tight_layout()
     fig.canvas.draw()  # the axes' final places, so that the labels' boxes are where they will be drawn
-    for ax, labels in pending:
+    for ax, labels, keys in pending:
         place_labels(fig, ax, labels)
+        # the key below the axis label (its bottom, in the axes' coordinates), not over it
+        below = ax.transAxes.inverted().transform(ax.xaxis.label.get_window_extent().p0)[1]
+        ax.legend(handles=keys, fontsize=6.5, loc="upper left", bbox_to_anchor=(0, below - 0.02), ncol=1,
+                  frameon=False)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
