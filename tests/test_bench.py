@@ -208,3 +208,20 @@ def test_the_cascade_budget_is_one_its_cheap_chain_can_meet(depth, monkeypatch):
     assert dropped == max(1, depth // 4)
     budget = float(cascade.settings["calibrate"].removeprefix("budget="))
     assert (depth - dropped) / depth <= budget and (budget == 0.85 or budget - (depth - dropped) / depth < 1e-3)
+
+
+@pytest.mark.slow
+def test_a_stage_left_unfinished_under_other_settings_says_to_delete_it(smoke, tiny_folder, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "b"
+    shutil.copytree(smoke / "stages" / "search-test", out / "stages" / "search-test")
+    run = out / "stages" / "search-test"
+    config = json.loads((run / "config.json").read_text())
+    config["mcts"]["sims"] += 1  # as an older version of the stage
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "records.jsonl").write_text((run / "records.jsonl").read_text().splitlines()[0] + "\n")  # unfinished
+    assert main(_bench(tiny_folder, out, "--only", "search-test")) == 2
+    err = capsys.readouterr().err
+    assert f"stage search-test is set otherwise now; delete {out / 'stages' / 'search-test'}*" in err
+    assert "use another --out" not in err and len(err.strip().splitlines()) == 1

@@ -64,8 +64,17 @@ Progress = Callable[[str, int, int], None]  # an evaluation's progress(stage, do
 
 def run_stage(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progress | None = None) -> None:
     """Run one stage (the stages it reads are done); ``bars``: the progress of its evaluations (searches and fits
-    draw their own bars when it is given)."""
-    RUNNERS[stage.kind](bench, stage, splits, bars)
+    draw their own bars when it is given). An unfinished output of other settings (another CoLa version's stage) is
+    refused with the bench's remedy: delete it."""
+    from ..errors import ConfigMismatch
+
+    try:
+        RUNNERS[stage.kind](bench, stage, splits, bars)
+    except ConfigMismatch as err:
+        files = f"{bench.stage_path(stage.name)}*"
+        raise ConfigMismatch(f"{str(err).removesuffix('; use another --out')}: this bench's stage {stage.name} is "
+                             f"set otherwise now; delete {files} and run the same command to compute it "
+                             "again") from None
 
 
 def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
