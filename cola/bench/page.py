@@ -144,11 +144,9 @@ def _static_controls(out: list[Method]) -> None:
     full = next((m for m in out if m.family == "reference"), None)
     if not static or full is None:
         return
-    depth = sum(full.layers.values()) / len(full.layers)
     for m in out:
-        layers = sum(m.layers.values()) / len(m.layers)
-        if m.family in ("label-free", "learned") and not m.oracle and layers < depth - 1e-9:
-            nearest = min(static, key=lambda s: abs(sum(s.layers.values()) / len(s.layers) - layers))
+        if m.family in ("label-free", "learned") and not m.oracle and m.mean_layers < full.mean_layers - 1e-9:
+            nearest = min(static, key=lambda s: abs(s.mean_layers - m.mean_layers))
             m.extra["static_at_equal_layers"] = nearest.name
             m.extra["vs_static"] = paired_difference(m.correct, nearest.correct)
             if m.family == "label-free":

@@ -47,7 +47,7 @@ class Stage:
 class Bench:
     """One ``cola bench``: the model and task (a registered task, ``mc_jsonl``/``qa_jsonl`` with ``data_file``, or
     ``lm-eval:NAME``), how the task is asked, the preset's sizes, where it writes (``out``) and the folders of
-    finished search runs it may ``adopt`` (:func:`cola.search.launch.find_run`)."""
+    search runs it may ``adopt`` (:func:`cola.search.launch.find_run`)."""
 
     model: str
     task: str
@@ -61,7 +61,7 @@ class Bench:
     device: str | None = None
     seed: int = 0
     workers: int | None = None
-    adopt: tuple[str, ...] = ()  # folders of finished search runs to take instead of searching again
+    adopt: tuple[str, ...] = ()  # folders of search runs to take (or finish) instead of searching again
     sizes: Preset = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

@@ -1,8 +1,9 @@
 """Running a bench's stages: each one the library job its command runs (:class:`~cola.policies.job.EvalJob`,
 :func:`~cola.search.launch.run_job`, the static search, block influence, the router fits and their controls), its
 output under ``stages/``. A stage whose output is there is taken as it is (a search resumes to its size), so an
-interrupted bench resumes and a finished one only rebuilds its page. A search stage may instead adopt a finished run
-of the same config from elsewhere (``--adopt``: the committed study's runs), linked in its place."""
+interrupted bench resumes and a finished one only rebuilds its page. A search stage may instead adopt a run of the
+same config from elsewhere (``--adopt``: the committed study's runs): a finished one linked in its place, an
+unfinished one copied and resumed."""
 
 from __future__ import annotations
 

@@ -107,9 +107,10 @@ def add_parsers(sub) -> None:
                    help=f"run only these stages or families ({', '.join(FAMILIES)}), and what they read")
     p.add_argument("--skip", nargs="+", default=None, metavar="STAGE", help="leave these stages or families out")
     p.add_argument("--adopt", nargs="+", default=None, metavar="DIR",
-                   help="take a finished search run found in these folders (run folders or folders of them, e.g. "
+                   help="take a search run found in these folders (run folders or folders of them, e.g. "
                         "results/runs) instead of searching again, where its config is the stage's (but batch size "
-                        "and software); linked into the bench folder")
+                        "and software): a finished one linked into the bench folder, an unfinished one copied and "
+                        "finished there")
     p.add_argument("--workers", type=positive_int, default=None, help="run the searches on this many Ray workers")
     p.add_argument("--dry-run", action="store_true", help="print the plan, each stage's size and an estimated time; "
                                                           "load no weights")

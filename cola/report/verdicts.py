@@ -35,6 +35,11 @@ class Method:
     note: str = ""
     extra: dict = field(default_factory=dict)
 
+    @property
+    def mean_layers(self) -> float:
+        """Layers computed per sample, on average."""
+        return sum(self.layers.values()) / len(self.layers)
+
 
 def paired_difference(a: dict[str, bool], b: dict[str, bool]) -> dict:
     """A's accuracy minus B's on their common samples, with McNemar's exact p and the 95% interval of the paired
@@ -77,11 +82,11 @@ def verdict_table(methods: Sequence[Method], full: str = "full depth") -> list[d
     """One row per method (see the module doc); ``full``: the name of the full-depth row."""
     by_name = {m.name: m for m in methods}
     base = by_name[full]
-    full_layers = sum(base.layers.values()) / len(base.layers)
+    full_layers = base.mean_layers
     rows = []
     for m in methods:
         n, k = len(m.correct), sum(m.correct.values())
-        layers = sum(m.layers.values()) / len(m.layers)
+        layers = m.mean_layers
         vs_full = None if m.name == full or m.oracle else paired_difference(m.correct, base.correct)
         vs_control = paired_difference(m.correct, by_name[m.control].correct) if m.control else None
         rows.append({
