@@ -6,7 +6,7 @@
 # programs), and evaluates each on the same 500 ARC-Easy test items (bf16, score mode, as the searches): pass@1 beside
 # full depth, and PoLar's own best-of-5, an oracle, online and (where the polar test search exists) as released.
 # The block-influence chain at the predictor's mean layers on its held-out train samples runs beside them. Every step
-# whose output exists is skipped: the script resumes. Nothing is chosen on test.
+# whose output exists is skipped: the script resumes. Nothing is chosen on test. The evaluations run two at a time.
 # TASK=arc_challenge (test) or TASK=csqa (its labelled dev set): the ARC-Easy predictor and its controls unchanged on
 # another task (transfer), in results/evals/polar/MODEL-SUPERVISION-TASK; no released row there (no test search).
 set -euo pipefail
@@ -38,16 +38,19 @@ ev() {  # name router [extra...]
     --n "$N" --data-dir ../shared/data --mode score --dtype bfloat16 --batch-size 16 "$@" --out "$E/$name.jsonl" \
     > "$E/$name.log" 2>&1
 }
-ev predictor "$P" --top-k 5
+# the evaluations, two at a time (one thread each): a failure in either stops the script
+PIDS=()
+two() { "$@" & PIDS+=($!); [ "${#PIDS[@]}" -lt 2 ] || { wait "${PIDS[0]}"; wait "${PIDS[1]}"; PIDS=(); }; }
+two ev predictor "$P" --top-k 5
+two ev random-full "$P-random-full" --top-k 5
+two ev menu "$P-menu" --top-k 5
 # PoLar's released metric trusts the test search's verdicts: only once that search holds every evaluated item
 if [ "$TASK" = arc_easy ] && [ -f "$TEST/config.json" ] && .venv/bin/python -c "import sys; from cola.storage import read_records; \
 sys.exit(len({r['id'] for r in read_records('$TEST')}) < $N)"; then
-  ev released "$P" --top-k 5 --trust-runs "$TEST"
+  two ev released "$P" --top-k 5 --trust-runs "$TEST"
 fi
-ev random "$P-random" --top-k 5
-ev random-full "$P-random-full" --top-k 5
-ev menu "$P-menu" --top-k 5
-[ -f "$P-decoy/config.json" ] && ev decoy "$P-decoy" --top-k 5
+[ ! -f "$P-decoy/config.json" ] || two ev decoy "$P-decoy" --top-k 5
+two ev random "$P-random" --top-k 5
 # the block-influence chain (pruned on train) dropping as many layers as the predictor's top programs on its held-out
 # train samples are shorter than depth (none when they are not shorter)
 MM=$(.venv/bin/python -c "import json; from cola.search.prune import load_pruned; \
@@ -55,8 +58,9 @@ c = json.load(open('$P/config.json')); most = max(load_pruned('results/prune/$M-
 print(min(most, max(0, round(c['depth'] - c['val_rates']['mean_length']))))")
 if [ "$MM" -gt 0 ]; then
   CHAIN=$(.venv/bin/python -c "from cola.search.prune import load_pruned; print(load_pruned('results/prune/$M-arc_easy-bi.json')[$MM])")
-  [ -f "$E/bi$MM.json" ] || $COLA eval --model "$M" --chain "$CHAIN" --name "block influence m=$MM" --task "$TASK" \
+  [ -f "$E/bi$MM.json" ] || two $COLA eval --model "$M" --chain "$CHAIN" --name "block influence m=$MM" --task "$TASK" \
     --split "$SPLIT" --n "$N" --data-dir ../shared/data --mode score --dtype bfloat16 --batch-size 16 \
     --out "$E/bi$MM.jsonl" > "$E/bi$MM.log" 2>&1
 fi
+for pid in "${PIDS[@]}"; do wait "$pid"; done
 .venv/bin/python bench/polar_table.py "$M" "$SUP" "$TASK"

@@ -195,7 +195,7 @@ def test_dry_run_names_the_runs_it_would_adopt_without_loading_weights(smoke, ti
     assert "~      0 s" in lines["search-test"] and "adopts" not in lines["full"]
 
 
-@pytest.mark.parametrize("depth", [4, 5, 6, 7, 12, 18, 24, 28, 30, 36, 80])
+@pytest.mark.parametrize("depth", [2, 3, 4, 5, 6, 7, 12, 18, 24, 28, 30, 36, 80])
 def test_the_cascade_budget_is_one_its_cheap_chain_can_meet(depth, monkeypatch):
     """The quick bench on SmolLM2 once stopped at the cascade: from its least pruned chain (29 of 30 layers) no
     setting computes at most 0.85 x depth. The cascade starts from the most pruned chain, within a budget it meets."""
@@ -205,9 +205,18 @@ def test_the_cascade_budget_is_one_its_cheap_chain_can_meet(depth, monkeypatch):
     cascade = next(s for s in Bench("smollm2-135m", "synthetic_mc", "unused", "smoke").stages() if s.name == "cascade")
     (chain,) = cascade.settings["chains"]
     dropped = int(chain.removeprefix("prune:"))
-    assert dropped == max(1, depth // 4)
+    assert dropped == max(1, depth // 4) < depth
     budget = float(cascade.settings["calibrate"].removeprefix("budget="))
     assert (depth - dropped) / depth <= budget and (budget == 0.85 or budget - (depth - dropped) / depth < 1e-3)
+
+
+def test_a_one_layer_model_is_refused_before_any_stage(monkeypatch):
+    from cola.bench.plan import Bench
+    from cola.errors import UsageError
+
+    monkeypatch.setattr(Bench, "depth", property(lambda self: 1))
+    with pytest.raises(UsageError, match="1 layer"):
+        Bench("smollm2-135m", "synthetic_mc", "unused", "smoke").stages()
 
 
 @pytest.mark.slow

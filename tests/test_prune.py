@@ -3,12 +3,13 @@ drop the least influential layers; `cola prune` prints and writes them."""
 
 import json
 
+import pytest
 import torch
 from helpers import tiny_model
 
 from cola import Chain
 from cola.cli import main
-from cola.search.prune import block_influence, pruned_chains
+from cola.search.prune import block_influence, most_dropped, pruned_chains
 
 
 def test_block_influence_equals_a_direct_computation_from_hidden_states():
@@ -35,6 +36,11 @@ def test_block_influence_equals_a_direct_computation_from_hidden_states():
 def test_pruned_chains_drop_the_least_influential_layers():
     chains = pruned_chains([0.5, 0.1, 0.3, 0.05, 0.1, 0.9], most=3)
     assert chains == {1: Chain((0, 1, 2, 4, 5)), 2: Chain((0, 1, 2, 5)), 3: Chain((0, 2, 5))}
+
+
+@pytest.mark.parametrize("depth, most", [(1, 0), (2, 1), (3, 1), (4, 1), (8, 2), (30, 7), (36, 9)])
+def test_static_chains_drop_a_quarter_of_the_layers_and_one_of_a_shallow_model(depth, most):
+    assert most_dropped(depth) == most
 
 
 def test_cli_prune_on_the_train_split(smol, data_dir, tmp_path, capsys):

@@ -128,8 +128,12 @@ class Bench:
 
     def stages(self) -> list[Stage]:
         """Every stage of the plan, in an order that runs each after the stages it reads."""
+        from ..search.prune import most_dropped
+
         z = self.sizes
-        most = max(1, self.depth // 4)  # static chains drop at most a quarter of the layers (as `cola prune`)
+        most = most_dropped(self.depth)  # as `cola prune`: a quarter of the layers, at least one
+        if most < 1:
+            raise UsageError(f"{self.model} has {self.depth} layer: no chain of it skips or repeats a layer to compare")
         z = replace(z, bi=min(z.bi, most), drop=min(z.drop, most))
         test = lambda n=z.test: {"split": "test", "n": n}  # noqa: E731
         out: list[Stage] = [Stage("full", "reference", "eval", {**test(), "chain": "full"}, size=z.test)]

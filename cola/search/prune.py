@@ -47,6 +47,12 @@ def least_influential(influence: list[float]) -> list[int]:
     return sorted(range(len(influence)), key=lambda i: (influence[i], -i))
 
 
+def most_dropped(depth: int) -> int:
+    """How many layers the static chains drop at most: a quarter of the depth, and at least one wherever the model
+    has a layer to spare (a model of 2 or 3 layers keeps the other ones; a 1-layer model has none to drop)."""
+    return min(depth - 1, max(1, depth // 4))
+
+
 def pruned_chains(influence: list[float], most: int) -> dict[int, Chain]:
     """For m = 1 .. ``most``: the model's order without its m least influential layers (:func:`least_influential`)."""
     order = least_influential(influence)
@@ -76,8 +82,8 @@ def prune(model: str, selection, config, out: str | Path | None = None, device: 
           dtype: str | None = None, allow_untested: bool = False, progress: bool = True
           ) -> tuple[ColaModel, list[float], dict[int, Chain]]:
     """``cola prune``: the block influence of every layer of ``model`` on the prompts of ``selection`` (a train split)
-    asked as ``config`` says, and the chains without the m least influential layers for m up to a quarter of the
-    depth; written to ``out`` when given. Returns the model, the influences and the chains."""
+    asked as ``config`` says, and the chains without the m least influential layers for m up to
+    :func:`most_dropped`; written to ``out`` when given. Returns the model, the influences and the chains."""
     from tqdm import tqdm
 
     from ..core.loading import load_model
@@ -89,7 +95,7 @@ def prune(model: str, selection, config, out: str | Path | None = None, device: 
     evaluator.check(samples)
     influence = block_influence(cm, (evaluator.prompt_ids(s) for s in tqdm(
         samples, desc="calibration prompts", unit="prompt", disable=not progress)))
-    chains = pruned_chains(influence, cm.depth // 4)
+    chains = pruned_chains(influence, most_dropped(cm.depth))
     if out is not None:
         save_influence(out, influence, chains, model=cm.name, task=selection.task,
                        split=selection.data_file or selection.split_name, mode=config.mode, n=len(samples),
