@@ -185,3 +185,17 @@ def test_a_missing_device_fails_before_a_run_folder_is_made(tiny_folder, tmp_pat
                  str(out), "--device", "tpu9"]) == 2
     _no_traceback(capsys.readouterr().err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["fit", "--runs", "R"], ["fit-layers", "--runs", "R", "--dev-runs", "D"],
+                                     ["layer-control", "random", "--routers", "R"], ["fit-program", "--runs", "R"],
+                                     ["program-control", "random", "--router", "R"]])
+def test_a_router_folder_has_one_writer(command, tmp_path, capsys):
+    """Two fits into one folder once mixed their files (one's config, the other's weights): each router command takes
+    the folder's lock before it reads anything, so a second writer stops at once, in one line."""
+    out = tmp_path / "router"
+    with FolderLock(out):
+        assert main(["router", *command, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is being written by process {os.getpid()} on " in err
+    _no_traceback(err)

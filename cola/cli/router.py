@@ -4,18 +4,32 @@ and their controls."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 
-from ..storage import check_folder
+from ..storage import FolderLock
 from .common import number_list, positive_float, positive_int
 
 
+def _locked(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` holding the write lock of its ``--out`` folder from before the model loads until it returns: a
+    second fit into the same folder stops at once, in one line, instead of mixing two routers' files."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        with FolderLock(args.out):
+            return command(args)
+
+    return run
+
+
+@_locked
 def cmd_router_fit(args: argparse.Namespace) -> int:
     """`cola router fit`: a chain library from train-split search runs, a router fitted on their samples and
     selected on dev samples, written as a folder."""
     from ..policies.library_router import LibraryFit, fit_from_runs
 
-    check_folder(args.out)  # before the model loads
     fit = LibraryFit(size=args.k, most=args.candidates, min_support=args.min_support,
                      library=tuple(args.library.split(";")) if args.library else None, budget=args.budget,
                      feature_layers=tuple(args.features), fit_n=args.fit_n, dev_n=args.dev_n, seed=args.seed,
@@ -46,11 +60,11 @@ def cmd_router_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+@_locked
 def cmd_router_fit_layers(args: argparse.Namespace) -> int:
     """`cola router fit-layers`: Dr.LLM's per-layer routers from drllm search runs, scored on dev runs."""
     from ..policies.layer_router import Recipe, fit_from_runs, save_routers
 
-    check_folder(args.out)  # before the model loads
     recipe = Recipe(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
                     gamma=args.gamma, beta=args.beta, batch=args.batch, seed=args.seed)
     routers, config = fit_from_runs(args.runs, args.dev_runs, recipe, args.data_dir, not args.quiet,
@@ -72,12 +86,12 @@ def cmd_router_fit_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+@_locked
 def cmd_router_layer_control(args: argparse.Namespace) -> int:
     """`cola router layer-control`: a per-layer routers folder that reads nothing (random at the trained routers'
     dev rates, or execute everywhere), to evaluate beside them."""
     from ..policies.layer_router import random_control
 
-    check_folder(args.out)
     config = random_control(args.routers, args.out, execute=args.kind == "execute", seed=args.seed)
     rates = config["rates"]
     skip, repeat = (sum(r[c] for r in rates) / len(rates) for c in (0, 2))
@@ -86,12 +100,12 @@ def cmd_router_layer_control(args: argparse.Namespace) -> int:
     return 0
 
 
+@_locked
 def cmd_router_fit_program(args: argparse.Namespace) -> int:
     """`cola router fit-program`: PoLar's program predictor from the right programs of search runs."""
     from ..policies.program_fit import fit_from_runs
     from ..policies.recipes import ProgramRecipe
 
-    check_folder(args.out)  # before the model loads
     recipe = ProgramRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, warmup=args.warmup,
                            max_paths=args.max_paths, full_weight=args.full_weight, val_share=args.val_share,
                            seed=args.seed)
@@ -113,11 +127,11 @@ def cmd_router_fit_program(args: argparse.Namespace) -> int:
     return 0
 
 
+@_locked
 def cmd_router_program_control(args: argparse.Namespace) -> int:
     """`cola router program-control`: a program router that reads nothing, to evaluate beside the predictor."""
     from ..policies.program_fit import program_control
 
-    check_folder(args.out)
     router = program_control(args.router, args.kind, args.with_full, args.seed)
     router.save(args.out)
     what = (f"random programs at {args.router}'s rates" + (", full depth first" if args.with_full else "")
