@@ -12,13 +12,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import KILLED_AFTER
+from helpers import DATA_DIR, KILLED_AFTER
 
 import cola.core.loading
 from cola.cli import main
 from cola.storage import read_records
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+TRANSFER = ("--data-dir", str(DATA_DIR), "--transfer", "arc_easy")  # the smoke bench's methods also on ARC-Easy
 
 
 def _bench(model, out, *extra) -> list[str]:
@@ -27,16 +28,16 @@ def _bench(model, out, *extra) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke(tiny_folder, tmp_path_factory) -> Path:
-    """The smoke preset end to end, killed (SIGKILL) in its 30th durable write, then resumed by the same command:
-    nothing that finished is recomputed and no sample is searched twice."""
+def smoke(tiny_folder, data_dir, tmp_path_factory) -> Path:
+    """The smoke preset end to end (its methods also transferred to ARC-Easy), killed (SIGKILL) in its 30th durable
+    write, then resumed by the same command: nothing that finished is recomputed and no sample is searched twice."""
     out = tmp_path_factory.mktemp("bench") / "smoke"
-    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "30", *_bench(tiny_folder, out)], env=ENV,
+    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "30", *_bench(tiny_folder, out, *TRANSFER)], env=ENV,
                            capture_output=True, text=True, timeout=600)
     assert child.returncode == -signal.SIGKILL, child.stderr
     finished = {p: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert finished  # some stages finished before the kill
-    assert main(_bench(tiny_folder, out)) == 0
+    assert main(_bench(tiny_folder, out, *TRANSFER)) == 0
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # nothing that finished was recomputed
     for run in (out / "stages").iterdir():
         if (run / "records.jsonl").is_file():
@@ -90,9 +91,50 @@ def test_a_finished_bench_run_again_recomputes_nothing(smoke, tiny_folder, monke
         raise AssertionError("a finished bench loaded its model again")
 
     monkeypatch.setattr(cola.core.loading, "load_model", refuse)
-    assert main(_bench(tiny_folder, smoke)) == 0
+    assert main(_bench(tiny_folder, smoke, *TRANSFER)) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert "page:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "page:" in out and "transfer to arc_easy (chosen on synthetic_mc):" in out
+
+
+@pytest.mark.slow
+def test_transfer_reports_the_methods_as_chosen_on_the_bench_task_on_another_task(smoke):
+    """`--transfer arc_easy`: every deployable method and its controls on ARC-Easy's test split, its chains, routers
+    and predictors the bench's, its calibrated policies replayed as chosen on the bench's dev (not calibrated
+    again), each beside full depth and its control there; a section of the page."""
+    rows = json.loads((smoke / "transfer-arc_easy.json").read_text())
+    by = {r["method"]: r for r in rows}
+    for name, control in (("library router", "random pick from the router's library"),
+                          ("Dr.LLM's per-layer routers", "per-layer routers' random control"),
+                          ("PoLar's predictor, pass@1", "random programs at the predictor's rates, pass@1")):
+        assert by[name]["control"] == control and control in by and by[name]["vs_full"] is not None
+    assert {"full depth", "confidence cascade (calibrated on dev)", "vote over chains (calibrated on dev)",
+            "best static chain (searched on dev)"} <= set(by)
+    assert not any(r["method"].startswith(("per-sample search", "decoy search")) for r in rows)  # no search there
+    assert {r["n"] for r in rows} == {12}
+    from cola.tasks import load_samples
+
+    test_ids = {s.id for s in load_samples("arc_easy", DATA_DIR, n=0, split="test")}
+    stages = smoke / "stages"
+    for name in ("full", "cascade", "vote", "router", "eval-program"):
+        summary, there = json.loads((stages / "arc_easy" / f"{name}.json").read_text()), \
+            [json.loads(line) for line in (stages / "arc_easy" / f"{name}.jsonl").read_text().splitlines()]
+        assert summary["task"] == "arc_easy" and summary["split"] == "test" and {r["id"] for r in there} <= test_ids
+    for name in ("cascade", "vote"):  # as chosen on the bench's dev, replayed
+        here, there = (json.loads((folder / f"{name}.json").read_text()) for folder in (stages, stages / "arc_easy"))
+        assert here["calibration"] and not there.get("calibration") and there["policy"] == here["policy"]
+    md = (smoke / "report.md").read_text()
+    assert "## Transfer: arc_easy" in md and md.index("## Verdicts") < md.index("## Transfer")
+    assert (smoke / "transfer-arc_easy.csv").read_text().startswith("method,family,oracle")
+
+
+def test_a_transfer_task_is_checked_before_any_weight_loads(tiny_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cola.core.loading, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    for task, why in (("synthetic_mc", "is the bench's own task"), ("mc_jsonl", "reads a --data-file"),
+                      ("gsm8k", "is not asked in score mode")):
+        assert main(_bench(tiny_folder, tmp_path / "b", "--transfer", task)) == 2
+        assert f"--transfer {task}: that task {why}" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_dry_run_prints_the_plan_and_loads_no_weights(tiny_folder, tmp_path, monkeypatch, capsys):
@@ -146,7 +188,7 @@ def test_a_finished_search_of_the_same_config_is_adopted_and_gives_the_same_rows
     config["mcts"]["sims"] += 1
     (committed / "search-test-sample" / "config.json").write_text(json.dumps(config))
     out = tmp_path / "adopting"
-    assert main(_bench(tiny_folder, out, "--only", "reference", "oracle", "--adopt", str(committed))) == 0
+    assert main(_bench(tiny_folder, out, "--only", "reference", "oracle", "--adopt", str(committed), *TRANSFER)) == 0
     stages = out / "stages"
     assert (stages / "search-test").resolve() == (committed / "search-test").resolve()
     assert not (stages / "search-test-decoy").is_symlink() and not (stages / "search-test-sample").is_symlink()
@@ -188,7 +230,7 @@ def test_a_static_search_cut_short_is_resumed_not_taken_as_finished(tiny_folder,
 def test_dry_run_names_the_runs_it_would_adopt_without_loading_weights(smoke, tiny_folder, tmp_path, monkeypatch,
                                                                        capsys):
     monkeypatch.setattr(cola.core.loading, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
-    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--adopt", str(smoke / "stages"))) == 0
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--adopt", str(smoke / "stages"), *TRANSFER)) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     recorded = len(read_records(smoke / "stages" / "search-test"))
     assert f"adopts {smoke / 'stages' / 'search-test'} ({recorded} of {recorded} recorded)" in lines["search-test"]
@@ -230,7 +272,7 @@ def test_a_stage_left_unfinished_under_other_settings_says_to_delete_it(smoke, t
     config["mcts"]["sims"] += 1  # as an older version of the stage
     (run / "config.json").write_text(json.dumps(config))
     (run / "records.jsonl").write_text((run / "records.jsonl").read_text().splitlines()[0] + "\n")  # unfinished
-    assert main(_bench(tiny_folder, out, "--only", "search-test")) == 2
+    assert main(_bench(tiny_folder, out, "--only", "search-test", *TRANSFER)) == 2
     err = capsys.readouterr().err
     assert f"stage search-test is set otherwise now; delete {out / 'stages' / 'search-test'}*" in err
     assert "use another --out" not in err and len(err.strip().splitlines()) == 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from ..core.chain import Chain
@@ -16,18 +18,26 @@ from .plan import Bench, Stage
 from .run import adopted
 
 
-def _eval_rows(bench: Bench, name: str) -> tuple[dict, list[dict]] | None:
+def _stage_rows(bench: Bench, name: str) -> tuple[dict, list[dict]] | None:
     path = bench.stage_path(name).with_suffix(".jsonl")
     return read_eval(path) if path.with_suffix(".json").is_file() else None
 
 
-def methods(bench: Bench, stages: list[Stage]) -> list[Method]:
-    """The rows of the verdict table from the stages that finished (a stage not run has no row)."""
+def methods(bench: Bench, stages: list[Stage], transfer: str | None = None) -> list[Method]:
+    """The rows of the verdict table from the stages that finished (a stage not run has no row): on the bench's
+    test split, or with ``transfer`` on that task's (its ``TASK/NAME`` stages; no searches there)."""
+    where = f"{transfer}/" if transfer else ""
+    stages = [replace(s, name=s.name.removeprefix(where)) for s in stages
+              if s.name.startswith(where) and (transfer or "/" not in s.name)]
     names = {s.name for s in stages}
     out: list[Method] = []
 
+    def rows_of(name: str) -> tuple[dict, list[dict]] | None:
+        """Stage ``name``'s finished evaluation on this task (None where it did not run)."""
+        return _stage_rows(bench, where + name) if name in names else None
+
     def chain_method(name: str, label: str, family: str) -> None:
-        found = _eval_rows(bench, name)
+        found = _stage_rows(bench, where + name)
         if found is not None:
             summary, rows = found
             out.append(Method(label, {r["id"]: bool(r["correct"]) for r in rows},
@@ -44,12 +54,13 @@ def methods(bench: Bench, stages: list[Stage]) -> list[Method]:
             key = "static-best" if s.name == "static-best" else s.name.rstrip("0123456789")
             label = what[key].format(s.name[len(key):]) if "{}" in what[key] else what[key]
             chain_method(s.name, label, "static")
-    _oracle(bench, names, out)
-    _learned(bench, names, out)
+    if transfer is None:
+        _oracle(bench, names, out)
+    _learned(bench, rows_of, out)
     for name, label in (("cascade", "confidence cascade (calibrated on dev)"),
                         ("vote", "vote over chains (calibrated on dev)"),
                         ("self-consistency", "self-consistency (calibrated on dev)")):
-        found = _eval_rows(bench, name) if name in names else None
+        found = rows_of(name)
         if found is not None:
             summary, rows = found
             out.append(Method(label, {r["id"]: bool(r["correct"]) for r in rows},
@@ -90,11 +101,11 @@ def _oracle(bench: Bench, names: set[str], out: list[Method]) -> None:
                               extra=extra))
 
 
-def _learned(bench: Bench, names: set[str], out: list[Method]) -> None:
+def _learned(bench: Bench, rows_of: Callable[[str], tuple[dict, list[dict]] | None], out: list[Method]) -> None:
     """The routers and the predictor at pass@1 beside their random controls and decoy-trained twins; PoLar's
     best-of-k, an oracle, beside full depth plus random programs at the same k."""
     def policy(name, label, family="learned", control=None, field=None):
-        found = _eval_rows(bench, name) if name in names else None
+        found = rows_of(name)
         if found is None:
             return None
         summary, rows = found
@@ -109,7 +120,7 @@ def _learned(bench: Bench, names: set[str], out: list[Method]) -> None:
         out.append(method)
         return summary, rows
 
-    found = _eval_rows(bench, "router") if "router" in names else None
+    found = rows_of("router")
     if found is not None:
         summary, rows = found
         out.append(Method("random pick from the router's library", {r["id"]: bool(r["random_correct"]) for r in rows},
@@ -153,22 +164,27 @@ def _static_controls(out: list[Method]) -> None:
                 m.control = nearest.name
 
 
-def write_results(bench: Bench, stages: list[Stage]) -> tuple[list[dict], Path | None]:
-    """results.json, results.csv, pareto.png and report.md / report.html in the bench folder; returns the verdict rows
-    and the page's path (None when full depth has not run)."""
+def write_results(bench: Bench, stages: list[Stage]) -> tuple[list[dict], Path | None, dict[str, list[dict]]]:
+    """results.json, results.csv, pareto.png and report.md / report.html in the bench folder (and each ``--transfer``
+    task's rows in transfer-TASK.json / .csv, a section of the page); returns the verdict rows, the page's path (None
+    when full depth has not run) and each transfer task's rows."""
     rows_ = methods(bench, stages)
     if not rows_:
-        return [], None
+        return [], None, {}
     table = verdict_table(rows_)
+    transfers = {task: verdict_table(found) for task in bench.transfer if (found := methods(bench, stages, task))}
     folder = bench.folder
     with disk_full(folder):
         write_atomic(folder / "results.json", json.dumps(table, indent=1) + "\n")
         write_atomic(folder / "results.csv", _csv(table))
+        for task, rows in transfers.items():
+            write_atomic(folder / f"transfer-{task}.json", json.dumps(rows, indent=1) + "\n")
+            write_atomic(folder / f"transfer-{task}.csv", _csv(rows))
         _pareto(table, rows_, folder / "pareto.png")
-        page = _page(bench, table, rows_)
+        page = _page(bench, table, rows_, transfers)
         write_atomic(folder / "report.md", page)
         write_atomic(folder / "report.html", _html(page, folder / "pareto.png"))
-    return table, folder / "report.html"
+    return table, folder / "report.html", transfers
 
 
 def _csv(table: list[dict]) -> str:
@@ -260,7 +276,7 @@ def place_labels(fig, ax, labels: list[tuple[float, float, str]]) -> list:
     return placed
 
 
-def _page(bench: Bench, table: list[dict], methods_: list[Method]) -> str:
+def _page(bench: Bench, table: list[dict], methods_: list[Method], transfers: dict[str, list[dict]]) -> str:
     deployable = [r for r in table if not r["oracle"]]
     oracle = [r for r in table if r["oracle"]]
     lines = [f"# cola bench: {bench.model} on {bench.task} ({bench.preset})", "",
@@ -294,6 +310,16 @@ def _page(bench: Bench, table: list[dict], methods_: list[Method]) -> str:
                                         f" ({t['recorded']} of {t['of']} samples; the rest searched here)")
             for name, t in taken.items()) + ".", ""]
     lines += ["![accuracy against layers per input](pareto.png)", ""]
+    for task, rows in transfers.items():
+        split = bench.transfer_split(task) or "generated"
+        lines += [f"## Transfer: {task}", "",
+                  f"The same methods as chosen on {bench.task} (their chains, routers, predictors and calibrated "
+                  f"policies unchanged, nothing chosen on {task}) on {rows[0]['n']} samples of {task}'s {split} "
+                  "split, each beside full depth and its control there.", "",
+                  markdown([r for r in rows if not r["oracle"]]), ""]
+        if any(r["oracle"] for r in rows):
+            lines += ["ORACLE rows (best of k, checked against the gold):", "",
+                      markdown([r for r in rows if r["oracle"]]), ""]
     return "\n".join(lines)
 
 

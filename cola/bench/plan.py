@@ -12,7 +12,9 @@ Stages by family:
 - learned from search labels: the library router (``search-train``, ``router-fit``), Dr.LLM's per-layer routers
   (``drllm-*``), PoLar's predictor (``polar-*``), each beside its random control and a decoy-trained twin;
 - label-free: a confidence cascade over the block-influence chain and a vote over chains, calibrated on dev;
-  self-consistency in generate mode.
+  self-consistency in generate mode;
+- transfer (``--transfer TASK``): each deployable method and its controls, as chosen on the bench's task (its
+  chains, routers and calibrated policies unchanged), on another task's reported split.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..errors import UsageError
 from ..tasks import Selection, get_task, load_samples
 from .presets import PRESETS, Preset
 
-FAMILIES = ("reference", "static", "oracle", "learned", "label-free", "supervision")
+FAMILIES = ("reference", "static", "oracle", "learned", "label-free", "supervision", "transfer")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ class Stage:
 @dataclass
 class Bench:
     """One ``cola bench``: the model and task (a registered task, ``mc_jsonl``/``qa_jsonl`` with ``data_file``, or
-    ``lm-eval:NAME``), how the task is asked, the preset's sizes, where it writes (``out``) and the folders of
-    search runs it may ``adopt`` (:func:`cola.search.launch.find_run`)."""
+    ``lm-eval:NAME``), how the task is asked, the preset's sizes, where it writes (``out``), the folders of search
+    runs it may ``adopt`` (:func:`cola.search.launch.find_run`) and the tasks its methods ``transfer`` to."""
 
     model: str
     task: str
@@ -62,6 +64,7 @@ class Bench:
     seed: int = 0
     workers: int | None = None
     adopt: tuple[str, ...] = ()  # folders of search runs to take (or finish) instead of searching again
+    transfer: tuple[str, ...] = ()  # other tasks the methods chosen here are reported on, each on its own split
     sizes: Preset = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
@@ -74,6 +77,13 @@ class Bench:
         task = get_task(self.task, self.include)
         if self.mode not in task.modes:
             raise UsageError(f"task {self.task} is asked in {' or '.join(task.modes)} mode, not {self.mode}")
+        for name in self.transfer:
+            other = get_task(name, self.include)
+            if name == self.task or not (other.splits or other.generator) or self.mode not in other.modes:
+                why = ("is the bench's own task" if name == self.task else "reads a --data-file"
+                       if not (other.splits or other.generator) else f"is not asked in {self.mode} mode")
+                raise UsageError(f"--transfer {name}: that task {why}; give a task with its own splits, asked in "
+                                 f"{self.mode} mode")
 
     @property
     def folder(self) -> Path:
@@ -92,6 +102,11 @@ class Bench:
     # --- the splits -------------------------------------------------------------------------------------------
 
     def splits(self) -> dict[str, Selection]:
+        """train, dev and test as selections (:meth:`own_splits`), and each ``--transfer`` task's reported split
+        (:meth:`transfer_splits`)."""
+        return {**self.own_splits(), **self.transfer_splits()}
+
+    def own_splits(self) -> dict[str, Selection]:
         """train, dev and test as selections: the task's own splits where it has all three; else carved, with the
         bench's seed, from what it has (a dev split out of train; train, dev and test out of a file, a generated
         task or a single split), recorded by id. Test gets ``sizes.test`` samples, dev ``sizes.dev``; train the
@@ -117,6 +132,22 @@ class Bench:
         dev_ids, train_ids = _carve(rest, self.seed + 1, self.sizes.dev)
         return {"train": replace(base, ids=tuple(train_ids)), "dev": replace(base, ids=tuple(dev_ids)),
                 "test": replace(base, ids=tuple(test_ids))}
+
+    def transfer_splits(self) -> dict[str, Selection]:
+        """Each ``--transfer`` task's reported split (its default one: ARC's test, CommonsenseQA's labelled dev), as
+        ``TASK/test``; the samples a generated task draws with the bench's seed. Read here, so that a missing file
+        fails before any weight loads."""
+        out = {}
+        for name in self.transfer:
+            out[f"{name}/test"] = Selection(name, self.data_dir, include=self.include, seed=self.seed,
+                                            split=self.transfer_split(name))
+            self.sized(out[f"{name}/test"], self.sizes.test).load()
+        return out
+
+    def transfer_split(self, name: str) -> str | None:
+        """The split a ``--transfer`` task is reported on: its default one (None: a generated task)."""
+        task = get_task(name, self.include)
+        return task.split(None) if task.splits else None
 
     def sized(self, selection: Selection, n: int) -> Selection:
         """``n`` samples of a split: a carved split's first ``n`` ids, else the seeded subset of ``n``."""
@@ -220,7 +251,7 @@ class Bench:
             out.append(Stage("self-consistency", "label-free", "eval",
                              {**test(), "policy": "self-consistency", "calibrate": "accuracy", "ks": [3, 5],
                               "temperatures": [0.7], "dev_n": z.dev}, (), 6 * z.test + 5 * z.dev))
-        return out
+        return out + [t for name in self.transfer for t in _transferred(out, name)]
 
     def select(self, only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[Stage]:
         """The stages ``--only`` and ``--skip`` leave (by name or family), with every stage one of them reads."""
@@ -248,9 +279,26 @@ class Bench:
                 "data_dir": self.data_dir, "data_file": self.data_file, "include": self.include,
                 "version": __version__,
                 "splits": {name: {"split": s.split, "n": s.n, "ids": list(s.ids) if s.ids is not None else None}
-                           for name, s in splits.items()},
+                           for name, s in splits.items() if "/" not in name},
+                "transfer": {name.removesuffix("/test"): s.split for name, s in splits.items() if "/" in name},
                 "stages": [{"name": s.name, "family": s.family, "kind": s.kind, "settings": s.settings,
                             "needs": list(s.needs), "size": s.size} for s in stages]}
+
+
+def _transferred(stages: list[Stage], task: str) -> list[Stage]:
+    """The evaluations on test of ``stages`` (every deployable method and its controls) again on ``task``'s reported
+    split, named ``TASK/NAME``: the same chains, routers and predictors, and a calibrated policy as it was chosen on
+    the bench's dev (read from its evaluation there, not calibrated again)."""
+    out = []
+    for s in stages:
+        if s.kind != "eval" or s.settings.get("split") != "test":
+            continue
+        settings, needs = {**s.settings, "split": f"{task}/test"}, s.needs
+        if "calibrate" in settings:
+            settings, needs = {"split": f"{task}/test", "n": s.settings["n"], "policy_from": s.name}, (s.name,)
+        out.append(Stage(f"{task}/{s.name}", "transfer", "eval", settings, needs,
+                         s.size))
+    return out
 
 
 def _carve(ids: list[str], seed: int, n: int) -> tuple[list[str], list[str]]:

@@ -85,6 +85,8 @@ def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) ->
     job = dict(model=bench.model, device=bench.device, dtype=bench.dtype, batch=16, name=stage.name, out=str(path))
     if "chain" in s:
         job["chains"] = (_chain(bench, s["chain"]),)
+    elif "policy_from" in s:  # a policy as it was calibrated in another stage, replayed from that stage's summary
+        job["policy"] = str(output(bench, Stage(s["policy_from"], "", "eval", {})).with_suffix(".json"))
     elif "policy" in s:
         settings = {"router": str(bench.stage_path(s["router"]))} if "router" in s else {}
         job.update(policy=s["policy"], router=settings.get("router"), top_k=s.get("top_k", 1),

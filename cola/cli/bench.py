@@ -19,7 +19,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     task = task if args.bench_lm_eval_task is None else f"lm-eval:{args.bench_lm_eval_task}"  # one of them
     out = args.out or f"runs/bench-{args.model.replace('/', '_')}-{task.replace(':', '-')}-{args.preset}"
     bench = Bench(args.model, task, out, args.preset, args.data_dir, args.data_file, args.lm_eval_include,
-                  args.mode or "score", args.dtype, args.device, args.seed, args.workers, tuple(args.adopt or ()))
+                  args.mode or "score", args.dtype, args.device, args.seed, args.workers, tuple(args.adopt or ()),
+                  tuple(args.transfer or ()))
     stages = bench.select(tuple(args.only or ()), tuple(args.skip or ()))
     splits = bench.splits()  # the samples are read (and a carved split drawn) before any weight loads
     plan = bench.plan(stages, splits)
@@ -61,8 +62,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.update(1)
 
         run_bench(bench, stages, splits, plan, None if args.quiet else bars, overall)
-    table, page = write_results(bench, stages)
+    table, page, transfers = write_results(bench, stages)
     _print_table(table)
+    for task, rows in transfers.items():
+        print(f"\ntransfer to {task} (chosen on {bench.task}):")
+        _print_table(rows)
     print(f"page: {page}" if page else f"no results yet in {out} (full depth has not run)")
     return 0
 
@@ -111,6 +115,10 @@ def add_parsers(sub) -> None:
                         "results/runs) instead of searching again, where its config is the stage's (but batch size "
                         "and software): a finished one linked into the bench folder, an unfinished one copied and "
                         "finished there")
+    p.add_argument("--transfer", nargs="+", default=None, metavar="TASK",
+                   help="also report every deployable method and its controls, as chosen on --task (chains, routers, "
+                        "calibrated policies unchanged), on these tasks' own reported splits (e.g. arc_challenge "
+                        "csqa): a section of the page each")
     p.add_argument("--workers", type=positive_int, default=None, help="run the searches on this many Ray workers")
     p.add_argument("--dry-run", action="store_true", help="print the plan, each stage's size and an estimated time; "
                                                           "load no weights")

@@ -81,7 +81,8 @@ def cmd_router_fit_layers(args: argparse.Namespace) -> int:
           f"macro-F1 {m['macro_f1']:.3f}")
     print(f"routers: {args.out} ({routers.depth} layers, trained {args.epochs} epochs; routed on dev: "
           f"{config['dev_mean_layers']:.2f} layers per input)")
-    print(f"evaluate them: cola eval --policy layer-router --router {args.out} --task {config['task'].split('+')[0]} --split test "
+    print(f"evaluate them: cola eval --policy layer-router --router {args.out} --task {config['task'].split('+')[0]} "
+          "--split test "
           f"--mode {config['mode']} --dtype {config['dtype']} --out layer-router-test.jsonl")
     return 0
 
@@ -183,7 +184,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="the routers folder to write (config.json, routers.safetensors)")
     p.add_argument("--data-dir", default=None, help="where the runs' data is (default: as recorded in the runs)")
     recipe = Recipe()  # Dr.LLM's published recipe: every setting a flag, defaulting to it
-    p.add_argument("--epochs", type=positive_int, default=recipe.epochs, help=f"training epochs (default {recipe.epochs})")
+    p.add_argument("--epochs", type=positive_int, default=recipe.epochs,
+                   help=f"training epochs (default {recipe.epochs})")
     p.add_argument("--lr", type=positive_float, default=recipe.lr, help=f"AdamW learning rate (default {recipe.lr:g})")
     p.add_argument("--weight-decay", type=float, default=recipe.weight_decay,
                    help=f"AdamW weight decay (default {recipe.weight_decay:g})")
@@ -192,7 +194,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--gamma", type=float, default=recipe.gamma, help=f"focal loss gamma (default {recipe.gamma:g})")
     p.add_argument("--beta", type=float, default=recipe.beta,
                    help=f"effective-number class weights beta (default {recipe.beta:g})")
-    p.add_argument("--batch", type=positive_int, default=recipe.batch, help=f"samples per step (default {recipe.batch})")
+    p.add_argument("--batch", type=positive_int, default=recipe.batch,
+                   help=f"samples per step (default {recipe.batch})")
     p.add_argument("--seed", type=int, default=recipe.seed,
                    help=f"seed of the initialisation and the order (default {recipe.seed})")
     p.add_argument("--same-samples-as", nargs="+", default=None, metavar="RUN",
@@ -223,9 +226,11 @@ def add_parsers(sub) -> None:
                         "or a hub id or folder (PoLar's: Qwen/Qwen3-Embedding-0.6B)")
     p.add_argument("--data-dir", default=None, help="where the runs' data is (default: as recorded in the runs)")
     p.add_argument("--epochs", type=positive_int, default=recipe.epochs, help=f"(default {recipe.epochs})")
-    p.add_argument("--batch", type=positive_int, default=recipe.batch, help=f"examples per step (default {recipe.batch})")
+    p.add_argument("--batch", type=positive_int, default=recipe.batch,
+                   help=f"examples per step (default {recipe.batch})")
     p.add_argument("--lr", type=positive_float, default=recipe.lr, help=f"AdamW learning rate (default {recipe.lr:g})")
-    p.add_argument("--warmup", type=int, default=recipe.warmup, help=f"warm-up steps, then cosine (default {recipe.warmup})")
+    p.add_argument("--warmup", type=int, default=recipe.warmup,
+                   help=f"warm-up steps, then cosine (default {recipe.warmup})")
     p.add_argument("--max-paths", type=positive_int, default=recipe.max_paths,
                    help=f"right programs per sample, drawn beyond that (default {recipe.max_paths})")
     p.add_argument("--full-weight", type=float, default=recipe.full_weight,
