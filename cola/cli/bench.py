@@ -38,10 +38,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"plan of {out} ({args.preset}: {len(stages)} stages; splits: "
               + ", ".join(f"{k} {v.split or 'carved'}{'' if v.ids is None else f' ({len(v.ids)} by id)'}"
                           for k, v in splits.items()) + ")")
+        width = max(len(s.name) for s in stages)
         for s in stages:
             adopt = (f"  adopts {found[s.name][0]} ({found[s.name][1]} of {found[s.name][2]} recorded)"
                      if s.name in found else "")
-            print(f"  {s.name:24s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  ~{seconds[s.name]:7.0f} s"
+            print(f"  {s.name:{width}s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  ~{seconds[s.name]:7.0f} s"
                   f"  {_settings(s.settings)}{adopt}")
         if found:
             print("  (an adopted run's weights are compared with the model's when the bench runs)")
