@@ -108,7 +108,8 @@ def test_transfer_reports_the_methods_as_chosen_on_the_bench_task_on_another_tas
                           ("Dr.LLM's per-layer routers", "per-layer routers' random control"),
                           ("PoLar's predictor, pass@1", "random programs at the predictor's rates, pass@1")):
         assert by[name]["control"] == control and control in by and by[name]["vs_full"] is not None
-    assert {"full depth", "confidence cascade (calibrated on dev)", "vote over chains (calibrated on dev)",
+    assert {"full depth", "confidence cascade (at most 0.85 x depth layers on dev)",
+            "confidence cascade (95% agreement with full depth on dev)", "vote over chains (calibrated on dev)",
             "best static chain (searched on dev)"} <= set(by)
     assert not any(r["method"].startswith(("per-sample search", "decoy search")) for r in rows)  # no search there
     assert {r["n"] for r in rows} == {12}
@@ -120,7 +121,7 @@ def test_transfer_reports_the_methods_as_chosen_on_the_bench_task_on_another_tas
         summary, there = json.loads((stages / "arc_easy" / f"{name}.json").read_text()), \
             [json.loads(line) for line in (stages / "arc_easy" / f"{name}.jsonl").read_text().splitlines()]
         assert summary["task"] == "arc_easy" and summary["split"] == "test" and {r["id"] for r in there} <= test_ids
-    for name in ("cascade", "vote"):  # as chosen on the bench's dev, replayed
+    for name in ("cascade", "cascade-consistency", "vote"):  # as chosen on the bench's dev, replayed
         here, there = (json.loads((folder / f"{name}.json").read_text()) for folder in (stages, stages / "arc_easy"))
         assert here["calibration"] and not there.get("calibration") and there["policy"] == here["policy"]
     md = (smoke / "report.md").read_text()
@@ -276,3 +277,19 @@ def test_a_stage_left_unfinished_under_other_settings_says_to_delete_it(smoke, t
     err = capsys.readouterr().err
     assert f"stage search-test is set otherwise now; delete {out / 'stages' / 'search-test'}*" in err
     assert "use another --out" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_study_votes_as_the_committed_study_and_older_benches_keep_their_plan(monkeypatch):
+    """The study preset's vote chooses among the committed study's settings (full + 8 library chains, k in {3, 5, 9},
+    3 rules, on dev); the presets' new settings leave the quick plan as the committed quick benches wrote it, so that
+    they resume."""
+    from cola.bench.plan import Bench
+    from cola.bench.presets import PRESETS
+
+    monkeypatch.setattr(Bench, "depth", property(lambda self: 30))
+    stages = {s.name: s for s in Bench("smollm2-135m", "synthetic_mc", "unused", "study").stages()}
+    vote = stages["vote"].settings
+    assert (vote["top"], vote["ks"], vote["rules"]) == (8, [3, 5, 9], ["majority", "confident", "weighted"])
+    assert stages["cascade-consistency"].settings["calibrate"] == "consistency=0.95"
+    committed = Path(__file__).parents[1] / "results" / "bench" / "smollm2-135m-arc_easy-quick" / "plan.json"
+    assert json.loads(committed.read_text())["sizes"] == PRESETS["quick"].to_dict()

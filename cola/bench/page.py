@@ -27,6 +27,7 @@ def methods(bench: Bench, stages: list[Stage], transfer: str | None = None) -> l
     """The rows of the verdict table from the stages that finished (a stage not run has no row): on the bench's
     test split, or with ``transfer`` on that task's (its ``TASK/NAME`` stages; no searches there)."""
     where = f"{transfer}/" if transfer else ""
+    budget = next((s.settings["calibrate"].removeprefix("budget=") for s in stages if s.name == "cascade"), "")
     stages = [replace(s, name=s.name.removeprefix(where)) for s in stages
               if s.name.startswith(where) and (transfer or "/" not in s.name)]
     names = {s.name for s in stages}
@@ -57,7 +58,8 @@ def methods(bench: Bench, stages: list[Stage], transfer: str | None = None) -> l
     if transfer is None:
         _oracle(bench, names, out)
     _learned(bench, rows_of, out)
-    for name, label in (("cascade", "confidence cascade (calibrated on dev)"),
+    for name, label in (("cascade", f"confidence cascade (at most {budget} x depth layers on dev)"),
+                        ("cascade-consistency", "confidence cascade (95% agreement with full depth on dev)"),
                         ("vote", "vote over chains (calibrated on dev)"),
                         ("self-consistency", "self-consistency (calibrated on dev)")):
         found = rows_of(name)

@@ -243,10 +243,17 @@ class Bench:
         out.append(Stage("cascade", "label-free", "eval",
                          {**test(), "policy": "cascade", "chains": [f"prune:{most}"],
                           "calibrate": f"budget={budget:g}", "dev_n": z.dev}, ("prune",), 3 * z.test + 2 * z.dev))
+        # the same cascade at the fewest layers whose answers agree with full depth's on 95% of dev
+        out.append(Stage("cascade-consistency", "label-free", "eval",
+                         {**test(), "policy": "cascade", "chains": [f"prune:{most}"],
+                          "calibrate": "consistency=0.95", "dev_n": z.dev}, ("prune",), 3 * z.test + 2 * z.dev))
+        vote = {"top": z.vote_top or 2, "ks": list(z.vote_ks or (3,))}
+        if z.vote_rules:
+            vote["rules"] = list(z.vote_rules)
         out.append(Stage("vote", "label-free", "eval",
-                         {**test(), "policy": "vote", "chains": ["full"], "chains_from": "search-train", "top": 2,
-                          "calibrate": "accuracy", "ks": [3], "dev_n": z.dev}, ("search-train",),
-                         4 * z.test + 3 * z.dev))
+                         {**test(), "policy": "vote", "chains": ["full"], "chains_from": "search-train", **vote,
+                          "calibrate": "accuracy", "dev_n": z.dev}, ("search-train",),
+                         (1 + vote["top"]) * z.test + vote["top"] * z.dev))
         if self.mode == "generate":
             out.append(Stage("self-consistency", "label-free", "eval",
                              {**test(), "policy": "self-consistency", "calibrate": "accuracy", "ks": [3, 5],

@@ -92,7 +92,8 @@ def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) ->
         job.update(policy=s["policy"], router=settings.get("router"), top_k=s.get("top_k", 1),
                    chains=tuple(_chain(bench, c) for c in s.get("chains", ())), top=s.get("top"),
                    calibrate=s.get("calibrate"),
-                   ks=tuple(s.get("ks", ())), temperatures=tuple(s.get("temperatures", ())),
+                   ks=tuple(s.get("ks", ())), rules=tuple(s.get("rules", ())),
+                   temperatures=tuple(s.get("temperatures", ())),
                    dev=bench.sized(splits["dev"], s["dev_n"]) if "dev_n" in s else None)
         if "chains_from" in s:
             job["chains_from"] = str(_source(bench, s["chains_from"]))
