@@ -57,6 +57,12 @@ def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_pa
                           ("PoLar's predictor, pass@1", "random programs at the predictor's rates, pass@1")):
         assert by[name]["control"] == control and control in by and by[name]["vs_control"] is not None
     assert "per-layer routers trained on decoy labels" in by and "decoy-trained predictor, pass@1" in by
+    # the tiny model's real and decoy searches keep no sample in common: the matched pair is left out, and said so
+    left_out = json.loads((smoke / "stages" / "skipped.json").read_text())
+    assert set(left_out) == {f"{where}{name}" for where in ("", "arc_easy/") for name in (
+        "layer-router-matched", "layer-router-decoy-matched")} | {"layers-fit-matched", "layers-fit-decoy-matched"}
+    assert "no train sample has a right path in both drllm-train and drllm-train-decoy" in left_out["layers-fit-matched"]
+    assert "Stages left out" in (smoke / "report.md").read_text() and not any("matched" in m for m in by)
     for r in rows:  # an oracle never stands beside full depth, nor without its control (bar the control itself)
         if r["oracle"]:
             assert r["vs_full"] is None and (r["control"] or r["family"] == "control")
@@ -95,6 +101,27 @@ def test_a_finished_bench_run_again_recomputes_nothing(smoke, tiny_folder, monke
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     out = capsys.readouterr().out
     assert "page:" in out and "transfer to arc_easy (chosen on synthetic_mc):" in out
+
+
+@pytest.mark.slow
+def test_the_matched_routers_train_on_the_samples_both_searches_keep(smoke, tiny_folder, tmp_path):
+    """Where the real and the decoy search keep samples in common (here: the real run standing in for the decoy's),
+    the matched pair is fitted on exactly those."""
+    from cola.bench.plan import Bench
+    from cola.bench.run import run_bench
+    from cola.policies.layer_router import kept_ids
+
+    bench = Bench(str(tiny_folder), "synthetic_mc", str(tmp_path / "b"), "smoke", data_dir=str(DATA_DIR),
+                  device="cpu")
+    (tmp_path / "b" / "stages").mkdir(parents=True)
+    for name, source in (("drllm-train", "drllm-train"), ("drllm-train-decoy", "drllm-train"),
+                         ("drllm-dev", "drllm-dev")):
+        bench.stage_path(name).symlink_to(smoke / "stages" / source, target_is_directory=True)
+    stages = bench.select(("layers-fit-matched",))
+    assert run_bench(bench, stages, bench.splits(), bench.plan(stages, bench.splits())) == {}
+    config = json.loads((bench.stage_path("layers-fit-matched") / "config.json").read_text())
+    assert config["same_samples_as"] == [str(bench.stage_path("drllm-train-decoy"))]
+    assert config["train"]["used"] == len(kept_ids([smoke / "stages" / "drllm-train"])) > 0
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from ..core.chain import Chain
 from ..report.verdicts import Method, markdown, paired_difference, verdict_table
 from ..storage import disk_full, read_eval, read_records, write_atomic
 from .plan import Bench, Stage
-from .run import adopted
+from .run import adopted, skipped
 
 
 def _stage_rows(bench: Bench, name: str) -> tuple[dict, list[dict]] | None:
@@ -135,6 +135,9 @@ def _learned(bench: Bench, rows_of: Callable[[str], tuple[dict, list[dict]] | No
     policy("layer-router-random", "per-layer routers' random control", "control")
     policy("layer-router-decoy", "per-layer routers trained on decoy labels", "control")
     policy("layer-router", "Dr.LLM's per-layer routers", control="per-layer routers' random control")
+    policy("layer-router-decoy-matched", "per-layer routers trained on decoy labels, matched samples", "control")
+    policy("layer-router-matched", "Dr.LLM's per-layer routers, matched samples (kept by both searches)",
+           control="per-layer routers trained on decoy labels, matched samples")
     k = bench.sizes.top_k
     policy("eval-program-random", "random programs at the predictor's rates, pass@1", "control")
     policy("eval-program-decoy", "decoy-trained predictor, pass@1", "control")
@@ -311,6 +314,10 @@ def _page(bench: Bench, table: list[dict], methods_: list[Method], transfers: di
             f"{name} ← `{t['from']}`" + (" (linked)" if t["recorded"] == t["of"] else
                                         f" ({t['recorded']} of {t['of']} samples; the rest searched here)")
             for name, t in taken.items()) + ".", ""]
+    left_out = skipped(bench)
+    if left_out:
+        lines += ["Stages left out (they could not be made from what they read): " + "; ".join(
+            f"{name}: {why}" for name, why in left_out.items()) + ".", ""]
     lines += ["![accuracy against layers per input](pareto.png)", ""]
     for task, rows in transfers.items():
         split = bench.transfer_split(task) or "generated"

@@ -210,9 +210,18 @@ class Bench:
         out.append(Stage("layers-fit-decoy", "supervision", "fit-layers",
                          {"runs": "drllm-train-decoy", "dev": "drllm-dev"}, ("drllm-train-decoy", "drllm-dev"),
                          z.train))
+        # real and decoy routers refitted on the same inputs, the samples both searches keep (the study's pair; left
+        # out where no sample is kept by both)
+        both = ("drllm-train", "drllm-train-decoy", "drllm-dev")
+        out.append(Stage("layers-fit-matched", "supervision", "fit-layers",
+                         {"runs": "drllm-train", "dev": "drllm-dev", "same_as": "drllm-train-decoy"}, both, z.train))
+        out.append(Stage("layers-fit-decoy-matched", "supervision", "fit-layers",
+                         {"runs": "drllm-train-decoy", "dev": "drllm-dev", "same_as": "drllm-train"}, both, z.train))
         out.append(Stage("layers-random", "supervision", "control-layers", {"of": "layers-fit"}, ("layers-fit",)))
         for name, routers in (("layer-router", "layers-fit"), ("layer-router-random", "layers-random"),
-                              ("layer-router-decoy", "layers-fit-decoy")):
+                              ("layer-router-decoy", "layers-fit-decoy"),
+                              ("layer-router-matched", "layers-fit-matched"),
+                              ("layer-router-decoy-matched", "layers-fit-decoy-matched")):
             out.append(Stage(name, "learned", "eval", {**test(), "policy": "layer-router", "router": routers},
                              (routers,), 2 * z.test))
         # PoLar's predictor, real and decoy supervision, its controls

@@ -20,6 +20,12 @@ from ..tasks import Selection
 from .plan import Bench, Stage
 
 FINISHED = "finished.json"  # written in a static search's folder when the search ends (its records do not say so)
+SKIPPED = "skipped.json"  # in stages/: the stages that could not be made from what they read, and why
+
+
+class StageSkipped(Exception):
+    """A stage that cannot be made from what its inputs hold (a control with no sample to train on): the bench goes
+    on without it and the stages that read it, and says why."""
 
 
 def output(bench: Bench, stage: Stage) -> Path:
@@ -236,11 +242,14 @@ def _fit_library(bench: Bench, stage: Stage, splits: dict[str, Selection], progr
 
 
 def _fit_layers(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
-    from ..policies.layer_router import fit_from_runs, save_routers
+    from ..policies.layer_router import fit_from_runs, kept_ids, save_routers
 
     s = stage.settings
+    if "same_as" in s and not kept_ids([bench.stage_path(s["runs"])]) & kept_ids([bench.stage_path(s["same_as"])]):
+        raise StageSkipped(f"no train sample has a right path in both {s['runs']} and {s['same_as']}")
     routers, config = fit_from_runs([bench.stage_path(s["runs"])], [bench.stage_path(s["dev"])],
-                                    progress=progress is not None)
+                                    progress=progress is not None,
+                                    same_samples_as=[bench.stage_path(s["same_as"])] if "same_as" in s else ())
     save_routers(routers, output(bench, stage), config)
 
 
@@ -294,10 +303,11 @@ def one_model():
 
 
 def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], plan: dict,
-              bars: Progress | None = None, overall: Callable[[Stage, bool], None] | None = None) -> None:
+              bars: Progress | None = None, overall: Callable[[Stage, bool], None] | None = None) -> dict[str, str]:
     """Run every stage not done, in order, under one loaded model; ``plan.json`` is written first and must match
     the plan of a bench folder that holds one (another plan's outputs are not mixed in); ``overall(stage, ran)``
-    after each stage."""
+    after each stage. A stage that cannot be made (:class:`StageSkipped`) is left out with the stages that read it;
+    returns those, each with why (also in ``stages/skipped.json``, which the page lists)."""
     from ..errors import ConfigMismatch
     from ..storage import read_json, write_atomic
 
@@ -315,10 +325,31 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
                                                                  if s["name"] not in {p["name"] for p in plan["stages"]}
                                                                  and s["name"] in names]}
     write_atomic(path, json.dumps(plan, indent=1) + "\n")
+    left_out: dict[str, str] = {}
     with one_model():
         for stage in stages:
-            ran = not done(bench, stage, splits)
-            if ran:
-                run_stage(bench, stage, splits, bars)
+            blocked = next((need for need in stage.needs if need in left_out), None)
+            ran = blocked is None and not done(bench, stage, splits)
+            if blocked is not None:
+                left_out[stage.name] = f"it reads {blocked}, which was skipped"
+            elif ran:
+                try:
+                    run_stage(bench, stage, splits, bars)
+                except StageSkipped as why:
+                    left_out[stage.name], ran = str(why), False
             if overall is not None:
                 overall(stage, ran)
+    notes, before = bench.folder / "stages" / SKIPPED, skipped(bench)
+    now = {**{k: v for k, v in before.items() if k not in {s.name for s in stages}}, **left_out}  # --only's too
+    if now != before:  # a finished bench run again writes nothing
+        notes.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(notes, json.dumps(now, indent=1) + "\n")
+    return left_out
+
+
+def skipped(bench: Bench) -> dict[str, str]:
+    """The stages the last run of the bench left out, each with why (:class:`StageSkipped`)."""
+    from ..storage import read_json
+
+    notes = bench.folder / "stages" / SKIPPED
+    return read_json(notes) if notes.is_file() else {}

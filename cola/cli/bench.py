@@ -42,8 +42,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for s in stages:
             adopt = (f"  adopts {found[s.name][0]} ({found[s.name][1]} of {found[s.name][2]} recorded)"
                      if s.name in found else "")
-            print(f"  {s.name:{width}s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  ~{seconds[s.name]:7.0f} s"
-                  f"  {_settings(s.settings)}{adopt}")
+            print(f"  {s.name:{width}s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  "
+                  f"~{seconds[s.name]:7.0f} s  {_settings(s.settings)}{adopt}")
         if found:
             print("  (an adopted run's weights are compared with the model's when the bench runs)")
         print(f"estimated total: {sum(seconds.values()) / 60:.0f} min on this machine (a timing probe, not a "
@@ -62,7 +62,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             bar.set_postfix_str(stage.name + ("" if ran else " (done before)"))
             bar.update(1)
 
-        run_bench(bench, stages, splits, plan, None if args.quiet else bars, overall)
+        left_out = run_bench(bench, stages, splits, plan, None if args.quiet else bars, overall)
+    for name, why in left_out.items():
+        print(f"cola: stage {name} left out: {why}", file=sys.stderr)
     table, page, transfers = write_results(bench, stages)
     _print_table(table)
     for task, rows in transfers.items():
