@@ -174,6 +174,10 @@ def test_dry_run_prints_the_plan_and_loads_no_weights(tiny_folder, tmp_path, mon
     assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "static")) == 0
     only = capsys.readouterr().out
     assert " prune " in only and "static-best" in only and "layer-router" not in only
+    assert "  full " in only  # every row is read against full depth: it comes along
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "transfer", "--skip", "full", *TRANSFER)) == 0
+    only = capsys.readouterr().out
+    assert "  arc_easy/full " in only and "  full " not in only
     assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "nonsense")) == 2
     assert "unknown stage or family nonsense" in capsys.readouterr().err
 

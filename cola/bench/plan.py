@@ -270,7 +270,8 @@ class Bench:
         return out + [t for name in self.transfer for t in _transferred(out, name)]
 
     def select(self, only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[Stage]:
-        """The stages ``--only`` and ``--skip`` leave (by name or family), with every stage one of them reads."""
+        """The stages ``--only`` and ``--skip`` leave (by name or family), with every stage one of them reads and the
+        full-depth stage of its task (every row is read against it) unless that is skipped by name."""
         stages = {s.name: s for s in self.stages()}
         unknown = [u for u in (*only, *skip) if u not in stages and u not in FAMILIES]
         if unknown:
@@ -278,6 +279,8 @@ class Bench:
                              f"{', '.join(FAMILIES)}")
         chosen = [s for s in stages.values() if not only or s.name in only or s.family in only]
         chosen = [s for s in chosen if s.name not in skip and s.family not in skip]
+        references = {s.name.rpartition("/")[0] + "/full" if "/" in s.name else "full" for s in chosen}
+        chosen += [stages[r] for r in references if r not in skip and stages[r] not in chosen]
         wanted, todo = {s.name for s in chosen}, [s.name for s in chosen]
         while todo:
             for need in stages[todo.pop()].needs:

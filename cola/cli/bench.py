@@ -111,7 +111,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the subsets and of carved splits (default 0)")
     p.add_argument("--out", default=None, help="the bench folder (default runs/bench-MODEL-TASK-PRESET)")
     p.add_argument("--only", nargs="+", default=None, metavar="STAGE",
-                   help=f"run only these stages or families ({', '.join(FAMILIES)}), and what they read")
+                   help=f"run only these stages or families ({', '.join(FAMILIES)}), what they read and full depth")
     p.add_argument("--skip", nargs="+", default=None, metavar="STAGE", help="leave these stages or families out")
     p.add_argument("--adopt", nargs="+", default=None, metavar="DIR",
                    help="take a search run found in these folders (run folders or folders of them, e.g. "
