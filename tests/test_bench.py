@@ -61,7 +61,8 @@ def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_pa
     left_out = json.loads((smoke / "stages" / "skipped.json").read_text())
     assert set(left_out) == {f"{where}{name}" for where in ("", "arc_easy/") for name in (
         "layer-router-matched", "layer-router-decoy-matched")} | {"layers-fit-matched", "layers-fit-decoy-matched"}
-    assert "no train sample has a right path in both drllm-train and drllm-train-decoy" in left_out["layers-fit-matched"]
+    why = left_out["layers-fit-matched"]
+    assert "no train sample has a right path in both drllm-train and drllm-train-decoy" in why
     assert "Stages left out" in (smoke / "report.md").read_text() and not any("matched" in m for m in by)
     for r in rows:  # an oracle never stands beside full depth, nor without its control (bar the control itself)
         if r["oracle"]:
@@ -84,7 +85,8 @@ def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_pa
     md = (smoke / "report.md").read_text()
     assert md.index("## Verdicts") < md.index("ORACLE")  # the verdict table comes first
     plan = json.loads((smoke / "plan.json").read_text())
-    assert plan["splits"]["test"]["ids"] and not set(plan["splits"]["test"]["ids"]) & set(plan["splits"]["train"]["ids"])
+    test_ids = plan["splits"]["test"]["ids"]
+    assert test_ids and not set(test_ids) & set(plan["splits"]["train"]["ids"])
     csv = (smoke / "results.csv").read_text().splitlines()
     assert csv[0].startswith("method,family,oracle") and len(csv) == len(rows) + 1
 
@@ -175,7 +177,8 @@ def test_dry_run_prints_the_plan_and_loads_no_weights(tiny_folder, tmp_path, mon
     only = capsys.readouterr().out
     assert " prune " in only and "static-best" in only and "layer-router" not in only
     assert "  full " in only  # every row is read against full depth: it comes along
-    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "transfer", "--skip", "full", *TRANSFER)) == 0
+    assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "transfer", "--skip", "full",
+                       *TRANSFER)) == 0
     only = capsys.readouterr().out
     assert "  arc_easy/full " in only and "  full " not in only
     assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "nonsense")) == 2
