@@ -315,8 +315,7 @@ def _transferred(stages: list[Stage], task: str) -> list[Stage]:
         settings, needs = {**s.settings, "split": f"{task}/test"}, s.needs
         if "calibrate" in settings:
             settings, needs = {"split": f"{task}/test", "n": s.settings["n"], "policy_from": s.name}, (s.name,)
-        out.append(Stage(f"{task}/{s.name}", "transfer", "eval", settings, needs,
-                         s.size))
+        out.append(Stage(f"{task}/{s.name}", "transfer", "eval", settings, needs, s.size))
     return out
 
 

@@ -92,7 +92,7 @@ def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) ->
     if "chain" in s:
         job["chains"] = (_chain(bench, s["chain"]),)
     elif "policy_from" in s:  # a policy as it was calibrated in another stage, replayed from that stage's summary
-        job["policy"] = str(output(bench, Stage(s["policy_from"], "", "eval", {})).with_suffix(".json"))
+        job["policy"] = str(bench.stage_path(s["policy_from"]).with_suffix(".json"))
     elif "policy" in s:
         settings = {"router": str(bench.stage_path(s["router"]))} if "router" in s else {}
         job.update(policy=s["policy"], router=settings.get("router"), top_k=s.get("top_k", 1),
