@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cola.evaluation.evaluator import EvalConfig
 from cola.search import MCTSConfig
-from cola.search.distributed import run_search_ray
+from cola.search.distributed import run_search_ray, start_local_cluster
 from cola.search.run import SearchJob, run_search
 from cola.storage import RunStore, read_records
 from cola.tasks import load_samples
@@ -52,7 +52,7 @@ def main() -> None:
     reference = _lines(root / "single")
     print(f"single process (no Ray): {single:7.1f} s, {60 * len(samples) / single:5.2f} samples/min")
     del evaluator
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    start_local_cluster(ray, os.cpu_count())
     for workers in map(int, args.workers.split(",")):
         t0 = time.perf_counter()
         run_search_ray(job, samples, str(root / f"workers{workers}"), workers=workers, progress=False)

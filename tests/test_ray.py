@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a Ray cluster takes seconds to start and stop: not in the fast loop
 
 from cola.search import MCTSConfig  # noqa: E402
-from cola.search.distributed import WORKER_PREFIX, run_search_ray  # noqa: E402
+from cola.search.distributed import WORKER_PREFIX, run_search_ray, start_local_cluster  # noqa: E402
 from cola.search.run import SearchJob, run_search  # noqa: E402
 from cola.storage import RunStore, read_records  # noqa: E402
 from cola.tasks import load_samples  # noqa: E402
@@ -29,7 +29,7 @@ def _env() -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_cluster(ray, 2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -97,6 +97,7 @@ def test_a_killed_worker_loses_nothing(cluster, tiny_folder, samples, reference,
         time.sleep(0.05)
     assert len(workers) == 2
     pid = ray.get(ray.get_actor(workers[0]["name"], namespace=workers[0]["namespace"]).pid.remote())
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0)  # not starved (Ray's nice 15)
     while time.time() < deadline and len(read_records(out)) < 1:
         time.sleep(0.05)
     done_before = len(read_records(out))
@@ -119,7 +120,8 @@ def test_a_killed_driver_resumes(cluster, tiny_folder, reference, tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 1 <= len(read_records(out)) < N, "the kill must land mid-run: " + (tmp_path / "driver.log").read_text()[-2000:]
+    log = (tmp_path / "driver.log").read_text()
+    assert 1 <= len(read_records(out)) < N, "the kill must land mid-run: " + log[-2000:]
     from cola.cli import main
 
     assert main(cmd[3:]) == 0  # the resume, in this process (only the kill needs a process of its own)

@@ -61,13 +61,19 @@ class SearchWorker:
         return os.getpid()
 
 
+def start_local_cluster(ray, cpus: int) -> None:
+    """Start a Ray cluster on this machine with ``cpus`` CPUs. Its workers run at the driver's priority: Ray's default
+    (niceness 15) starves them, the searches themselves, behind any other job on the machine."""
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _system_config={"worker_niceness": 0})
+
+
 def _connect(ray, workers: int | None, address: str | None, gpus_per_worker: float | None):
     """Start a local cluster or join ``address``; returns (workers, gpus per worker, cpus per worker)."""
     if not ray.is_initialized():
         if address is not None:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+            start_local_cluster(ray, max(workers or 1, os.cpu_count() or 1))
     resources = ray.cluster_resources()
     gpus = resources.get("GPU", 0)
     if gpus_per_worker is None:
