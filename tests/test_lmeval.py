@@ -42,10 +42,10 @@ def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tm
 
 def test_lm_eval_through_the_cola_backend_equals_cola_eval_per_sample(smol, data_dir, tmp_path):
     """`--model cola` with a chain (full depth, and one that skips and repeats) scores what `cola eval --chain`
-    scores, sample by sample, on a local ARC-Easy task of 20 rows (the full test sets: bench/lmeval_agreement.py)."""
+    scores, sample by sample, on a local ARC-Easy task of 10 rows (the full test sets: bench/lmeval_agreement.py)."""
     from cola.lmeval import ColaLM
 
-    sets = _write_sets(tmp_path, data_dir, 20, ("arc_easy",))
+    sets = _write_sets(tmp_path, data_dir, 10, ("arc_easy",))
     for chain in (Chain.full(smol.depth), Chain.parse("0-13,13,14-25,28,29")):
         assert_lmeval_agrees(smol, chain, sets, ColaLM(cm=smol, chain=str(chain).replace(",", "+")), tmp_path)
 
