@@ -327,3 +327,22 @@ def test_the_study_votes_as_the_committed_study_and_older_benches_keep_their_pla
     assert stages["cascade-consistency"].settings["calibrate"] == "consistency=0.95"
     committed = Path(__file__).parents[1] / "results" / "bench" / "smollm2-135m-arc_easy-quick" / "plan.json"
     assert json.loads(committed.read_text())["sizes"] == PRESETS["quick"].to_dict()
+
+
+def test_the_study_transfers_on_the_committed_studys_500_items(monkeypatch):
+    """The committed study read ARC-Challenge and CommonsenseQA on 500 items each (ARC-Easy on 1000): the study preset's
+    transfer stages take 500, their estimated size scaled with them; a preset without its own size transfers on its
+    test size."""
+    from cola.bench.plan import Bench
+
+    monkeypatch.setattr(Bench, "depth", property(lambda self: 30))
+    for preset, n in (("study", 500), ("quick", 300)):
+        stages = {s.name: s for s in Bench("smollm2-135m", "arc_easy", "unused", preset,
+                                           transfer=("arc_challenge",)).stages()}
+        moved = {name: s for name, s in stages.items() if s.family == "transfer"}
+        assert moved and all(s.settings["n"] == n for s in moved.values())
+        for name, s in moved.items():
+            here = stages[name.removeprefix("arc_challenge/")]
+            assert s.size == here.size * n // here.settings["n"]
+        assert moved["arc_challenge/eval-program"].settings == {**stages["eval-program"].settings,
+                                                                "split": "arc_challenge/test", "n": n}

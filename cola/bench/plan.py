@@ -141,7 +141,7 @@ class Bench:
         for name in self.transfer:
             out[f"{name}/test"] = Selection(name, self.data_dir, include=self.include, seed=self.seed,
                                             split=self.transfer_split(name))
-            self.sized(out[f"{name}/test"], self.sizes.test).load()
+            self.sized(out[f"{name}/test"], self.sizes.transfer or self.sizes.test).load()
         return out
 
     def transfer_split(self, name: str) -> str | None:
@@ -267,7 +267,7 @@ class Bench:
             out.append(Stage("self-consistency", "label-free", "eval",
                              {**test(), "policy": "self-consistency", "calibrate": "accuracy", "ks": [3, 5],
                               "temperatures": [0.7], "dev_n": z.dev}, (), 6 * z.test + 5 * z.dev))
-        return out + [t for name in self.transfer for t in _transferred(out, name)]
+        return out + [t for name in self.transfer for t in _transferred(out, name, z.transfer or z.test)]
 
     def select(self, only: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[Stage]:
         """The stages ``--only`` and ``--skip`` leave (by name or family), with every stage one of them reads and the
@@ -304,18 +304,18 @@ class Bench:
                             "needs": list(s.needs), "size": s.size} for s in stages]}
 
 
-def _transferred(stages: list[Stage], task: str) -> list[Stage]:
-    """The evaluations on test of ``stages`` (every deployable method and its controls) again on ``task``'s reported
-    split, named ``TASK/NAME``: the same chains, routers and predictors, and a calibrated policy as it was chosen on
-    the bench's dev (read from its evaluation there, not calibrated again)."""
+def _transferred(stages: list[Stage], task: str, n: int) -> list[Stage]:
+    """The evaluations on test of ``stages`` (every deployable method and its controls) again on ``n`` samples of
+    ``task``'s reported split, named ``TASK/NAME``: the same chains, routers and predictors, and a calibrated policy as
+    it was chosen on the bench's dev (read from its evaluation there, not calibrated again)."""
     out = []
     for s in stages:
         if s.kind != "eval" or s.settings.get("split") != "test":
             continue
-        settings, needs = {**s.settings, "split": f"{task}/test"}, s.needs
+        settings, needs = {**s.settings, "split": f"{task}/test", "n": n}, s.needs
         if "calibrate" in settings:
-            settings, needs = {"split": f"{task}/test", "n": s.settings["n"], "policy_from": s.name}, (s.name,)
-        out.append(Stage(f"{task}/{s.name}", "transfer", "eval", settings, needs, s.size))
+            settings, needs = {"split": f"{task}/test", "n": n, "policy_from": s.name}, (s.name,)
+        out.append(Stage(f"{task}/{s.name}", "transfer", "eval", settings, needs, s.size * n // s.settings["n"]))
     return out
 
 

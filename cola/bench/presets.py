@@ -16,7 +16,8 @@ class Preset:
     1..bi / drop; ``top_k``: PoLar's best-of-k; ``polar_train``, ``library_train`` (with ``library_sims``) and
     ``static_dev``: PoLar's and the library router's supervision and the static search's samples where they are not
     ``train`` / ``dev``; ``static_sims`` and ``drllm_sims``: the static search's and Dr.LLM's supervision searches'
-    budgets; ``vote_top``, ``vote_ks``, ``vote_rules``: what the vote over chains chooses among on dev."""
+    budgets; ``vote_top``, ``vote_ks``, ``vote_rules``: what the vote over chains chooses among on dev;
+    ``transfer``: the samples of each ``--transfer`` task's reported split."""
 
     test: int
     dev: int
@@ -37,6 +38,7 @@ class Preset:
     vote_top: int | None = None  # the vote's chains besides full depth, from the library's ranking (None: 2)
     vote_ks: tuple[int, ...] | None = None  # the vote's sizes calibrated over (None: 3)
     vote_rules: tuple[str, ...] | None = None  # and its rules (None: majority)
+    transfer: int | None = None  # each --transfer task's samples (None: ``test``)
 
     def to_dict(self) -> dict:
         """The sizes for plan.json (the optional ones only where set, so that a bench made before they existed
@@ -53,5 +55,5 @@ PRESETS = {
     # the committed study's sizes
     "study": Preset(test=1000, dev=200, train=2251, prune=100, search=100, sims=200, train_sims=100, bi=7, drop=7,
                     polar_train=1000, library_train=40, library_sims=50, static_dev=100, static_sims=30,
-                    vote_top=8, vote_ks=(3, 5, 9), vote_rules=("majority", "confident", "weighted")),
+                    vote_top=8, vote_ks=(3, 5, 9), vote_rules=("majority", "confident", "weighted"), transfer=500),
 }
