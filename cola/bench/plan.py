@@ -331,20 +331,24 @@ def _carve(ids: list[str], seed: int, n: int) -> tuple[list[str], list[str]]:
 def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
     """Each stage's estimated seconds, from its size in chain evaluations and a short timing probe of this machine: the
     products of one layer of the model (its config's sizes, read without its weights) over a typical prompt's
-    tokens, timed with random numbers. An estimate, not a measurement: docs/bench.md has the measured times."""
+    tokens, timed with random numbers in the dtype the bench runs in (bf16 on a processor with native bf16, under
+    ``--dtype auto``). An estimate, not a measurement: docs/bench.md has the measured times."""
     import time
 
     import torch
 
-    from ..core.loading import model_config
+    from ..core.loading import default_device, model_config, parse_device, resolve_dtype
 
     config = model_config(bench.model)
+    device = parse_device(bench.device) if bench.device else default_device()
+    dtype = resolve_dtype(bench.dtype, device) if device.type == "cpu" else torch.float32  # a GPU: timed on the CPU
     hidden = config.hidden_size
     inner = getattr(config, "intermediate_size", 4 * hidden)
     tokens = 64  # a typical prompt's tokens beyond what a chain shares with the one before
-    x, h = torch.randn(tokens, hidden), torch.randn(tokens, inner)
-    products = [(x, torch.randn(hidden, hidden)) for _ in range(4)] + [(x, torch.randn(hidden, inner))] * 2
-    products.append((h, torch.randn(inner, hidden)))
+    randn = lambda *shape: torch.randn(*shape, dtype=dtype)  # noqa: E731
+    x, h = randn(tokens, hidden), randn(tokens, inner)
+    products = [(x, randn(hidden, hidden)) for _ in range(4)] + [(x, randn(hidden, inner))] * 2
+    products.append((h, randn(inner, hidden)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core's speed, less sensitive to what else runs now
     try:
