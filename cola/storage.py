@@ -147,17 +147,34 @@ def _check_parent(path: Path, option: str) -> None:
 
 @contextlib.contextmanager
 def no_interrupts():
-    """Hold Ctrl-C (SIGINT) back while a durable write completes, so that an interrupted command never leaves a
-    half-written line or file; the signal is delivered as soon as the block ends. (Main thread only: elsewhere
-    nothing is held back.)"""
-    held = threading.current_thread() is threading.main_thread()
-    if held:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Hold Ctrl-C (SIGINT) and SIGTERM back while a durable write completes, so that an interrupted command never
+    leaves a half-written line or file: a stop that arrives meanwhile is recorded and handled, by the handler it would
+    have met, as soon as the block ends. (Python runs signal handlers in the main thread, whichever thread the signal
+    reaches, so a handler is what holds it back, not a thread's signal mask. Main thread only: elsewhere nothing is
+    held back.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, object]] = []
+    previous = {number: signal.getsignal(number) for number in STOPS}
+    previous = {number: handler for number, handler in previous.items() if handler is not None}  # not set in C
+    for number in previous:
+        signal.signal(number, lambda signum, frame: caught.append((signum, frame)))
     try:
         yield
     finally:
-        if held:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if caught:
+            signum, frame = caught[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
+STOPS = {signal.SIGINT, signal.SIGTERM}  # what a user or a scheduler stops a command with
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a full quota

@@ -148,14 +148,15 @@ def test_a_bad_out_fails_before_the_model_loads(tmp_path, capsys, no_model, comm
     assert err.startswith("cola: error: --out ") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def _interrupted(cmd: list[str], ready: Path, lines: int) -> subprocess.CompletedProcess:
-    """Run ``cmd`` as a child, send it SIGINT (Ctrl-C, the default handler) once ``ready`` holds ``lines`` lines."""
+def _interrupted(cmd: list[str], ready: Path, lines: int, how: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Run ``cmd`` as a child, send it ``how`` (SIGINT: Ctrl-C, the default handler) once ``ready`` holds ``lines``
+    lines."""
     proc = subprocess.Popen([sys.executable, "-c", SLOWED, *cmd], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (ready.exists() and ready.read_text().count("\n") >= lines):
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(how)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
@@ -177,15 +178,17 @@ def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_pat
 
 
 @pytest.mark.slow  # `cola` in child processes: seconds each to start
-def test_ctrl_c_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path):
+def test_sigterm_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path):
+    """SIGTERM (a scheduler's time limit, `timeout`, `docker stop`) stops a command as Ctrl-C does (the search's test
+    above sends SIGINT: one handler serves every command)."""
     data = tmp_path / "mc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in mc_rows(300)))
     out = tmp_path / "e.jsonl"
     cmd = _eval(tiny_folder, data, out, "--batch-size", "1")
-    done = _interrupted(cmd, tmp_path / "e.partial.jsonl", 2)
-    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    done = _interrupted(cmd, tmp_path / "e.partial.jsonl", 2, signal.SIGTERM)
+    assert done.returncode == 143 and "Traceback" not in done.stderr, done.stderr
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("interrupted: ") and "kept in " in last and last.endswith(
+    assert last.startswith("terminated: ") and "kept in " in last and last.endswith(
         "; run the same command again to resume")
     assert (tmp_path / "e.partial.jsonl").read_text().endswith("\n") and not out.exists()
     assert main(cmd) == 0
@@ -315,3 +318,24 @@ def test_non_finite_logits_are_one_error_naming_the_chain_and_the_input(tmp_path
     assert main(["generate", "--model", str(folder), "--device", "cpu", "--prompt", "t5 t6"]) == 2
     err = capsys.readouterr().err
     assert "non-finite logits" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_waits_until_the_durable_write_is_whole(how):
+    """Ctrl-C or SIGTERM arriving in the middle of a durable write lands once the write is done, never inside it."""
+    from cola.cli import _terminate
+    from cola.storage import no_interrupts
+
+    number = getattr(signal, how)
+    previous = signal.signal(number, _terminate if how == "SIGTERM" else signal.default_int_handler)
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with no_interrupts():
+                os.kill(os.getpid(), number)
+                time.sleep(0.05)
+                done.append("the write")
+            done.append("past the block")  # the signal lands first
+    finally:
+        signal.signal(number, previous)
+    assert done == ["the write"]

@@ -8,7 +8,9 @@ same calls. Each imports what it needs when it runs, so ``cola --help`` stays fa
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from ..errors import ColaError, DiskFullError
 from . import bench, evaluate, lmeval, model, report, router, search
@@ -44,9 +46,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, ``timeout``, ``docker stop``): the command stops as Ctrl-C stops it."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cola`` console script."""
     args = parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where a signal handler may be set
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     import warnings
 
     import transformers
@@ -69,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: every write is whole (cola.storage), so say what is kept and stop
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every write is whole (cola.storage): say what is kept
         kept = getattr(args, "kept", None)
-        print(f"\ninterrupted: {kept() if kept else 'nothing was written'}", file=sys.stderr)
-        return 130
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\n{how}: {kept() if kept else 'nothing was written'}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     finally:
         warnings.showwarning = shown
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
