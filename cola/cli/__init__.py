@@ -88,5 +88,5 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         warnings.showwarning = shown
-        if on_main_thread:
+        if previous is not None:  # None: the handler was not set from Python (it stays ours)
             signal.signal(signal.SIGTERM, previous)
