@@ -156,8 +156,8 @@ def no_interrupts():
         yield
         return
     caught: list[tuple[int, object]] = []
-    previous = {number: signal.getsignal(number) for number in STOPS}
-    previous = {number: handler for number, handler in previous.items() if handler is not None}  # not set in C
+    # a handler set in C reads as None: left as it is
+    previous = {number: handler for number in STOPS if (handler := signal.getsignal(number)) is not None}
     for number in previous:
         signal.signal(number, lambda signum, frame: caught.append((signum, frame)))
     try:

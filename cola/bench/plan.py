@@ -337,10 +337,10 @@ def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
 
     import torch
 
-    from ..core.loading import default_device, model_config, parse_device, resolve_dtype
+    from ..core.loading import model_config, parse_device, resolve_dtype
 
     config = model_config(bench.model)
-    device = parse_device(bench.device) if bench.device else default_device()
+    device = parse_device(bench.device)
     dtype = resolve_dtype(bench.dtype, device) if device.type == "cpu" else torch.float32  # a GPU: timed on the CPU
     hidden = config.hidden_size
     inner = getattr(config, "intermediate_size", 4 * hidden)

@@ -288,7 +288,7 @@ def one_model():
     original, loaded = loading.load_model, {}
 
     def shared(spec, device=None, dtype=None, attn_implementation=None, allow_untested=False):
-        place = loading.parse_device(device) if device is not None else loading.default_device()
+        place = loading.parse_device(device)
         key = (spec, str(place), str(loading.resolve_dtype(dtype, place)), attn_implementation, allow_untested)
         if key not in loaded:
             loaded[key] = original(spec, device, dtype, attn_implementation, allow_untested)

@@ -45,8 +45,11 @@ def available_devices() -> list[str]:
     return devices + (["mps"] if mps is not None and mps.is_available() else [])
 
 
-def parse_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch device this machine has, else a :class:`~cola.errors.UsageError` listing those it has."""
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device this machine has (None: :func:`default_device`), else a
+    :class:`~cola.errors.UsageError` listing those it has."""
+    if device is None:
+        return default_device()
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
@@ -362,7 +365,7 @@ def load_model(
     its full chain run by CoLa must give the model's own logits on a short probe
     (:func:`cola.core.executor.check_exact`), else it is refused.
     """
-    device = parse_device(device) if device is not None else default_device()
+    device = parse_device(device)
     dtype = resolve_dtype(dtype, device)
     source = resolve(spec)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}

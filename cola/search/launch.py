@@ -18,11 +18,11 @@ def default_folder(job: SearchJob, n: int, static: bool = False) -> str:
     ``runs/MODEL-TASK[-SPLIT]-MODE-ACTIONS[-CONTROL|-static][-DTYPE]-nN-sSEED`` (the split only when it is not the
     task's default, the dtype only when it is not the device's default, so that a bf16 run on a CPU has a folder of
     its own)."""
-    from ..core.loading import default_device, default_dtype, parse_device, resolve_dtype
+    from ..core.loading import default_dtype, parse_device, resolve_dtype
 
     control = f"-{job.control}" if job.control != "none" else "-static" if static else ""
     split = f"-{job.split}" if job.split not in (None, get_task(job.task, job.lm_eval_include).default_split) else ""
-    device = parse_device(job.device) if job.device is not None else default_device()
+    device = parse_device(job.device)
     dtype = resolve_dtype(job.dtype, device)
     kind = f"-{str(dtype).removeprefix('torch.')}" if dtype != default_dtype(device) else ""
     return (f"runs/{job.model.replace('/', '_')}-{job.task.replace(':', '-')}{split}-{job.eval_config.mode}-"
@@ -64,11 +64,11 @@ def candidate_runs(job: SearchJob, samples: Sequence[Sample],
     it has recorded, most recorded first."""
     from dataclasses import asdict
 
-    from ..core.loading import default_device, parse_device, resolve_dtype
+    from ..core.loading import parse_device, resolve_dtype
     from ..storage import CONFIG, read_json, read_records
 
     ids = [s.id for s in samples]
-    dtype = str(resolve_dtype(job.dtype, parse_device(job.device) if job.device else default_device()))
+    dtype = str(resolve_dtype(job.dtype, parse_device(job.device)))
     mine = {"model": job.model, "dtype": dtype.removeprefix("torch."), "task": job.task, "mode": job.eval_config.mode,
             "sample_ids": ids, "control": job.control, "mcts": job.mcts.to_config(), "seed": job.seed,
             "reward": job.reward}
