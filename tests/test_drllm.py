@@ -244,6 +244,7 @@ def test_cola_router_fit_layers_trains_on_drllm_runs_and_scores_on_dev(tiny_fold
     routers, config = load_routers(out, cm)
     assert config["train"]["kept"] + config["train"]["dropped"] == 16 and config["recipe"]["epochs"] == 3
     assert len(config["train_ids"]) == config["train"]["kept"] and 0 <= config["dev_scores"]["macro_f1"] <= 1
+    assert config["environment"]["threads"] == torch.get_num_threads()
     path = route(routers, cm, torch.tensor([[1, 7, 9, 11, 13, 17, 19, 23, 29, 31, 37]]))
     assert list(path) == sorted(path) and max(drllm_labels(path, 6)) <= 2
     # labels from the study's search space are refused

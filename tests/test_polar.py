@@ -341,6 +341,8 @@ def test_fit_program_controls_and_the_oracle_evaluation_from_the_command_line(ti
                  "--device", "cpu", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "samples kept" in out and "validation loss" in out and "unparsable" in out
+    fitted = json.loads((folder / "config.json").read_text())  # the thread count decides a fit's last bits
+    assert fitted["environment"]["threads"] == torch.get_num_threads() and fitted["environment"]["torch"]
     for kind, extra in (("random", []), ("random", ["--with-full"]), ("menu", [])):
         name = tmp_path / f"{kind}{'-full' if extra else ''}"
         assert main(["router", "program-control", kind, "--router", str(folder), "--out", str(name), *extra]) == 0

@@ -28,6 +28,12 @@ def environment(cm: ColaModel) -> dict:
             "transformers": transformers.__version__, "device": device, **found}
 
 
+def fit_environment(cm: ColaModel) -> dict:
+    """:func:`environment`, and the thread count: a fit's gradients are sums whose order the thread count decides,
+    so the same fit on 1 and on 2 threads ends in other weights (forward passes do not depend on it)."""
+    return {**environment(cm), "threads": torch.get_num_threads()}
+
+
 def evaluator_header(evaluator: Evaluator) -> dict:
     """What decides an evaluator's outcomes, with its provenance: the model (:func:`model_header`), the task and how
     it is asked, the CoLa version and the environment (software and device)."""

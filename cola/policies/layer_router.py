@@ -382,6 +382,7 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
     from tqdm import tqdm
 
     from ..errors import RouterError
+    from ..evaluation.provenance import fit_environment
     from ..storage import chunks
 
     only = kept_ids(same_samples_as) if same_samples_as else None
@@ -403,5 +404,6 @@ def fit_from_runs(runs, dev_runs, recipe: Recipe = Recipe(), data: str | None = 
               "train": counts, "dev": dev_counts, "train_ids": ids, "dev_ids": dev_ids,
               "train_scores": router_scores(routers, x, y), "dev_scores": router_scores(routers, dev_x, dev_y),
               "dev_scores_majority": decision_scores(y.mode(dim=0).values.expand_as(dev_y), dev_y),
-              "label_shares": [torch.bincount(y[:, layer], minlength=3).tolist() for layer in range(y.shape[1])]}
+              "label_shares": [torch.bincount(y[:, layer], minlength=3).tolist() for layer in range(y.shape[1])],
+              "environment": fit_environment(cm)}
     return routers, config

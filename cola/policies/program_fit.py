@@ -188,6 +188,7 @@ def fit_from_runs(runs: Sequence[str], encoder: str = "target", recipe: ProgramR
     from ..core.hashes import weights_hash
     from ..core.loading import load_model
     from ..evaluation.evaluator import EvalConfig, Evaluator
+    from ..evaluation.provenance import fit_environment
     from ..search.run import run_samples
     from ..tasks import get_task
     from ..storage import read_config, read_records
@@ -243,7 +244,7 @@ def fit_from_runs(runs: Sequence[str], encoder: str = "target", recipe: ProgramR
                                               "val_examples": len(val_examples)},
         "history": history, "val_loss": min((h["val_loss"] for h in history), default=math.nan),
         "train_ids": [i for i in kept if i not in val_ids], "val_ids": sorted(val_ids, key=index.get),
-        "menu": menu(records, depth, recipe)}
+        "menu": menu(records, depth, recipe), "environment": fit_environment(cm)}
     router = ProgramRouter(config, predictor, question_encoder)
     held_out = router.decode_states([states[index[i]] for i in kept if i in val_ids], recipe.beam)
     config["val_rates"] = decoded_rates([p[:1] for p in held_out], depth)  # the top programs: pass@1's
