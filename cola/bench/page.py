@@ -242,7 +242,7 @@ def _pareto(table: list[dict], methods_: list[Method], path: Path) -> None:
             if control is not None:
                 ax.plot([r["mean_layers"], control["mean_layers"]], [r["accuracy"], control["accuracy"]], ":",
                         color="gray", linewidth=1)
-        keys = [plt.Line2D([], [], linestyle="", marker="$%d$" % i, color="black", label=r["method"][:60])
+        keys = [plt.Line2D([], [], linestyle="", marker="$%d$" % i, color="black", label=r["method"])
                 for i, r in enumerate(rows, 1)]
         pending.append((ax, [(x, y, ",".join(map(str, numbers))) for (x, y), numbers in points.items()], keys))
         ax.set_xlabel("layers computed per input" + (" (all the chains tried)" if oracle else ""))
