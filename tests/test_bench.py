@@ -346,3 +346,34 @@ def test_the_study_transfers_on_the_committed_studys_500_items(monkeypatch):
             assert s.size == here.size * n // here.settings["n"]
         assert moved["arc_challenge/eval-program"].settings == {**stages["eval-program"].settings,
                                                                 "split": "arc_challenge/test", "n": n}
+
+
+def test_the_figure_labels_overlap_neither_each_other_nor_any_marker():
+    """A crowded panel as the study's: runs of points a few pixels apart on a diagonal (where a label beside one point
+    would sit on the next one's marker) and a grid of 24 more; every label finds a place clear of the other labels
+    and of every point's marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
+
+    from cola.bench.page import place_labels
+
+    fig, ax = plt.subplots(figsize=(7.8, 5.5), dpi=100)
+    ax.set_xlim(0, 780)
+    ax.set_ylim(0, 550)  # about one data unit per pixel
+    diagonal = [(100 + 14 * i + 200 * run, 100 + 9 * i + 150 * run) for run in range(2) for i in range(4)]
+    grid = [(450 + 40 * (i % 6), 300 + 30 * (i // 6)) for i in range(24)]
+    points = [(x, y, str(i + 1)) for i, (x, y) in enumerate(diagonal + grid)]
+    ax.plot([x for x, _, _ in points], [y for _, y, _ in points], "o")
+    fig.canvas.draw()
+    boxes = place_labels(fig, ax, points)
+    half = 6.0 * fig.dpi / 72 / 2
+    markers = [Bbox.from_extents(px - half, py - half, px + half, py + half)
+               for px, py in (ax.transData.transform((x, y)) for x, y, _ in points)]
+    assert len(boxes) == len(points)
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1:])
+        assert not any(box.overlaps(marker) for marker in markers)
+    plt.close(fig)

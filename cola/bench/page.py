@@ -217,7 +217,8 @@ def _csv(table: list[dict]) -> str:
 def _pareto(table: list[dict], methods_: list[Method], path: Path) -> None:
     """Accuracy (with its interval) against layers per input, one numbered marker per deployable method (oracle rows
     in their own panel), each method joined to its control by a dotted line; the numbers are keyed in a legend, one
-    label per point (methods at the same point share it) placed where it overlaps no other (:func:`place_labels`)."""
+    label per point (methods at the same point share it) placed where it overlaps no other label and no marker
+    (:func:`place_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,17 +265,23 @@ OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 16), (6, -24), (-6, 16), (-
            (6, 28), (6, -36), (30, 4), (-30, 4), (6, 40), (6, -48)]  # points, tried in turn
 
 
-def place_labels(fig, ax, labels: list[tuple[float, float, str]]) -> list:
+def place_labels(fig, ax, labels: list[tuple[float, float, str]], marker: float = 6.0) -> list:
     """Write each ``(x, y, text)`` beside its point at the first offset (:data:`OFFSETS`) where its box overlaps no
-    label placed before it (the last offset tried if none is free); returns the boxes, in display coordinates."""
+    label placed before it and no point's marker (a square of ``marker`` points around each ``(x, y)``); the last
+    offset is taken if none is free. Returns the labels' boxes, in display coordinates."""
+    from matplotlib.transforms import Bbox
+
     renderer = fig.canvas.get_renderer()
+    half = marker * fig.dpi / 72 / 2
+    markers = [Bbox.from_extents(px - half, py - half, px + half, py + half)
+               for px, py in (ax.transData.transform((x, y)) for x, y, _ in labels)]
     placed = []
     for x, y, text in sorted(labels):
         for dx, dy in OFFSETS:
             ha = "left" if dx >= 0 else "right"
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8, ha=ha)
             box = label.get_window_extent(renderer).expanded(1.05, 1.1)
-            if not any(box.overlaps(other) for other in placed) or (dx, dy) == OFFSETS[-1]:
+            if not any(box.overlaps(other) for other in (*placed, *markers)) or (dx, dy) == OFFSETS[-1]:
                 placed.append(box)
                 break
             label.remove()
