@@ -323,11 +323,12 @@ def test_non_finite_logits_are_one_error_naming_the_chain_and_the_input(tmp_path
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
 def test_a_stop_signal_waits_until_the_durable_write_is_whole(how):
     """Ctrl-C or SIGTERM arriving in the middle of a durable write lands once the write is done, never inside it."""
-    from cola.cli import _terminate
-    from cola.storage import no_interrupts
+    from cola.cli import _stop
+    from cola.storage import STOPS, no_interrupts
 
     number = getattr(signal, how)
-    previous = signal.signal(number, _terminate if how == "SIGTERM" else signal.default_int_handler)
+    previous = {n: signal.getsignal(n) for n in STOPS}
+    signal.signal(number, _stop)
     done = []
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -336,6 +337,34 @@ def test_a_stop_signal_waits_until_the_durable_write_is_whole(how):
                 time.sleep(0.05)
                 done.append("the write")
             done.append("past the block")  # the signal lands first
+        assert all(signal.getsignal(n) == signal.SIG_IGN for n in STOPS)  # one stop: a second one is ignored
     finally:
-        signal.signal(number, previous)
+        for n, handler in previous.items():
+            signal.signal(n, handler)
     assert done == ["the write"]
+
+
+def test_a_second_stop_while_the_command_winds_down_changes_nothing(monkeypatch, capsys):
+    """SIGTERM twice (`timeout` passing its SIGTERM on to a process that got one already, Ctrl-C pressed twice): the
+    second one, arriving in a cleanup the first one set off (here a lock released in ``__del__``), is ignored; the
+    stop is one line, with no 'Exception ignored' traceback, and the handlers are the caller's again after."""
+    import cola.cli.report as report_cli
+
+    class Cleanup:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the second signal, in the middle of the cleanup
+            time.sleep(0.05)
+
+    def tasks(args):
+        held = Cleanup()  # noqa: F841 (released as the stop unwinds this frame)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+
+    before = {n: signal.getsignal(n) for n in (signal.SIGINT, signal.SIGTERM)}
+    unraisable = []  # what Python would print as 'Exception ignored in ...' with its traceback
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(report_cli, "cmd_tasks", tasks)
+    assert main(["tasks"]) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == "terminated: nothing was written" and not unraisable, (err, unraisable)
+    assert {n: signal.getsignal(n) for n in before} == before

@@ -13,6 +13,7 @@ import sys
 import threading
 
 from ..errors import ColaError, DiskFullError
+from ..storage import STOPS
 from . import bench, evaluate, lmeval, model, report, router, search
 
 
@@ -50,15 +51,23 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's time limit, ``timeout``, ``docker stop``): the command stops as Ctrl-C stops it."""
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated
+def _stop(signum, frame) -> None:
+    """Ctrl-C or SIGTERM: stop once. A second signal while the command winds down (Ctrl-C pressed twice, ``timeout``
+    passing its SIGTERM on to a process that got one already) is ignored, so that the stop stays one line and never a
+    traceback from a cleanup it interrupted."""
+    for number in STOPS:
+        signal.signal(number, signal.SIG_IGN)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cola`` console script."""
     args = parse_args(argv)
     on_main_thread = threading.current_thread() is threading.main_thread()  # where a signal handler may be set
-    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    # the handlers set before (None: set in C, left as they are); SIGINT only where it is not ignored (a background job)
+    previous = {n: h for n in STOPS if on_main_thread and (h := signal.getsignal(n)) not in (None, signal.SIG_IGN)}
+    for number in previous:
+        signal.signal(number, _stop)
     import warnings
 
     import transformers
@@ -88,5 +97,5 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         warnings.showwarning = shown
-        if previous is not None:  # None: the handler was not set from Python (it stays ours)
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
