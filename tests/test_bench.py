@@ -89,6 +89,13 @@ def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_pa
     assert test_ids and not set(test_ids) & set(plan["splits"]["train"]["ids"])
     csv = (smoke / "results.csv").read_text().splitlines()
     assert csv[0].startswith("method,family,oracle") and len(csv) == len(rows) + 1
+    # each stage's wall time, over the sittings it ran in: every stage made here finished once (the one the kill cut
+    # short, in the resumed sitting), none that was left out
+    times = [json.loads(line) for line in (smoke / "stages" / "times.jsonl").read_text().splitlines()]
+    finished = [t["stage"] for t in times if t["finished"]]
+    assert sorted(finished) == sorted({s["name"] for s in plan["stages"]} - set(left_out))
+    assert all(t["seconds"] >= 0 and t["threads"] >= 1 for t in times)
+    assert f"Time: the {len(finished)} stages run in this folder took " in md
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from ..core.chain import Chain
 from ..report.verdicts import Method, markdown, paired_difference, verdict_table
 from ..storage import disk_full, read_eval, read_records, write_atomic
 from .plan import Bench, Stage
-from .run import adopted, skipped
+from .run import TIMES, adopted, skipped, stage_times
 
 
 def _stage_rows(bench: Bench, name: str) -> tuple[dict, list[dict]] | None:
@@ -321,6 +321,10 @@ def _page(bench: Bench, table: list[dict], methods_: list[Method], transfers: di
             f"{name} ← `{t['from']}`" + (" (linked)" if t["recorded"] == t["of"] else
                                         f" ({t['recorded']} of {t['of']} samples; the rest searched here)")
             for name, t in taken.items()) + ".", ""]
+    times = stage_times(bench)
+    if times:
+        lines += [f"Time: the {len(times)} stages run in this folder took {sum(times.values()) / 60:.1f} min of wall "
+                  f"time, summed over the sittings each ran in (`stages/{TIMES}`; adopted stages took none).", ""]
     left_out = skipped(bench)
     if left_out:
         lines += ["Stages left out (they could not be made from what they read): " + "; ".join(

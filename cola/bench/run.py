@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from .plan import Bench, Stage
 
 FINISHED = "finished.json"  # written in a static search's folder when the search ends (its records do not say so)
 SKIPPED = "skipped.json"  # in stages/: the stages that could not be made from what they read, and why
+TIMES = "times.jsonl"  # in stages/: one line per sitting of a stage the bench ran (an adopted output took none)
 
 
 class StageSkipped(Exception):
@@ -333,10 +335,15 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
             if blocked is not None:
                 left_out[stage.name] = f"it reads {blocked}, which was skipped"
             elif ran:
+                start, finished = time.perf_counter(), False
                 try:
                     run_stage(bench, stage, splits, bars)
+                    finished = True
                 except StageSkipped as why:
                     left_out[stage.name], ran = str(why), False
+                finally:  # an interrupted sitting counts too: a stage resumed over several sittings sums them
+                    if stage.name not in left_out:
+                        _timed(bench, stage, time.perf_counter() - start, finished)
             if overall is not None:
                 overall(stage, ran)
     notes, before = bench.folder / "stages" / SKIPPED, skipped(bench)
@@ -345,6 +352,29 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
         notes.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(notes, json.dumps(now, indent=1) + "\n")
     return left_out
+
+
+def _timed(bench: Bench, stage: Stage, seconds: float, finished: bool) -> None:
+    import torch
+
+    from ..storage import append_line
+
+    (bench.folder / "stages").mkdir(parents=True, exist_ok=True)
+    append_line(bench.folder / "stages" / TIMES, json.dumps(
+        {"stage": stage.name, "seconds": round(seconds, 1), "finished": finished, "workers": bench.workers,
+         "threads": torch.get_num_threads(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+
+
+def stage_times(bench: Bench) -> dict[str, float]:
+    """The wall time each stage took in this folder, in seconds, summed over the sittings it ran in
+    (``stages/times.jsonl``); a stage adopted or made before the bench timed its stages has none."""
+    from ..storage import jsonl_rows
+
+    path = bench.folder / "stages" / TIMES
+    times: dict[str, float] = {}
+    for _, line in jsonl_rows(path) if path.is_file() else []:
+        times[line["stage"]] = times.get(line["stage"], 0.0) + line["seconds"]
+    return times
 
 
 def skipped(bench: Bench) -> dict[str, str]:
