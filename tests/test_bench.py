@@ -113,6 +113,17 @@ def test_a_finished_bench_run_again_recomputes_nothing(smoke, tiny_folder, monke
 
 
 @pytest.mark.slow
+def test_an_only_run_keeps_the_whole_plan_and_page(smoke, tiny_folder, monkeypatch):
+    """`--only` (or `--skip`) on a bench folder runs a part of the plan; plan.json keeps the whole plan in its order,
+    and the page keeps every finished stage's row."""
+    plan, page = (smoke / "plan.json").read_text(), (smoke / "report.md").read_text()
+    monkeypatch.setattr(cola.core.loading, "load_model", lambda *a, **k: pytest.fail("vote is done: nothing loads"))
+    assert main(_bench(tiny_folder, smoke, *TRANSFER, "--only", "vote")) == 0  # and what it reads
+    assert (smoke / "plan.json").read_text() == plan
+    assert (smoke / "report.md").read_text() == page
+
+
+@pytest.mark.slow
 def test_the_matched_routers_train_on_the_samples_both_searches_keep(smoke, tiny_folder, tmp_path):
     """Where the real and the decoy search keep samples in common (here: the real run standing in for the decoy's),
     the matched pair is fitted on exactly those."""

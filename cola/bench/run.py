@@ -322,10 +322,11 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
         if differ:
             raise ConfigMismatch(f"{bench.folder} holds a bench of another plan ({', '.join(differ)} differ); give "
                                  "another --out")
-        names = {s["name"] for s in old["stages"]} | {s["name"] for s in plan["stages"]}
-        plan = {**plan, "stages": [s for s in plan["stages"]] + [s for s in old["stages"]
-                                                                 if s["name"] not in {p["name"] for p in plan["stages"]}
-                                                                 and s["name"] in names]}
+        # the stages of both, in the whole plan's order (an --only or --skip run names a part of it)
+        ours = {s["name"] for s in plan["stages"]}
+        order = {s.name: i for i, s in enumerate(bench.stages())}
+        plan = {**plan, "stages": sorted(plan["stages"] + [s for s in old["stages"] if s["name"] not in ours],
+                                         key=lambda s: order.get(s["name"], len(order)))}
     write_atomic(path, json.dumps(plan, indent=1) + "\n")
     left_out: dict[str, str] = {}
     with one_model():

@@ -65,7 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         left_out = run_bench(bench, stages, splits, plan, None if args.quiet else bars, overall)
     for name, why in left_out.items():
         print(f"cola: stage {name} left out: {why}", file=sys.stderr)
-    table, page, transfers = write_results(bench, stages)
+    table, page, transfers = write_results(bench, bench.stages())  # every finished stage, --only's or not
     _print_table(table)
     for task, rows in transfers.items():
         print(f"\ntransfer to {task} (chosen on {bench.task}):")
