@@ -95,7 +95,7 @@ def test_smoke_has_every_family_each_learned_method_beside_its_controls_and_a_pa
     finished = [t["stage"] for t in times if t["finished"]]
     assert sorted(finished) == sorted({s["name"] for s in plan["stages"]} - set(left_out))
     assert all(t["seconds"] >= 0 and t["threads"] >= 1 for t in times)
-    assert f"Time: the {len(finished)} stages run in this folder took " in md
+    assert f"Time: the {len(finished)} stages timed in this folder took " in md
 
 
 @pytest.mark.slow

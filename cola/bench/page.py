@@ -323,8 +323,9 @@ def _page(bench: Bench, table: list[dict], methods_: list[Method], transfers: di
             for name, t in taken.items()) + ".", ""]
     times = stage_times(bench)
     if times:
-        lines += [f"Time: the {len(times)} stages run in this folder took {sum(times.values()) / 60:.1f} min of wall "
-                  f"time, summed over the sittings each ran in (`stages/{TIMES}`; adopted stages took none).", ""]
+        lines += [f"Time: the {len(times)} stages timed in this folder took {sum(times.values()) / 60:.1f} min of "
+                  f"wall time, summed over the sittings each ran in (`stages/{TIMES}`; an adopted stage takes none).",
+                  ""]
     left_out = skipped(bench)
     if left_out:
         lines += ["Stages left out (they could not be made from what they read): " + "; ".join(
