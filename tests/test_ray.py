@@ -1,5 +1,5 @@
 """One search over Ray workers (a local two-worker cluster on CPU, started once for this module): the records equal
-a single process's; a worker killed mid-run, or the driver killed and re-run, still ends with every sample recorded
+a single process's; a worker killed mid-run, or the driver stopped (SIGTERM: one line) or killed and re-run, still ends with every sample recorded
 exactly once; a sample that fails for a reason in its data is reported and the run goes on."""
 
 import json
@@ -110,18 +110,26 @@ def test_a_killed_worker_loses_nothing(cluster, tiny_folder, samples, reference,
     assert _lines(out) == reference  # every sample once, each as a single process searches it
 
 
-def test_a_killed_driver_resumes(cluster, tiny_folder, reference, tmp_path):
+def test_a_stopped_or_killed_driver_resumes(cluster, tiny_folder, reference, tmp_path):
+    """SIGTERM stops the driver with one line (Ray's own SIGTERM handler would exit at once, saying nothing); then
+    SIGKILL, mid-run again; the same command resumes to the records of one process."""
     out = tmp_path / "run"
     cmd = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2")
-    log = open(tmp_path / "driver.log", "w")
-    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=log)
-    deadline = time.time() + 180
-    while time.time() < deadline and len(read_records(out)) < 1 and proc.poll() is None:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log = (tmp_path / "driver.log").read_text()
-    assert 1 <= len(read_records(out)) < N, "the kill must land mid-run: " + log[-2000:]
+    for how, lines in ((signal.SIGTERM, 1), (signal.SIGKILL, 2)):
+        log = open(tmp_path / "driver.log", "w")
+        proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=log)
+        deadline = time.time() + 180
+        while time.time() < deadline and len(read_records(out)) < lines and proc.poll() is None:
+            time.sleep(0.05)
+        os.kill(proc.pid, how)
+        proc.wait()
+        log = (tmp_path / "driver.log").read_text()
+        assert lines <= len(read_records(out)) < N, "the signal must land mid-run: " + log[-2000:]
+        if how == signal.SIGTERM:
+            kept = len(read_records(out))
+            assert proc.returncode == 143 and "Traceback" not in log, log[-2000:]
+            assert log.strip().splitlines()[-1] == (f"terminated: {kept} of {N} samples recorded in {out}; run the same "
+                                                    "command again to resume")
     from cola.cli import main
 
     assert main(cmd[3:]) == 0  # the resume, in this process (only the kill needs a process of its own)

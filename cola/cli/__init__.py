@@ -57,7 +57,12 @@ def _stop(signum, frame) -> None:
     traceback from a cleanup it interrupted."""
     for number in STOPS:
         signal.signal(number, signal.SIG_IGN)
+    _stopped_by[:] = [signum]
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+_stopped_by: list[int] = []  # the signal that stopped the command: Ray's waits turn any exception a handler raises
+# into a plain KeyboardInterrupt, so what arrives is not always a Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = {n: h for n in STOPS if on_main_thread and (h := signal.getsignal(n)) not in (None, signal.SIG_IGN)}
     for number in previous:
         signal.signal(number, _stop)
+    _stopped_by.clear()
     import warnings
 
     import transformers
@@ -92,9 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every write is whole (cola.storage): say what is kept
         kept = getattr(args, "kept", None)
-        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        terminated = isinstance(stop, Terminated) or _stopped_by == [signal.SIGTERM]
+        how = "terminated" if terminated else "interrupted"
         print(f"\n{how}: {kept() if kept else 'nothing was written'}", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        return 143 if terminated else 130
     finally:
         warnings.showwarning = shown
         for number, handler in previous.items():

@@ -12,6 +12,8 @@ as :func:`~cola.search.run.search_samples` searches it alone, so the records equ
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -61,17 +63,27 @@ class SearchWorker:
         return os.getpid()
 
 
+def _init(ray, **kwargs) -> None:
+    """``ray.init``, keeping the driver's SIGTERM handler: Ray sets one that exits at once (``sys.exit``), so a
+    command stopped by SIGTERM would end with no word of what it kept (``cola`` says it in one line)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    ray.init(**kwargs)
+    if before is not None:
+        signal.signal(signal.SIGTERM, before)
+
+
 def start_local_cluster(ray, cpus: int) -> None:
     """Start a Ray cluster on this machine with ``cpus`` CPUs. Its workers run at the driver's priority: Ray's default
     (niceness 15) starves them, the searches themselves, behind any other job on the machine."""
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, _system_config={"worker_niceness": 0})
+    _init(ray, num_cpus=cpus, include_dashboard=False, log_to_driver=False, _system_config={"worker_niceness": 0})
 
 
 def _connect(ray, workers: int | None, address: str | None, gpus_per_worker: float | None):
     """Start a local cluster or join ``address``; returns (workers, gpus per worker, cpus per worker)."""
     if not ray.is_initialized():
         if address is not None:
-            ray.init(address=address, log_to_driver=False)
+            _init(ray, address=address, log_to_driver=False)
         else:
             start_local_cluster(ray, max(workers or 1, os.cpu_count() or 1))
     resources = ray.cluster_resources()
@@ -122,9 +134,21 @@ def run_search_ray(
             records = resume(store, samples, lambda todo, _: _dispatch(ray, pool, todo, job.batch, failures),
                              progress, desc=f"samples ({workers} workers)")
         return records, failures, depth
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers are killed mid-task, which Ray reports on stdout
+        _silence_task_retry_notes(ray)  # ("Task ... failed ... will be retried") after the command's one line
+        raise
     finally:
         for worker in pool:
             ray.kill(worker)
+
+
+def _silence_task_retry_notes(ray) -> None:
+    """Stop Ray printing its driver-side notes (what a killed actor's pending task will do). Ray has no public switch
+    for them (``log_to_driver=False`` covers the workers' own output only), so this sets the flag its printer reads,
+    where there is one."""
+    private = getattr(getattr(ray, "_private", None), "worker", None)
+    if hasattr(private, "_worker_logs_enabled"):
+        private._worker_logs_enabled = False
 
 
 def _dispatch(ray, pool: list, todo: list[Sample], batch: int, failures: list[tuple[str, str]]) -> Iterator[dict]:
