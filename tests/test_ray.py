@@ -1,6 +1,7 @@
 """One search over Ray workers (a local two-worker cluster on CPU, started once for this module): the records equal
-a single process's; a worker killed mid-run, or the driver stopped (SIGTERM: one line) or killed and re-run, still ends with every sample recorded
-exactly once; a sample that fails for a reason in its data is reported and the run goes on."""
+a single process's; a worker killed mid-run, or the driver stopped (SIGTERM: one line) or killed and re-run, still
+ends with every sample recorded exactly once; a sample that fails for a reason in its data is reported and the run
+goes on."""
 
 import json
 import os
