@@ -129,8 +129,8 @@ def test_a_stopped_or_killed_driver_resumes(cluster, tiny_folder, reference, tmp
         if how == signal.SIGTERM:
             kept = len(read_records(out))
             assert proc.returncode == 143 and "Traceback" not in log, log[-2000:]
-            assert log.strip().splitlines()[-1] == (f"terminated: {kept} of {N} samples recorded in {out}; run the same "
-                                                    "command again to resume")
+            assert log.strip().splitlines()[-1] == (f"terminated: {kept} of {N} samples recorded in {out}; run the "
+                                                    "same command again to resume")
     from cola.cli import main
 
     assert main(cmd[3:]) == 0  # the resume, in this process (only the kill needs a process of its own)
