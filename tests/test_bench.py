@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,28 @@ def test_a_finished_bench_run_again_recomputes_nothing(smoke, tiny_folder, monke
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     out = capsys.readouterr().out
     assert "page:" in out and "transfer to arc_easy (chosen on synthetic_mc):" in out
+
+
+@pytest.mark.slow
+def test_dry_run_on_a_bench_folder_estimates_what_is_left(smoke, tiny_folder, tmp_path, monkeypatch, capsys):
+    """A finished stage costs nothing more; a search part-way costs the samples it has left."""
+    monkeypatch.setattr(cola.core.loading, "load_model", lambda *a, **k: pytest.fail("weights loaded"))
+    assert main(_bench(tiny_folder, smoke, *TRANSFER, "--dry-run")) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    left_out = json.loads((smoke / "stages" / "skipped.json").read_text())
+    for name, line in lines.items():
+        if name in left_out:  # tried again by a later run: not done
+            assert not line.endswith("done")
+        elif name != "(an":
+            assert line.endswith("done") and " ~      0 s " in line, line
+    half = tmp_path / "half"  # a bench whose search-test has half its samples recorded
+    shutil.copytree(smoke / "stages" / "search-test", half / "stages" / "search-test")
+    shutil.copy(smoke / "plan.json", half / "plan.json")
+    records = (half / "stages" / "search-test" / "records.jsonl").read_text().splitlines()
+    (half / "stages" / "search-test" / "records.jsonl").write_text("\n".join(records[:2]) + "\n")
+    assert main(_bench(tiny_folder, half, "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert f"2 of {len(records)} recorded here" in out and "estimated left:" in out
 
 
 @pytest.mark.slow

@@ -198,6 +198,21 @@ def adoptable(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -
     return found
 
 
+def made(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -> dict[str, tuple[int, int] | None]:
+    """For ``--dry-run``, without loading weights: the stages this folder holds an output of, each with the samples
+    a search has recorded here and of how many (None: the stage is done)."""
+    from ..storage import read_records
+
+    found: dict[str, tuple[int, int] | None] = {}
+    for stage in stages:
+        if done(bench, stage, splits):
+            found[stage.name] = None
+        elif stage.kind == "search" and not stage.settings.get("static") and (output(bench, stage) / "config.json"
+                                                                                ).is_file():
+            found[stage.name] = (len(read_records(output(bench, stage))), len(_samples(bench, stage, splits)))
+    return found
+
+
 ADOPTED = "adopted.json"  # in stages/: what each adopting stage took, and from where
 
 

@@ -27,7 +27,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.dry_run:
         from ..bench.plan import estimate_seconds
 
+        from ..bench.run import made
+
         seconds = estimate_seconds(bench, stages)
+        here = made(bench, stages, splits)  # what the folder holds already: done, or a search part-way
+        for name, got in here.items():
+            seconds[name] *= 0 if got is None else (got[1] - got[0]) / got[1]
         found = {}
         if bench.adopt:
             from ..bench.run import adoptable
@@ -42,11 +47,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for s in stages:
             adopt = (f"  adopts {found[s.name][0]} ({found[s.name][1]} of {found[s.name][2]} recorded)"
                      if s.name in found else "")
+            if s.name in here:
+                adopt += "  done" if here[s.name] is None else f"  {here[s.name][0]} of {here[s.name][1]} recorded here"
             print(f"  {s.name:{width}s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  "
                   f"~{seconds[s.name]:7.0f} s  {_settings(s.settings)}{adopt}")
         if found:
             print("  (an adopted run's weights are compared with the model's when the bench runs)")
-        print(f"estimated total: {sum(seconds.values()) / 60:.0f} min on this machine (a timing probe, not a "
+        left = "left" if here else "total"
+        print(f"estimated {left}: {sum(seconds.values()) / 60:.0f} min on this machine (a timing probe, not a "
               "measurement; docs/bench.md has measured times)")
         return 0
     from tqdm import tqdm
