@@ -64,11 +64,14 @@ class SearchWorker:
 
 
 def _init(ray, **kwargs) -> None:
-    """``ray.init``, keeping the driver's SIGTERM handler: Ray sets one that exits at once (``sys.exit``), so a
-    command stopped by SIGTERM would end with no word of what it kept (``cola`` says it in one line)."""
+    """``ray.init``, quiet but for errors, keeping the driver's SIGTERM handler: Ray sets one that exits at once
+    (``sys.exit``), so a command stopped by SIGTERM would end with no word of what it kept (``cola`` says it in one
+    line)."""
+    import logging
+
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
-    ray.init(**kwargs)
+    ray.init(logging_level=logging.ERROR, **kwargs)  # its start-up notes are not the command's to print
     if before is not None:
         signal.signal(signal.SIGTERM, before)
 
