@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except ColaError as err:  # a bad input or a state the user can fix; anything else is a bug: its traceback shows
         print(f"cola: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every write is whole (cola.storage): say what is kept
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every write is whole (cola.storage): say what is kept
         kept = getattr(args, "kept", None)
-        terminated = isinstance(stop, Terminated) or _stopped_by == [signal.SIGTERM]
+        terminated = _stopped_by == [signal.SIGTERM]  # a Terminated may reach here as a plain KeyboardInterrupt
         how = "terminated" if terminated else "interrupted"
         print(f"\n{how}: {kept() if kept else 'nothing was written'}", file=sys.stderr)
         return 143 if terminated else 130

@@ -26,7 +26,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plan = bench.plan(stages, splits)
     if args.dry_run:
         from ..bench.plan import estimate_seconds
-
         from ..bench.run import made
 
         seconds = estimate_seconds(bench, stages)
