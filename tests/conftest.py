@@ -41,10 +41,20 @@ _CURRENT: list[pytest.Item] = []  # the test running now
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that takes a real-model fixture is a slow test."""
+    """A test that takes a real-model fixture is a slow test; then the files go longest first.
+
+    The two test processes take a whole file at a time (``--dist loadfile``) in collection order
+    (``--no-loadscope-reorder``), so the long files start first and the short ones fill in at the end: ordered by
+    their number of tests instead (xdist's default), the few long tests of a file such as test_ray.py ran last, on one
+    process, while the other waited."""
     for item in items:
         if {"smol", "gemma"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    cost: dict[str, float] = {}
+    for item in items:  # a rough guess at each file's seconds: a slow test takes about ten, another a fraction of one
+        cost[item.nodeid.split("::")[0]] = cost.get(item.nodeid.split("::")[0], 0.0) + (
+            10.0 if item.get_closest_marker("slow") else 0.3)
+    items.sort(key=lambda item: -cost[item.nodeid.split("::")[0]])  # stable: a file's tests keep their order
 
 
 @pytest.hookimpl(wrapper=True)

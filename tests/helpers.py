@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import random
+import signal
 from pathlib import Path
 
 import torch
@@ -144,37 +145,95 @@ def mc_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-# `python -c KILLED_AFTER N cola-args...`: run a `cola` command in a child that kills itself (SIGKILL) right after the
-# Nth durable line (a journal's or a run's) is on disk
-KILLED_AFTER = """
-import os, signal, sys
-import cola.storage as store
-append, written, limit = store.append_line, [0], int(sys.argv[1])
-def append_then_die(path, line):
-    append(path, line)
-    written[0] += 1
-    if written[0] == limit:
-        os.kill(os.getpid(), signal.SIGKILL)
-store.append_line = append_then_die
-from cola.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
+class Cola:
+    """A `cola` command in a child process of its own, forked from a server that imported torch, transformers and
+    cola once per test process (multiprocessing's forkserver): a real process (its own pid, lock, signals and exit
+    code, as a user's command has) without a fresh interpreter's seconds of imports for each test.
 
-# `python -c SLOWED cola-args...`: run a `cola` command in a child that pauses 0.3 s after each durable line, so that
-# a signal sent once a line is on disk lands mid-run however busy the machine is; Ctrl-C is handled as in a terminal
-# even when the tests themselves run in the background (where a shell starts them with SIGINT ignored)
-SLOWED = """
-import signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)
-import cola.storage as store
-append = store.append_line
-def append_then_pause(path, line):
-    append(path, line)
-    time.sleep(0.3)
-store.append_line = append_then_pause
-from cola.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+    ``kill_after=N``: the child kills itself (SIGKILL) right after its Nth durable line (a journal's or a run's) is on
+    disk. ``pause``: seconds it waits after each durable line, so that a signal sent once a line is on disk lands
+    mid-run however busy the machine is. Ctrl-C is handled as in a terminal even when the tests run in the background
+    (where a shell starts them with SIGINT ignored). Like ``subprocess.Popen``: ``pid``, ``send_signal``, ``kill``,
+    ``wait``, ``returncode`` (minus the signal that ended it); ``stdout`` and ``stderr`` once it ended."""
+
+    def __init__(self, args: list[str], *, kill_after: int = 0, pause: float = 0.0) -> None:
+        import multiprocessing
+        import tempfile
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["helpers", "cola.cli", "cola.search.run", "cola.evaluation.evaluations"])
+        self._logs = tempfile.TemporaryDirectory(prefix="cola-child-")
+        self._out, self._err = (os.path.join(self._logs.name, name) for name in ("stdout", "stderr"))
+        self._process = context.Process(target=_cola_child, args=(
+            list(args), os.getcwd(), dict(os.environ), self._out, self._err, kill_after, pause))
+        self._process.start()
+        self.pid: int = self._process.pid
+        self.returncode: int | None = None
+        self.stdout = self.stderr = ""
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def poll(self) -> int | None:
+        """None while it runs, else its exit code."""
+        return self._process.exitcode
+
+    def wait(self, timeout: float = 300) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            self.kill()
+            self._process.join()
+            raise TimeoutError(f"cola child {self.pid} ran past {timeout} s")
+        self.returncode = self._process.exitcode
+        self.stdout, self.stderr = (Path(path).read_text() if os.path.exists(path) else "" for path in (self._out,
+                                                                                                      self._err))
+        self._logs.cleanup()
+        return self.returncode
+
+
+def run_cola(args: list[str], *, kill_after: int = 0, timeout: float = 300) -> Cola:
+    """Run a `cola` command in a child (:class:`Cola`) to its end; the ended child."""
+    child = Cola(args, kill_after=kill_after)
+    child.wait(timeout)
+    return child
+
+
+def _cola_child(args: list[str], cwd: str, env: dict, out: str, err: str, kill_after: int, pause: float) -> None:
+    """The child's side of :class:`Cola`: the parent's directory and environment, output to files, one thread."""
+    import sys
+    import time
+
+    import cola.storage as store
+    from cola.cli import main
+
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, out), (2, err)):
+        file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(file, fd)
+        os.close(file)
+    sys.stdout, sys.stderr = (open(fd, "w", buffering=1, closefd=False) for fd in (1, 2))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    torch.set_num_threads(1)  # the test processes have one thread each; a child beside them too
+    append, written = store.append_line, [0]
+
+    def append_line(path, line):
+        append(path, line)
+        written[0] += 1
+        if written[0] == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(pause)
+
+    store.append_line = append_line
+    code = main(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
 
 WALL = ("wall_s", "wall_ratio", "routed_s", "wall_processes", "environment")
 

@@ -4,22 +4,18 @@ one page; here on a tiny model with the smoke preset (the real models' pages are
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import DATA_DIR, KILLED_AFTER
+from helpers import DATA_DIR, run_cola
 
 import cola.core.loading
 from cola.cli import main
 from cola.storage import read_records
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 TRANSFER = ("--data-dir", str(DATA_DIR), "--transfer", "arc_easy")  # the smoke bench's methods also on ARC-Easy
 
 
@@ -33,8 +29,7 @@ def smoke(tiny_folder, data_dir, tmp_path_factory) -> Path:
     """The smoke preset end to end (its methods also transferred to ARC-Easy), killed (SIGKILL) in its 30th durable
     write, then resumed by the same command: nothing that finished is recomputed and no sample is searched twice."""
     out = tmp_path_factory.mktemp("bench") / "smoke"
-    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "30", *_bench(tiny_folder, out, *TRANSFER)], env=ENV,
-                           capture_output=True, text=True, timeout=600)
+    child = run_cola(_bench(tiny_folder, out, *TRANSFER), kill_after=30, timeout=600)
     assert child.returncode == -signal.SIGKILL, child.stderr
     finished = {p: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert finished  # some stages finished before the kill

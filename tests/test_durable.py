@@ -8,14 +8,13 @@ import gzip
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import KILLED_AFTER, SLOWED, mc_rows, tiny_model, without_wall
+from helpers import Cola, mc_rows, run_cola, tiny_model, without_wall
 
 import cola.core.loading
 from cola import Chain
@@ -26,7 +25,6 @@ from cola.policies.spec import PolicySpec
 from cola.storage import eval_lock, read_config, read_eval, read_records
 from cola.tasks import get_task, load_samples
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
@@ -48,12 +46,11 @@ CASCADE = ("--policy", "cascade", "--chain", "0-3", "--threshold", "0.5", "--swe
     (CASCADE, 2, 1),  # in the sweep's first batch (untimed): the timed stages all ran in the second process
     (CASCADE, 6, 2),  # in the policy's first batch, after the sweep's three
 ], ids=["chain", "cascade-sweep", "cascade-policy"])
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_an_evaluation_killed_after_a_batch_resumes_to_the_uninterrupted_result(tiny_folder, data, tmp_path, extra,
                                                                                   lines, processes, capsys):
     out = tmp_path / "killed.jsonl"
-    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, str(lines), *_eval(tiny_folder, data, out, *extra)],
-                           env=ENV, capture_output=True, text=True, timeout=300)
+    child = run_cola(_eval(tiny_folder, data, out, *extra), kill_after=lines)
     assert child.returncode == -signal.SIGKILL, child.stderr
     journal = tmp_path / "killed.partial.jsonl"
     assert journal.read_text().count("\n") == lines and not out.exists() and not out.with_suffix(".json").exists()
@@ -69,7 +66,7 @@ def test_an_evaluation_killed_after_a_batch_resumes_to_the_uninterrupted_result(
     assert read_eval(out) == (summary, rows) and "finished already" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupted_result(tiny_folder, data_dir,
                                                                                          tmp_path):
     def command(out):
@@ -78,8 +75,7 @@ def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupte
                 "0-3", "--calibrate", "accuracy", "--dev-n", "8", "--out", str(out)]
 
     out = tmp_path / "killed.jsonl"
-    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "2", *command(out)], env=ENV, capture_output=True,
-                           text=True, timeout=300)
+    child = run_cola(command(out), kill_after=2)
     assert child.returncode == -signal.SIGKILL, child.stderr
     journal = [json.loads(line) for line in (tmp_path / "killed.partial.jsonl").read_text().splitlines()]
     assert journal[1]["stage"] == "calibrate" and len(journal) == 2
@@ -89,11 +85,10 @@ def test_a_calibrated_policy_killed_in_its_dev_table_resumes_to_the_uninterrupte
     assert summary["calibration"]["n"] == 8 and summary["policy"] == whole["policy"]
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_a_changed_config_is_refused_on_resume_and_on_a_finished_output(tiny_folder, data, tmp_path, capsys):
     out = tmp_path / "e.jsonl"
-    child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "2", *_eval(tiny_folder, data, out)], env=ENV,
-                           capture_output=True, text=True, timeout=300)
+    child = run_cola(_eval(tiny_folder, data, out), kill_after=2)
     assert child.returncode == -signal.SIGKILL
     assert main(_eval(tiny_folder, data, out, "--chain", "0-3")) == 2
     err = capsys.readouterr().err
@@ -148,20 +143,19 @@ def test_a_bad_out_fails_before_the_model_loads(tmp_path, capsys, no_model, comm
     assert err.startswith("cola: error: --out ") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def _interrupted(cmd: list[str], ready: Path, lines: int, how: int = signal.SIGINT) -> subprocess.CompletedProcess:
+def _interrupted(cmd: list[str], ready: Path, lines: int, how: int = signal.SIGINT) -> Cola:
     """Run ``cmd`` as a child, send it ``how`` (SIGINT: Ctrl-C, the default handler) once ``ready`` holds ``lines``
-    lines."""
-    proc = subprocess.Popen([sys.executable, "-c", SLOWED, *cmd], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    lines; the ended child."""
+    child = Cola(cmd, pause=0.3)
     deadline = time.time() + 120
     while time.time() < deadline and not (ready.exists() and ready.read_text().count("\n") >= lines):
         time.sleep(0.01)
-    proc.send_signal(how)
-    out, err = proc.communicate(timeout=60)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    child.send_signal(how)
+    child.wait(60)
+    return child
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_path):
     run = tmp_path / "run"
     cmd = ["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic_mc", "--mode", "score",
@@ -177,7 +171,7 @@ def test_ctrl_c_stops_a_search_with_one_line_and_it_resumes(tiny_folder, tmp_pat
     assert len(ids) == len(set(ids)) == 6
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_sigterm_stops_an_eval_with_one_line_and_it_resumes(tiny_folder, tmp_path):
     """SIGTERM (a scheduler's time limit, `timeout`, `docker stop`) stops a command as Ctrl-C does (the search's test
     above sends SIGINT: one handler serves every command)."""

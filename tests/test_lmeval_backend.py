@@ -134,12 +134,11 @@ def _tiny_task(folder, rows: int = 6, metrics: tuple[str, ...] = ("acc", "acc_no
     (folder / "tiny_mc.yaml").write_text(task_yaml("tiny_mc", data, **fields))
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_the_decoy(tiny_folder, tmp_path):
-    import subprocess
-    import sys
+    import signal
 
-    from helpers import KILLED_AFTER
+    from helpers import run_cola
 
     from cola.storage import read_config, read_records
     from cola.tasks import get_task, load_samples
@@ -154,11 +153,13 @@ def test_cola_search_on_an_lm_eval_task_records_resumes_after_sigkill_and_takes_
               "--lm-eval-include", str(tmp_path), "--n", "0", "--sims", "6", "--quiet"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*common, "--out", str(whole)]) == 0
-    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER, "2", *common, "--out", str(killed)],
-                          capture_output=True, text=True)
-    assert proc.returncode == -9 and len(read_records(killed)) == 2
+    child = run_cola([*common, "--out", str(killed)], kill_after=2)
+    assert child.returncode == -signal.SIGKILL and len(read_records(killed)) == 2
     assert main([*common, "--out", str(killed)]) == 0  # resumed
-    strip = lambda rs: sorted(json.dumps({k: v for k, v in r.items() if k != "wall_time"}, sort_keys=True) for r in rs)
+
+    def strip(rs):
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "wall_time"}, sort_keys=True) for r in rs)
+
     assert strip(read_records(killed)) == strip(read_records(whole))
     config = read_config(whole)
     assert config["task"] == "lm-eval:tiny_mc" and config["mode"] == "score"

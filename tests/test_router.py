@@ -5,18 +5,15 @@ learns it and beats full depth on held-out samples; with random golds it does no
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import signal
-import subprocess
-import sys
 
 import matplotlib.image
 import pandas as pd
 import pytest
 import torch
-from helpers import KILLED_AFTER, without_wall
+from helpers import run_cola, without_wall
 
 from cola import Chain, load_model
 from cola.cli import main
@@ -149,8 +146,7 @@ def fit_and_eval(folder, pool, tmp_path, planted: bool, capsys) -> dict:
     assert len(rows) == summary["n"] >= 50
     if planted:  # killed in its full-depth stage (the router's 10 batches recorded), resumed: the same rows and summary
         again = tmp_path / "killed.jsonl"
-        child = subprocess.run([sys.executable, "-c", KILLED_AFTER, "13", *routed, "--out", str(again)],
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+        child = run_cola([*routed, "--out", str(again)], kill_after=13)
         assert child.returncode == -signal.SIGKILL, child.stderr
         assert main(routed + ["--out", str(again)]) == 0
         assert read_eval(again)[1] == rows and without_wall(read_eval(again)[0]) == without_wall(summary)

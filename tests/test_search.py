@@ -1,14 +1,11 @@
 """MCTS on planted rewards, the ablations' action sets, and runs: resume after SIGKILL, determinism, config checks."""
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import Cola
 
 from cola import Chain
 from cola.cli import main
@@ -64,8 +61,8 @@ def test_space_children_are_one_edit_away():
 
 
 def _search_cmd(model, out, n=4, sims=12):
-    return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
-            "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu"]
+    return ["search", "--model", str(model), "--task", "synthetic", "--n", str(n), "--sims", str(sims), "--seed", "3",
+            "--out", str(out), "--quiet", "--device", "cpu"]
 
 
 def _lines_without_wall_time(folder):
@@ -79,24 +76,23 @@ def _lines_without_wall_time(folder):
 
 def _search(cmd) -> None:
     """A search command run in this process (the process boundary is not what these tests test)."""
-    assert main(cmd[3:]) == 0
+    assert main(cmd) == 0
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_sigkill_resume_equals_uninterrupted_run_and_runs_are_deterministic(tiny_folder, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     first, second, killed = tmp_path / "a", tmp_path / "b", tmp_path / "killed"
     _search(_search_cmd(tiny_folder, first))
     _search(_search_cmd(tiny_folder, second))
     assert _lines_without_wall_time(first) == _lines_without_wall_time(second)  # same seed: identical records
 
-    proc = subprocess.Popen(_search_cmd(tiny_folder, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = Cola(_search_cmd(tiny_folder, killed))
     records = killed / "records.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 1):
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    child.kill()
+    child.wait()
     done_before = records.read_text().count("\n")
     assert 1 <= done_before < 4, "the kill must land mid-run"
     with open(records, "a") as f:  # a write torn by the kill

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import Cola
 
 from cola.cli import main
 from cola.errors import RunLockedError
@@ -21,21 +20,19 @@ FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 
 
 def _search_cmd(model, out, n=6, sims=12):
-    return [sys.executable, "-m", "cola.cli", "search", "--model", str(model), "--task", "synthetic", "--n", str(n),
-            "--sims", str(sims), "--seed", "3", "--out", str(out), "--quiet", "--device", "cpu"]
+    return ["search", "--model", str(model), "--task", "synthetic", "--n", str(n), "--sims", str(sims), "--seed", "3",
+            "--out", str(out), "--quiet", "--device", "cpu"]
 
 
 def _no_traceback(err: str) -> None:
     assert "Traceback" not in err and err.startswith("cola: error: ") and err.count("\n") == 1, err
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_a_second_writer_is_refused_while_the_first_runs(tiny_folder, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "run"
-    procs = [subprocess.Popen(_search_cmd(tiny_folder, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # started together
-    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    procs = [Cola(_search_cmd(tiny_folder, out)) for _ in range(2)]  # started together
+    results = [(p.wait(), p.stdout, p.stderr) for p in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, _, err in results if code == 2)
@@ -59,19 +56,17 @@ def test_the_lock_is_one_per_folder_and_released_with_its_holder(tmp_path):
     assert (tmp_path / "a" / LOCK).exists()  # the lock file stays; only the OS lock on it counts
 
 
-@pytest.mark.slow  # `cola` in child processes: seconds each to start
+@pytest.mark.slow  # `cola` in child processes (the first in a test process starts their server: seconds)
 def test_a_sigkilled_holder_leaves_no_stale_lock(tiny_folder, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     out = tmp_path / "run"
-    proc = subprocess.Popen(_search_cmd(tiny_folder, out, n=4, sims=12), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = Cola(_search_cmd(tiny_folder, out, n=4, sims=12))
     records, deadline = out / "records.jsonl", time.time() + 120
     while time.time() < deadline and not (records.exists() and records.read_text().count("\n") >= 1):
         time.sleep(0.05)
     proc.kill()
     proc.wait()
     assert f"process {proc.pid} " in (out / LOCK).read_text()  # it held the lock when it died
-    assert main(_search_cmd(tiny_folder, out, n=4, sims=12)[3:]) == 0  # the resume takes the lock at once
+    assert main(_search_cmd(tiny_folder, out, n=4, sims=12)) == 0  # the resume takes the lock at once
     ids = [r["id"] for r in read_records(out)]
     assert len(ids) == len(set(ids)) == 4
 
