@@ -39,15 +39,15 @@ def test_padded_batch_matches_hf_generate_and_each_prompt_alone(smol):
 
 def test_chains_equal_the_physically_rebuilt_model(smol):
     ids, _ = smol.encode(PROMPTS[1:])
-    chains = [Chain.parse("0-13,13,14-29"), Chain.parse("0-9,12-29"), Chain.parse("0-20,18-20,21-29")]
-    chains += random_chains(smol.depth, 1, seed=3)
+    chains = [Chain.parse("0-13,13,14-29"), Chain.parse("0-20,18-20,21-29")]  # a layer, then a block, run again
+    chains += random_chains(smol.depth, 1, seed=3)  # skips, repeats and a re-order (skips alone: test_families.py)
     for chain in chains:
         ref = reference_model(smol.model, chain)
         with torch.inference_mode():
             expected = ref(ids).logits
         assert (forward(smol, chain, ids) - expected).abs().max().item() <= 1e-4, str(chain)
-        expected_tokens = ref.generate(ids, max_new_tokens=12, do_sample=False)
-        assert generate(smol, chain, ids, max_new_tokens=12)[0].tokens == expected_tokens[0, ids.shape[1] :].tolist()
+        expected_tokens = ref.generate(ids, max_new_tokens=8, do_sample=False)
+        assert generate(smol, chain, ids, max_new_tokens=8)[0].tokens == expected_tokens[0, ids.shape[1] :].tolist()
         del ref
 
 
@@ -82,9 +82,9 @@ def test_cli_layers(smol, capsys):
 
 def test_stop_strings_end_generation(smol):
     chain = Chain.full(smol.depth)
-    free = generate_text(smol, chain, ["Count from 1 to 10, separated by commas."], max_new_tokens=40)[0]
+    free = generate_text(smol, chain, ["Count from 1 to 10, separated by commas."], max_new_tokens=20)[0]
     assert "4" in free.text and "7" in free.text
-    stopped = generate_text(smol, chain, ["Count from 1 to 10, separated by commas."], max_new_tokens=40,
+    stopped = generate_text(smol, chain, ["Count from 1 to 10, separated by commas."], max_new_tokens=20,
                             stop_strings=["4"])[0]
     assert stopped.stop_reason == "stop_string" and stopped.text.endswith("4")
     assert free.tokens[: len(stopped.tokens)] == stopped.tokens and len(stopped.tokens) < len(free.tokens)

@@ -4,7 +4,7 @@ The seeded ARC-Easy, ARC-Challenge and CommonsenseQA subsets `cola eval` draws a
 with an lm-eval task file per set, in the format of lm-eval's own ARC task (``Question: {question}\\nAnswer:``
 scored against `` {choice}``) or its ``commonsense_qa`` task (options listed, labels scored); lm-eval's HF backend
 runs the embedded model's converted weights on them, and CoLa's evaluator the same rows. Every sample's ``acc`` and
-``acc_norm`` must agree. ``COLA_LMEVAL_N`` sets the rows per set (default 20; docs/results/full-depth.md has every
+``acc_norm`` must agree. ``COLA_LMEVAL_N`` sets the rows per set (default 6; docs/results/full-depth.md has every
 row; tests/test_gemma.py compares Gemma 3). lm-eval through CoLa's own backend (``--model cola``) agrees with ``cola eval`` too, and its generate_until
 writes what `cola generate` writes.
 """
@@ -26,7 +26,7 @@ _write_sets = lmeval_agreement().write_sets
 
 
 def test_score_mode_agrees_with_lm_eval_per_sample(smol, data_dir, tmp_path):
-    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "10")),
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "6")),
                        ("arc_easy", "arc_challenge", "csqa"))
     assert_lmeval_agrees(smol, Chain.full(smol.depth), sets, resolve(smol.name), tmp_path)
 
@@ -36,16 +36,16 @@ def test_an_exported_chain_agrees_with_cola_eval_of_the_chain(smol, data_dir, tm
     from cola.core.export import export_chain
 
     chain = Chain.parse("0-9,12-29")
-    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "10")), ("arc_easy",))
+    sets = _write_sets(tmp_path, data_dir, int(os.environ.get("COLA_LMEVAL_N", "6")), ("arc_easy",))
     assert_lmeval_agrees(smol, chain, sets, export_chain(smol, chain, tmp_path / "exported"), tmp_path)
 
 
 def test_lm_eval_through_the_cola_backend_equals_cola_eval_per_sample(smol, data_dir, tmp_path):
     """`--model cola` with a chain (full depth, and one that skips and repeats) scores what `cola eval --chain`
-    scores, sample by sample, on a local ARC-Easy task of 10 rows (the full test sets: bench/lmeval_agreement.py)."""
+    scores, sample by sample, on a local ARC-Easy task of 6 rows (the full test sets: bench/lmeval_agreement.py)."""
     from cola.lmeval import ColaLM
 
-    sets = _write_sets(tmp_path, data_dir, 10, ("arc_easy",))
+    sets = _write_sets(tmp_path, data_dir, 6, ("arc_easy",))
     for chain in (Chain.full(smol.depth), Chain.parse("0-13,13,14-25,28,29")):
         assert_lmeval_agrees(smol, chain, sets, ColaLM(cm=smol, chain=str(chain).replace(",", "+")), tmp_path)
 
