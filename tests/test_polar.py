@@ -113,7 +113,7 @@ from cola.policies.program import (  # noqa: E402
     route_inputs,
 )
 from cola.policies.program_eval import best_of_k, oracle_summary  # noqa: E402
-from cola.policies.program_fit import menu, supervision, train  # noqa: E402
+from cola.policies.program_fit import Checkpoint, menu, supervision, train  # noqa: E402
 from cola.policies.recipes import ProgramRecipe  # noqa: E402
 from cola.tasks import get_task, load_samples  # noqa: E402
 
@@ -302,6 +302,38 @@ def test_training_on_a_planted_problem_writes_the_exact_program_for_95_percent_o
     exact = [decode(b, o)[0][0] == programs[c] for b, o, c in zip(boundary, ops, classes[250:])]
     assert sum(exact) / len(exact) >= 0.95, sum(exact)
     assert router.depth == 6
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_fit_resumes_from_its_last_epoch_to_the_uninterrupted_weights(tmp_path, capsys):
+    """A fit killed after its second epoch (of four) resumes from the checkpoint that epoch left, and ends with the
+    weights and losses of a fit that ran through; a checkpoint of other inputs is set aside, with a line."""
+    states, examples, _, _ = _planted_problem(80)
+    recipe = ProgramRecipe(epochs=4, batch=16, lr=5e-3, warmup=2, d_model=16, heads=2, blocks=1, seed=0)
+    whole, whole_history = train(states, examples[:60], examples[60:], 6, recipe)
+
+    def stop_after_two(epoch, train_loss, val_loss):
+        if epoch == 1:
+            raise _Stop
+
+    folder = tmp_path / "fit.partial"
+    with pytest.raises(_Stop):
+        train(states, examples[:60], examples[60:], 6, recipe, stop_after_two, folder)
+    assert json.loads((folder / Checkpoint.STATE).read_text())["epochs"] == 2
+    seen = []
+    resumed, history = train(states, examples[:60], examples[60:], 6, recipe,
+                             lambda epoch, t, v: seen.append(epoch), folder)
+    assert history == whole_history and seen == [0, 1, 2, 3]  # the kept epochs are shown again, then the rest
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
+    # a checkpoint of other inputs (here: another recipe) is not resumed
+    other = ProgramRecipe(**{**recipe.__dict__, "lr": 1e-3})
+    train(states, examples[:60], examples[60:], 6, other, None, folder)
+    assert "holds a fit of other inputs; fitting from the start" in capsys.readouterr().err
+    ProgramRouter({"depth": 6, "routing": "trained"}, resumed, None).save(tmp_path)
+    assert (tmp_path / "config.json").is_file() and not folder.exists()  # a saved router keeps no checkpoint
 
 
 def test_a_saved_predictor_loads_and_writes_the_same_programs(tmp_path):

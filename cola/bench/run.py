@@ -280,7 +280,7 @@ def _fit_program(bench: Bench, stage: Stage, splits: dict[str, Selection], progr
     from ..policies.program_fit import fit_from_runs
 
     router, _ = fit_from_runs([str(bench.stage_path(stage.settings["runs"]))], device=bench.device,
-                              progress=progress is not None)
+                              progress=progress is not None, out=output(bench, stage))
     router.save(output(bench, stage))
 
 

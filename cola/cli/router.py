@@ -111,7 +111,7 @@ def cmd_router_fit_program(args: argparse.Namespace) -> int:
                            max_paths=args.max_paths, full_weight=args.full_weight, val_share=args.val_share,
                            seed=args.seed)
     router, config = fit_from_runs(args.runs, args.encoder, recipe, args.data_dir, args.device, args.dtype,
-                                   not args.quiet)
+                                   not args.quiet, args.out)
     router.save(args.out)
     c = config["counts"]
     print(f"supervision: {c.get('kept_samples', 0)} samples kept ({c['train_samples']} to train, {c['val_samples']} "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ SKIP, KEEP, REPEAT = 0, 1, 2  # PoLar's op labels
 OPS = ("skip", "keep", "repeat")
 IGNORE = -100  # an op label where no segment starts
 CONFIG, WEIGHTS = "config.json", "program.safetensors"
+CHECKPOINT = "fit.partial"  # in a router folder while its fit runs (program_fit.Checkpoint); gone once it is saved
 
 Segment = tuple[int, int, int]  # (first layer, size, op)
 
@@ -277,7 +279,8 @@ class ProgramRouter:
         return found[:k]
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` (and the predictor's weights), each whole or not at all."""
+        """Write ``config.json`` (and the predictor's weights), each whole or not at all; then drop the fit's
+        checkpoint, if it kept one there."""
         from ..storage import save_tensors_atomic, write_atomic
 
         folder = Path(folder)
@@ -285,6 +288,7 @@ class ProgramRouter:
         if self.predictor is not None:
             save_tensors_atomic(folder / WEIGHTS, self.predictor.state_dict())
         write_atomic(folder / CONFIG, json.dumps({**self.config, "router": "program"}, indent=2) + "\n")
+        shutil.rmtree(folder / CHECKPOINT, ignore_errors=True)
         return folder
 
     @classmethod

@@ -14,10 +14,14 @@ weight renormalised to mean 1 in its batch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 from ..core.chain import Chain
 from ..errors import RouterError
 from .program import (
+    CHECKPOINT,
     IGNORE,
     OPS,
     ProgramPredictor,
@@ -105,11 +110,14 @@ def batch_loss(predictor: ProgramPredictor, states: Sequence[torch.Tensor], batc
 
 
 def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_examples: Sequence[dict], depth: int,
-          recipe: ProgramRecipe = ProgramRecipe(), progress: Callable[[int, float, float], None] | None = None
-          ) -> tuple[ProgramPredictor, list[dict]]:
+          recipe: ProgramRecipe = ProgramRecipe(), progress: Callable[[int, float, float], None] | None = None,
+          checkpoint: Path | None = None) -> tuple[ProgramPredictor, list[dict]]:
     """Train a predictor on ``train_examples`` (each with the ``index`` of its question's token ``states``) as the
     recipe says, keeping the epoch of lowest validation loss (the last epoch without validation examples). Returns
-    the predictor (in eval mode) and each epoch's losses; ``progress(epoch, train, val)`` after each epoch."""
+    the predictor (in eval mode) and each epoch's losses; ``progress(epoch, train, val)`` after each epoch.
+
+    With a ``checkpoint`` folder, the state after each epoch is kept there (:class:`Checkpoint`) and a fit of the
+    same inputs resumes from it to the weights an uninterrupted fit ends with."""
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
         predictor = ProgramPredictor(depth, states[0].shape[1], recipe.d_model, recipe.heads, recipe.blocks)
@@ -128,7 +136,14 @@ def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_ex
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         best, best_val, history = None, math.inf, []
-        for epoch in range(recipe.epochs):
+        saved = Checkpoint(checkpoint, fingerprint(states, train_examples, val_examples, depth, recipe)
+                           ) if checkpoint is not None else None
+        if saved is not None and saved.exists():
+            best, best_val, history = saved.restore(predictor, optimizer, schedule, order)
+            for h in history:
+                if progress is not None:
+                    progress(h["epoch"], h["train_loss"], h["val_loss"])
+        for epoch in range(len(history), recipe.epochs):
             predictor.train()
             losses = []
             for idx in torch.randperm(len(train_examples), generator=order).split(recipe.batch):
@@ -140,14 +155,91 @@ def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_ex
                 losses.append(loss.item())
             val = validation_loss(predictor, states, val_examples, recipe.batch)
             history.append({"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val})
-            if progress is not None:
-                progress(epoch, history[-1]["train_loss"], val)
             if not val_examples or val < best_val:
                 best_val, best = val, {k: v.detach().clone() for k, v in predictor.state_dict().items()}
+            if saved is not None:
+                saved.save(predictor, optimizer, schedule, order, best, best_val, history)
+            if progress is not None:
+                progress(epoch, history[-1]["train_loss"], val)
         predictor.load_state_dict(best)
     predictor.eval()
     return predictor, history
 
+
+def fingerprint(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_examples: Sequence[dict],
+                depth: int, recipe: ProgramRecipe) -> str:
+    """A digest of everything a fit reads: a checkpoint of other inputs is not resumed."""
+    digest = hashlib.sha256(json.dumps([recipe.__dict__, depth, list(train_examples), list(val_examples)],
+                                       sort_keys=True).encode())
+    for state in states:
+        digest.update(str(tuple(state.shape)).encode())
+        digest.update(state.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Checkpoint:
+    """A fit's state after its last whole epoch, in a folder: ``state.safetensors`` (the predictor, its best epoch's
+    weights, the optimizer's moments, the random generators) and ``state.json`` (the epochs' losses, the best
+    validation loss, the optimizer's and the schedule's counters, and the inputs' :func:`fingerprint`). Each file is
+    written whole (:func:`~cola.storage.save_tensors_atomic`), the JSON last: it names the epoch the tensors hold."""
+
+    TENSORS, STATE = "state.safetensors", "state.json"
+
+    def __init__(self, folder: Path, digest: str) -> None:
+        self.folder, self.digest = Path(folder), digest
+
+    def exists(self) -> bool:
+        """Whether the folder holds a checkpoint of these inputs (one of other inputs is set aside, with a line)."""
+        from ..storage import read_json
+
+        if not (self.folder / self.STATE).is_file():
+            return False
+        state = read_json(self.folder / self.STATE)
+        if state.get("fingerprint") == self.digest and len(state.get("history", ())) == state.get("epochs"):
+            return True
+        print(f"cola: warning: {self.folder} holds a fit of other inputs; fitting from the start", file=sys.stderr)
+        return False
+
+    def save(self, predictor: ProgramPredictor, optimizer: torch.optim.Optimizer,
+             schedule: torch.optim.lr_scheduler.LambdaLR, order: torch.Generator, best: dict, best_val: float,
+             history: list[dict]) -> None:
+        """Keep the state after the last epoch of ``history``."""
+        from ..storage import save_tensors_atomic, write_atomic
+
+        opt = optimizer.state_dict()
+        tensors = {**{f"predictor.{k}": v for k, v in predictor.state_dict().items()},
+                   **{f"best.{k}": v for k, v in best.items()},
+                   **{f"optimizer.{i}.{k}": v for i, moments in opt["state"].items() for k, v in moments.items()},
+                   "rng.order": order.get_state(), "rng.torch": torch.get_rng_state()}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_tensors_atomic(self.folder / self.TENSORS, {k: v.detach().contiguous() for k, v in tensors.items()})
+        schedule_state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
+        write_atomic(self.folder / self.STATE, json.dumps({
+            "fingerprint": self.digest, "epochs": len(history), "history": history, "best_val": best_val,
+            "param_groups": opt["param_groups"], "schedule": schedule_state}) + "\n")
+
+    def restore(self, predictor: ProgramPredictor, optimizer: torch.optim.Optimizer,
+                schedule: torch.optim.lr_scheduler.LambdaLR, order: torch.Generator
+                ) -> tuple[dict, float, list[dict]]:
+        """Put the kept state back; the best epoch's weights, its validation loss and the epochs' losses."""
+        from safetensors.torch import load_file
+
+        from ..storage import read_json
+
+        state, tensors = read_json(self.folder / self.STATE), load_file(self.folder / self.TENSORS)
+        predictor.load_state_dict({k.removeprefix("predictor."): v for k, v in tensors.items()
+                                   if k.startswith("predictor.")})
+        moments: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                moments.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
+        schedule.load_state_dict({**state["schedule"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        order.set_state(tensors["rng.order"])
+        torch.set_rng_state(tensors["rng.torch"])
+        best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
+        return best, state["best_val"], state["history"]
 
 @torch.no_grad()
 def validation_loss(predictor: ProgramPredictor, states: Sequence[torch.Tensor], examples: Sequence[dict],
@@ -179,10 +271,12 @@ def decoded_rates(programs: Sequence[Sequence[Sequence]], depth: int) -> dict:
 
 def fit_from_runs(runs: Sequence[str], encoder: str = "target", recipe: ProgramRecipe = ProgramRecipe(),
                   data: str | None = None, device: str | None = None, dtype: str | None = None,
-                  progress: bool = True) -> tuple[ProgramRouter, dict]:
+                  progress: bool = True, out: str | Path | None = None) -> tuple[ProgramRouter, dict]:
     """A predictor fitted on the right programs of search ``runs`` (train split; one model), with its question
     ``encoder`` (``target`` or a hub id or folder): the router and what the fit saw (counts, losses, the rates of its
-    top programs on the held-out samples)."""
+    top programs on the held-out samples). With ``out`` (the folder the router will be saved in), each epoch's state
+    is kept in ``out/fit.partial`` and an interrupted fit resumes from its last whole epoch; saving the router
+    removes it."""
     from tqdm import tqdm
 
     from ..core.hashes import weights_hash
@@ -230,7 +324,8 @@ def fit_from_runs(runs: Sequence[str], encoder: str = "target", recipe: ProgramR
     val_examples = [e for e in examples if e["id"] in val_ids]
     bar = tqdm(total=recipe.epochs, desc="training", disable=not progress)
     predictor, history = train(states, train_examples, val_examples, depth, recipe,
-                               lambda epoch, t, v: (bar.update(1), bar.set_postfix(train=f"{t:.3f}", val=f"{v:.3f}")))
+                               lambda epoch, t, v: (bar.update(1), bar.set_postfix(train=f"{t:.3f}", val=f"{v:.3f}")),
+                               Path(out) / CHECKPOINT if out is not None else None)
     bar.close()
     config = {"model": cm.name, "weights": first["weights"], "depth": depth, "dtype": str(cm.dtype).removeprefix(
         "torch."), "task": "+".join(dict.fromkeys(c["task"] for c in configs)), "runs": [str(r) for r in runs],
