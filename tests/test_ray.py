@@ -104,7 +104,7 @@ def test_a_stopped_or_killed_driver_resumes(cluster, tiny_folder, reference, tmp
     SIGKILL, mid-run again; the same command with another number of workers resumes to the records of one process,
     writing nothing twice."""
     out = tmp_path / "run"
-    cmd = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2")
+    cmd = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "1")
     for how in (signal.SIGTERM, signal.SIGKILL):
         driver = Cola(cmd)  # joins the cluster by the address Ray put in this process's environment
         lines, deadline = len(read_records(out)) + 1, time.time() + 180  # one more than the last driver kept
@@ -121,8 +121,8 @@ def test_a_stopped_or_killed_driver_resumes(cluster, tiny_folder, reference, tmp
                                                               "run the same command again to resume")
     from cola.cli import main
 
-    resume = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "1")
-    assert main(resume) == 0  # in this process (only the kill needs a process of its own), with one worker
+    resume = _cmd(tiny_folder, out, "--ray-address", cluster, "--workers", "2")
+    assert main(resume) == 0  # in this process (only the kill needs a process of its own), with two workers
     assert _lines(out) == reference
 
     assert main(_cmd(tiny_folder, out, "--ray-address", cluster, sims=SIMS + 1)) == 2  # another config
