@@ -13,6 +13,7 @@ import pytest
 from helpers import DATA_DIR, run_cola
 
 import cola.core.loading
+from cola.bench.plan import program_fit_steps
 from cola.cli import main
 from cola.storage import read_records
 
@@ -209,6 +210,11 @@ def test_dry_run_prints_the_plan_and_loads_no_weights(tiny_folder, tmp_path, mon
     out = capsys.readouterr().out
     assert "estimated total" in out and "polar-train" in out and "eval-program-random-full" in out
     assert not (tmp_path / "b").exists()
+    seconds = {line.split()[0]: float(line.split("~")[1].split()[0]) for line in out.splitlines() if "~" in line}
+    sizes = {line.split()[0]: int(line.split()[3]) for line in out.splitlines() if "~" in line}
+    per_chain = seconds["full"] / sizes["full"]  # PoLar's fit is timed as training steps, beyond its encoding
+    assert seconds["program-fit"] > sizes["program-fit"] * per_chain + 0.5
+    assert program_fit_steps(1000) == 10 * -(-833 * 50 // 128)  # 10 epochs of at most 50 programs a kept sample
     assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "static")) == 0
     only = capsys.readouterr().out
     assert " prune " in only and "static-best" in only and "layer-router" not in only

@@ -362,4 +362,50 @@ def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
     finally:
         torch.set_num_threads(threads)
     per_chain = seconds * config.num_hidden_layers * 1.5 / threads  # and attention, norms, the head; every core
-    return {s.name: s.size * per_chain for s in stages}
+    estimate = {s.name: s.size * per_chain for s in stages}
+    fits = [s for s in stages if s.kind == "fit-program"]
+    if fits:  # PoLar's training: minutes a sample, not a chain evaluation (its inputs' encoding is the size above)
+        sizes = {s.name: s.settings.get("n", 0) for s in stages}
+        step = program_step_seconds(config.num_hidden_layers, hidden)
+        for s in fits:
+            estimate[s.name] += step * program_fit_steps(sizes.get(s.settings["runs"], 0))
+    return estimate
+
+
+def program_fit_steps(samples: int) -> int:
+    """The training steps of PoLar's fit on a search of ``samples``: at most its recipe's programs a sample (its
+    ``max_paths``; a search finds fewer right), the held-out share left out, each epoch in batches."""
+    from ..policies.recipes import ProgramRecipe
+
+    recipe = ProgramRecipe()
+    examples = round(samples * (1 - recipe.val_share)) * recipe.max_paths
+    return recipe.epochs * -(-examples // recipe.batch)
+
+
+def program_step_seconds(depth: int, q_dim: int, tokens: int = 128) -> float:
+    """One training step of PoLar's predictor at its recipe's sizes (a batch of questions of ``tokens`` token states
+    of ``q_dim``), timed on one thread with random numbers, and shared out over the cores as the fit's is."""
+    import time
+
+    import torch
+
+    from ..policies.program import ProgramPredictor
+    from ..policies.recipes import ProgramRecipe
+
+    recipe = ProgramRecipe()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            predictor = ProgramPredictor(depth, q_dim, recipe.d_model, recipe.heads, recipe.blocks)
+            states = torch.randn(recipe.batch, tokens, q_dim)
+            padding = torch.zeros(recipe.batch, tokens, dtype=torch.bool)
+            times = []
+            for _ in range(2):  # the first warms up
+                start = time.perf_counter()
+                boundary, ops = predictor(states, padding)
+                (boundary.sum() + ops.sum()).backward()
+                times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return times[-1] / threads
