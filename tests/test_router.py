@@ -204,6 +204,7 @@ def test_router_with_random_golds_does_not_beat_full_depth(tiny_folder, planted_
     assert "candidate chains asked on the 60 searched samples" in capsys.readouterr().out
     config = json.loads((covered / "config.json").read_text())
     assert config["library_from"] == "greedy cover" and config["library"][0] == str(FULL)
+    assert config["environment"]["threads"] == torch.get_num_threads() and config["environment"]["torch"]
     assert all(round(c["train_accuracy"] * 60) >= 3 for c in config["library_accuracy"][1:])
     # evaluated on the samples it was selected on, it says so, and so does the report
     out = tmp_path / "on-dev.jsonl"

@@ -406,6 +406,7 @@ def fit_from_runs(runs: Sequence[str | Path], fit: LibraryFit = LibraryFit(), ba
     ``library_search`` (candidates asked, how many were right on ``min_support`` samples) when the library was chosen
     here."""
     from ..core.loading import load_model
+    from ..evaluation.provenance import fit_environment
     from ..search.run import run_samples
     from ..storage import read_config, read_records
     from ..tasks import DataError, get_task, load_samples, with_control
@@ -475,7 +476,8 @@ def fit_from_runs(runs: Sequence[str | Path], fit: LibraryFit = LibraryFit(), ba
         known = verdicts[:, [pool.index(c) for c in chosen]]
     config = {key: first.get(key) for key in RUN_KEYS + ("split", "data", "max_new_tokens")}
     config.update(runs=[str(f) for f in runs], library_from="--library" if library is not None else "greedy cover",
-                  min_support=fit.min_support, dev_split=fit.dev_file or "dev", dev_seed=fit.seed)
+                  min_support=fit.min_support, dev_split=fit.dev_file or "dev", dev_seed=fit.seed,
+                  environment=fit_environment(cm))  # the software, device and threads the features were computed on
     router, summary = fit_router(evaluator, chosen, train, dev, fit.budget, fit.feature_layers, batch, config,
                                  progress=progress, known=known)
     summary.update(library_search=search_info, runs=len(runs), depth=cm.depth, task=task.name, mode=first["mode"])
