@@ -205,11 +205,12 @@ def made(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -> dic
 
     found: dict[str, tuple[int, int] | None] = {}
     for stage in stages:
-        if done(bench, stage, splits):
+        path = output(bench, stage)
+        if stage.kind == "search" and not stage.settings.get("static") and (path / "config.json").is_file():
+            recorded, n = len(read_records(path)), len(_samples(bench, stage, splits))  # read once: runs are long
+            found[stage.name] = None if recorded >= n else (recorded, n)
+        elif done(bench, stage, splits):
             found[stage.name] = None
-        elif stage.kind == "search" and not stage.settings.get("static") and (output(bench, stage) / "config.json"
-                                                                                ).is_file():
-            found[stage.name] = (len(read_records(output(bench, stage))), len(_samples(bench, stage, splits)))
     return found
 
 
