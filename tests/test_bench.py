@@ -390,10 +390,10 @@ def test_the_study_transfers_on_the_committed_studys_500_items(monkeypatch):
                                                                 "split": "arc_challenge/test", "n": n}
 
 
-def test_the_figure_labels_overlap_neither_each_other_nor_any_marker():
+def test_the_figure_labels_overlap_neither_each_other_nor_any_marker_or_interval():
     """A crowded panel as the study's: runs of points a few pixels apart on a diagonal (where a label beside one point
-    would sit on the next one's marker) and a grid of 24 more; every label finds a place clear of the other labels
-    and of every point's marker."""
+    would sit on the next one's marker), a grid of 24 more, and tall intervals beside two points (where the first
+    offsets would cross them); every label finds a place clear of the other labels, every marker and every bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -408,12 +408,17 @@ def test_the_figure_labels_overlap_neither_each_other_nor_any_marker():
     diagonal = [(100 + 14 * i + 200 * run, 100 + 9 * i + 150 * run) for run in range(2) for i in range(4)]
     grid = [(450 + 40 * (i % 6), 300 + 30 * (i // 6)) for i in range(24)]
     points = [(x, y, str(i + 1)) for i, (x, y) in enumerate(diagonal + grid)]
+    bars = [(60, 40, 160), (112, 20, 180)]  # each bar's x: 8 and 12 pixels right of the two points below
+    points += [(52, 100, "33"), (100, 40, "34")]
     ax.plot([x for x, _, _ in points], [y for _, y, _ in points], "o")
     fig.canvas.draw()
-    boxes = place_labels(fig, ax, points)
+    boxes = place_labels(fig, ax, points, bars)
     half = 6.0 * fig.dpi / 72 / 2
     markers = [Bbox.from_extents(px - half, py - half, px + half, py + half)
                for px, py in (ax.transData.transform((x, y)) for x, y, _ in points)]
+    for x, low, high in bars:
+        (px, p_low), (_, p_high) = ax.transData.transform([(x, low), (x, high)])
+        markers.append(Bbox.from_extents(px - 1, p_low, px + 1, p_high))
     assert len(boxes) == len(points)
     for i, box in enumerate(boxes):
         assert not any(box.overlaps(other) for other in boxes[i + 1:])

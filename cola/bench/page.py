@@ -217,8 +217,8 @@ def _csv(table: list[dict]) -> str:
 def _pareto(table: list[dict], methods_: list[Method], path: Path) -> None:
     """Accuracy (with its interval) against layers per input, one numbered marker per deployable method (oracle rows
     in their own panel), each method joined to its control by a dotted line; the numbers are keyed in a legend, one
-    label per point (methods at the same point share it) placed where it overlaps no other label and no marker
-    (:func:`place_labels`)."""
+    label per point (methods at the same point share it) placed where it overlaps no other label, no marker and no
+    interval (:func:`place_labels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,8 +232,10 @@ def _pareto(table: list[dict], methods_: list[Method], path: Path) -> None:
     for ax, oracle in ((axes[0], False), (axes[1], True)):
         rows = [r for r in table if r["oracle"] == oracle or (oracle and r["method"] == "full depth")]
         points: dict[tuple[float, float], list[int]] = {}
+        bars = []
         for i, r in enumerate(rows, 1):
             lo, hi = r["ci"]
+            bars.append((r["mean_layers"], lo, hi))
             ax.errorbar(r["mean_layers"], r["accuracy"], yerr=[[max(r["accuracy"] - lo, 0)],
                                                                 [max(hi - r["accuracy"], 0)]],
                         fmt="o", color=colours.get(r["family"], "tab:orange"), capsize=3,
@@ -245,14 +247,14 @@ def _pareto(table: list[dict], methods_: list[Method], path: Path) -> None:
                         color="gray", linewidth=1)
         keys = [plt.Line2D([], [], linestyle="", marker="$%d$" % i, color="black", label=r["method"])
                 for i, r in enumerate(rows, 1)]
-        pending.append((ax, [(x, y, ",".join(map(str, numbers))) for (x, y), numbers in points.items()], keys))
+        pending.append((ax, [(x, y, ",".join(map(str, numbers))) for (x, y), numbers in points.items()], bars, keys))
         ax.set_xlabel("layers computed per input" + (" (all the chains tried)" if oracle else ""))
         ax.set_ylabel("accuracy (95% interval)")
         ax.set_title("ORACLE: best of k, checked against the gold" if oracle else "deployable methods (pass@1)")
     fig.tight_layout()
     fig.canvas.draw()  # the axes' final places, so that the labels' boxes are where they will be drawn
-    for ax, labels, keys in pending:
-        place_labels(fig, ax, labels)
+    for ax, labels, bars, keys in pending:
+        place_labels(fig, ax, labels, bars)
         # the key below the axis label (its bottom, in the axes' coordinates), not over it
         below = ax.transAxes.inverted().transform(ax.xaxis.label.get_window_extent().p0)[1]
         ax.legend(handles=keys, fontsize=6.5, loc="upper left", bbox_to_anchor=(0, below - 0.02), ncol=1,
@@ -265,16 +267,22 @@ OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 16), (6, -24), (-6, 16), (-
            (6, 28), (6, -36), (30, 4), (-30, 4), (6, 40), (6, -48)]  # points, tried in turn
 
 
-def place_labels(fig, ax, labels: list[tuple[float, float, str]], marker: float = 6.0) -> list:
+def place_labels(fig, ax, labels: list[tuple[float, float, str]], bars: list[tuple[float, float, float]] = (),
+                 marker: float = 6.0) -> list:
     """Write each ``(x, y, text)`` beside its point at the first offset (:data:`OFFSETS`) where its box overlaps no
-    label placed before it and no point's marker (a square of ``marker`` points around each ``(x, y)``); the last
-    offset is taken if none is free. Returns the labels' boxes, in display coordinates."""
+    label placed before it, no point's marker (a square of ``marker`` points around each ``(x, y)``) and no error bar
+    (each ``(x, low, high)`` of ``bars``, as wide as its caps); the last offset is taken if none is free. Returns the
+    labels' boxes, in display coordinates."""
     from matplotlib.transforms import Bbox
 
     renderer = fig.canvas.get_renderer()
     half = marker * fig.dpi / 72 / 2
     markers = [Bbox.from_extents(px - half, py - half, px + half, py + half)
                for px, py in (ax.transData.transform((x, y)) for x, y, _ in labels)]
+    for x, low, high in bars:  # the caps are 3 points each side of the bar
+        (px, p_low), (_, p_high) = ax.transData.transform([(x, low), (x, high)])
+        cap = 3 * fig.dpi / 72
+        markers.append(Bbox.from_extents(px - cap, p_low, px + cap, p_high))
     placed = []
     for x, y, text in sorted(labels):
         for dx, dy in OFFSETS:
