@@ -214,7 +214,8 @@ def test_dry_run_prints_the_plan_and_loads_no_weights(tiny_folder, tmp_path, mon
     sizes = {line.split()[0]: int(line.split()[3]) for line in out.splitlines() if "~" in line}
     per_chain = seconds["full"] / sizes["full"]  # PoLar's fit is timed as training steps, beyond its encoding
     assert seconds["program-fit"] > sizes["program-fit"] * per_chain + 0.5
-    assert program_fit_steps(1000) == 10 * -(-833 * 50 // 128)  # 10 epochs of at most 50 programs a kept sample
+    assert program_fit_steps(1000) == 10 * -(-round(50_000 * 5 / 6) // 128)  # at most 50 programs a sample
+    assert program_fit_steps(4, [3, 80, 0]) == 10 * -(-round((3 + 50 + 0 + 50) * 5 / 6) // 128)  # found, then at most
     assert main(_bench(tiny_folder, tmp_path / "b", "--dry-run", "--only", "static")) == 0
     only = capsys.readouterr().out
     assert " prune " in only and "static-best" in only and "layer-router" not in only

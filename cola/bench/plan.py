@@ -365,20 +365,27 @@ def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
     estimate = {s.name: s.size * per_chain for s in stages}
     fits = [s for s in stages if s.kind == "fit-program"]
     if fits:  # PoLar's training: minutes a sample, not a chain evaluation (its inputs' encoding is the size above)
+        from ..policies.program_fit import right_programs
+        from ..storage import read_records
+
         sizes = {s.name: s.settings.get("n", 0) for s in stages}
         step = program_step_seconds(config.num_hidden_layers, hidden)
         for s in fits:
-            estimate[s.name] += step * program_fit_steps(sizes.get(s.settings["runs"], 0))
+            run = bench.stage_path(s.settings["runs"])
+            found = [len(right_programs(r)) for r in read_records(run)] if (run / "config.json").is_file() else []
+            estimate[s.name] += step * program_fit_steps(sizes.get(s.settings["runs"], 0), found)
     return estimate
 
 
-def program_fit_steps(samples: int) -> int:
-    """The training steps of PoLar's fit on a search of ``samples``: at most its recipe's programs a sample (its
-    ``max_paths``; a search finds fewer right), the held-out share left out, each epoch in batches."""
+def program_fit_steps(samples: int, found: list[int] = ()) -> int:
+    """The training steps of PoLar's fit on a search of ``samples``: the right programs ``found`` in the samples it
+    has recorded, at most its recipe's ``max_paths`` a sample, and that many in each sample not searched yet (an upper
+    bound); the held-out share left out, each epoch in batches."""
     from ..policies.recipes import ProgramRecipe
 
     recipe = ProgramRecipe()
-    examples = round(samples * (1 - recipe.val_share)) * recipe.max_paths
+    programs = sum(min(k, recipe.max_paths) for k in found) + max(0, samples - len(found)) * recipe.max_paths
+    examples = round(programs * (1 - recipe.val_share))
     return recipe.epochs * -(-examples // recipe.batch)
 
 
