@@ -94,13 +94,16 @@ def test_cola_search_preset_polar_records_its_space_and_bounds(tiny_folder, tmp_
 # --- the program predictor ------------------------------------------------------------------------------------------
 
 import itertools  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from helpers import mc_rows, tiny_model  # noqa: E402
+from helpers import Cola, mc_rows, tiny_model  # noqa: E402
 
 from cola.evaluation.evaluator import EvalConfig, Evaluator  # noqa: E402
 from cola.policies.program import (  # noqa: E402
+    CHECKPOINT,
     KEEP,
     REPEAT,
     SKIP,
@@ -113,7 +116,7 @@ from cola.policies.program import (  # noqa: E402
     route_inputs,
 )
 from cola.policies.program_eval import best_of_k, oracle_summary  # noqa: E402
-from cola.policies.program_fit import Checkpoint, menu, supervision, train  # noqa: E402
+from cola.policies.program_fit import Checkpoint, fingerprint, fit_kept, menu, supervision, train  # noqa: E402
 from cola.policies.recipes import ProgramRecipe  # noqa: E402
 from cola.tasks import get_task, load_samples  # noqa: E402
 
@@ -320,20 +323,46 @@ def test_an_interrupted_fit_resumes_from_its_last_epoch_to_the_uninterrupted_wei
             raise _Stop
 
     folder = tmp_path / "fit.partial"
+
+    def checkpoint(recipe):
+        return Checkpoint(folder, fingerprint(states, examples[:60], examples[60:], 6, recipe, {"encoder": "x"}))
+
     with pytest.raises(_Stop):
-        train(states, examples[:60], examples[60:], 6, recipe, stop_after_two, folder)
-    assert json.loads((folder / Checkpoint.STATE).read_text())["epochs"] == 2
+        train(states, examples[:60], examples[60:], 6, recipe, stop_after_two, checkpoint(recipe))
+    assert checkpoint(recipe).epochs() == 2 and "2 of 4 epochs are kept in" in fit_kept(tmp_path, 4)
     seen = []
     resumed, history = train(states, examples[:60], examples[60:], 6, recipe,
-                             lambda epoch, t, v: seen.append(epoch), folder)
+                             lambda epoch, t, v: seen.append(epoch), checkpoint(recipe))
     assert history == whole_history and seen == [0, 1, 2, 3]  # the kept epochs are shown again, then the rest
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
     # a checkpoint of other inputs (here: another recipe) is not resumed
     other = ProgramRecipe(**{**recipe.__dict__, "lr": 1e-3})
-    train(states, examples[:60], examples[60:], 6, other, None, folder)
+    train(states, examples[:60], examples[60:], 6, other, None, checkpoint(other))
     assert "holds a fit of other inputs; fitting from the start" in capsys.readouterr().err
     ProgramRouter({"depth": 6, "routing": "trained"}, resumed, None).save(tmp_path)
     assert (tmp_path / "config.json").is_file() and not folder.exists()  # a saved router keeps no checkpoint
+
+
+@pytest.mark.slow  # `cola` in a child process (the first in a test process starts their server: seconds)
+def test_a_stopped_fit_program_says_what_it_kept_and_the_same_command_resumes(tiny_folder, tmp_path):
+    run, folder = tmp_path / "run", tmp_path / "predictor"
+    assert main(["search", "--model", str(tiny_folder), "--device", "cpu", "--task", "synthetic_mc", "--mode", "score",
+                 "--n", "24", "--preset", "polar", "--sims", "12", "--out", str(run), "--quiet"]) == 0
+    fit = ["router", "fit-program", "--runs", str(run), "--out", str(folder), "--epochs", "20", "--batch", "64",
+           "--device", "cpu"]
+    child = Cola(fit)
+    state, deadline = folder / CHECKPOINT / Checkpoint.STATE, time.time() + 120
+    while time.time() < deadline and not state.is_file() and child.poll() is None:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGTERM)
+    child.wait()
+    kept = json.loads(state.read_text())["epochs"]
+    assert child.returncode == 143 and 1 <= kept < 20, child.stderr[-2000:]
+    assert child.stderr.strip().splitlines()[-1] == (f"terminated: {kept} of 20 epochs are kept in "
+                                                     f"{folder / CHECKPOINT}; run the same command again to resume")
+    assert main(fit + ["--quiet"]) == 0  # resumed
+    config = json.loads((folder / "config.json").read_text())
+    assert len(config["history"]) == 20 and not (folder / CHECKPOINT).exists()
 
 
 def test_a_saved_predictor_loads_and_writes_the_same_programs(tmp_path):

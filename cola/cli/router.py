@@ -104,12 +104,13 @@ def cmd_router_layer_control(args: argparse.Namespace) -> int:
 @_locked
 def cmd_router_fit_program(args: argparse.Namespace) -> int:
     """`cola router fit-program`: PoLar's program predictor from the right programs of search runs."""
-    from ..policies.program_fit import fit_from_runs
+    from ..policies.program_fit import fit_from_runs, fit_kept
     from ..policies.recipes import ProgramRecipe
 
     recipe = ProgramRecipe(epochs=args.epochs, batch=args.batch, lr=args.lr, warmup=args.warmup,
                            max_paths=args.max_paths, full_weight=args.full_weight, val_share=args.val_share,
                            seed=args.seed)
+    args.kept = lambda: fit_kept(args.out, recipe.epochs)
     router, config = fit_from_runs(args.runs, args.encoder, recipe, args.data_dir, args.device, args.dtype,
                                    not args.quiet, args.out)
     router.save(args.out)

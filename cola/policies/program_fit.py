@@ -111,13 +111,13 @@ def batch_loss(predictor: ProgramPredictor, states: Sequence[torch.Tensor], batc
 
 def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_examples: Sequence[dict], depth: int,
           recipe: ProgramRecipe = ProgramRecipe(), progress: Callable[[int, float, float], None] | None = None,
-          checkpoint: Path | None = None) -> tuple[ProgramPredictor, list[dict]]:
+          checkpoint: Checkpoint | None = None) -> tuple[ProgramPredictor, list[dict]]:
     """Train a predictor on ``train_examples`` (each with the ``index`` of its question's token ``states``) as the
     recipe says, keeping the epoch of lowest validation loss (the last epoch without validation examples). Returns
     the predictor (in eval mode) and each epoch's losses; ``progress(epoch, train, val)`` after each epoch.
 
-    With a ``checkpoint`` folder, the state after each epoch is kept there (:class:`Checkpoint`) and a fit of the
-    same inputs resumes from it to the weights an uninterrupted fit ends with."""
+    With a :class:`Checkpoint`, the state after each epoch is kept in it and a fit of the same inputs resumes from
+    it (on as many threads as before: to the weights an uninterrupted fit ends with)."""
     with torch.random.fork_rng():
         torch.manual_seed(recipe.seed)
         predictor = ProgramPredictor(depth, states[0].shape[1], recipe.d_model, recipe.heads, recipe.blocks)
@@ -136,10 +136,8 @@ def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_ex
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         best, best_val, history = None, math.inf, []
-        saved = Checkpoint(checkpoint, fingerprint(states, train_examples, val_examples, depth, recipe)
-                           ) if checkpoint is not None else None
-        if saved is not None and saved.exists():
-            best, best_val, history = saved.restore(predictor, optimizer, schedule, order)
+        if checkpoint is not None and checkpoint.exists():
+            best, best_val, history = checkpoint.restore(predictor, optimizer, schedule, order)
             for h in history:
                 if progress is not None:
                     progress(h["epoch"], h["train_loss"], h["val_loss"])
@@ -157,8 +155,8 @@ def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_ex
             history.append({"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1), "val_loss": val})
             if not val_examples or val < best_val:
                 best_val, best = val, {k: v.detach().clone() for k, v in predictor.state_dict().items()}
-            if saved is not None:
-                saved.save(predictor, optimizer, schedule, order, best, best_val, history)
+            if checkpoint is not None:
+                checkpoint.save(predictor, optimizer, schedule, order, best, best_val, history)
             if progress is not None:
                 progress(epoch, history[-1]["train_loss"], val)
         predictor.load_state_dict(best)
@@ -167,14 +165,12 @@ def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_ex
 
 
 def fingerprint(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_examples: Sequence[dict],
-                depth: int, recipe: ProgramRecipe) -> str:
-    """A digest of everything a fit reads: a checkpoint of other inputs is not resumed."""
-    digest = hashlib.sha256(json.dumps([recipe.__dict__, depth, list(train_examples), list(val_examples)],
-                                       sort_keys=True).encode())
-    for state in states:
-        digest.update(str(tuple(state.shape)).encode())
-        digest.update(state.detach().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+                depth: int, recipe: ProgramRecipe, source: dict) -> str:
+    """A digest of what decides a fit: its examples, recipe and depth, its ``source`` (the runs' model weights and
+    the question encoder) and the shapes of its question states; not the states' last bits, which the thread count
+    that encoded them decides, so that the same command resumes on another thread count."""
+    return hashlib.sha256(json.dumps([recipe.__dict__, depth, list(train_examples), list(val_examples), source,
+                                      [list(s.shape) for s in states]], sort_keys=True).encode()).hexdigest()
 
 
 class Checkpoint:
@@ -187,6 +183,12 @@ class Checkpoint:
 
     def __init__(self, folder: Path, digest: str) -> None:
         self.folder, self.digest = Path(folder), digest
+
+    def epochs(self) -> int:
+        """The whole epochs the folder holds (0 without a checkpoint)."""
+        from ..storage import read_json
+
+        return read_json(self.folder / self.STATE).get("epochs", 0) if (self.folder / self.STATE).is_file() else 0
 
     def exists(self) -> bool:
         """Whether the folder holds a checkpoint of these inputs (one of other inputs is set aside, with a line)."""
@@ -240,6 +242,15 @@ class Checkpoint:
         torch.set_rng_state(tensors["rng.torch"])
         best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
         return best, state["best_val"], state["history"]
+
+def fit_kept(out: str | Path, epochs: int) -> str:
+    """What a fit into ``out`` that was stopped kept, for the command's last line."""
+    folder = Path(out) / CHECKPOINT
+    done = Checkpoint(folder, "").epochs()
+    if not done:
+        return "no epoch was finished; nothing was written"
+    return f"{done} of {epochs} epochs are kept in {folder}; run the same command again to resume"
+
 
 @torch.no_grad()
 def validation_loss(predictor: ProgramPredictor, states: Sequence[torch.Tensor], examples: Sequence[dict],
@@ -322,11 +333,11 @@ def fit_from_runs(runs: Sequence[str], encoder: str = "target", recipe: ProgramR
         e["index"] = index[e["id"]]
     train_examples = [e for e in examples if e["id"] not in val_ids]
     val_examples = [e for e in examples if e["id"] in val_ids]
-    bar = tqdm(total=recipe.epochs, desc="training", disable=not progress)
-    predictor, history = train(states, train_examples, val_examples, depth, recipe,
-                               lambda epoch, t, v: (bar.update(1), bar.set_postfix(train=f"{t:.3f}", val=f"{v:.3f}")),
-                               Path(out) / CHECKPOINT if out is not None else None)
-    bar.close()
+    checkpoint = None if out is None else Checkpoint(Path(out) / CHECKPOINT, fingerprint(
+        states, train_examples, val_examples, depth, recipe, {"weights": first["weights"], "encoder": encoder}))
+    with tqdm(total=recipe.epochs, desc="training", disable=not progress) as bar:  # closed before a stop's line
+        predictor, history = train(states, train_examples, val_examples, depth, recipe, lambda epoch, t, v: (
+            bar.update(1), bar.set_postfix(train=f"{t:.3f}", val=f"{v:.3f}")), checkpoint)
     config = {"model": cm.name, "weights": first["weights"], "depth": depth, "dtype": str(cm.dtype).removeprefix(
         "torch."), "task": "+".join(dict.fromkeys(c["task"] for c in configs)), "runs": [str(r) for r in runs],
         "control": first.get("control"), "routing": "trained", "encoder": encoder, "max_tokens": recipe.max_tokens,
