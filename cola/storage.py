@@ -234,14 +234,15 @@ def write_atomic(path: Path, text: str) -> None:
             raise
 
 
-def save_tensors_atomic(path: Path, tensors: dict) -> None:
-    """Write torch ``tensors`` as a safetensors file, whole or not at all (as :func:`write_atomic`)."""
+def save_tensors_atomic(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write torch ``tensors`` (and text ``metadata`` in its header) as a safetensors file, whole or not at all (as
+    :func:`write_atomic`)."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with no_interrupts(), disk_full(path):
         try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata)
             os.replace(tmp, path)
         except OSError:
             tmp.unlink(missing_ok=True)

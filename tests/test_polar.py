@@ -351,12 +351,12 @@ def test_a_stopped_fit_program_says_what_it_kept_and_the_same_command_resumes(ti
     fit = ["router", "fit-program", "--runs", str(run), "--out", str(folder), "--epochs", "20", "--batch", "64",
            "--device", "cpu"]
     child = Cola(fit)
-    state, deadline = folder / CHECKPOINT / Checkpoint.STATE, time.time() + 120
+    state, deadline = folder / CHECKPOINT / Checkpoint.FILE, time.time() + 120
     while time.time() < deadline and not state.is_file() and child.poll() is None:
         time.sleep(0.02)
     child.send_signal(signal.SIGTERM)
     child.wait()
-    kept = json.loads(state.read_text())["epochs"]
+    kept = Checkpoint(folder / CHECKPOINT, "").epochs()
     assert child.returncode == 143 and 1 <= kept < 20, child.stderr[-2000:]
     assert child.stderr.strip().splitlines()[-1] == (f"terminated: {kept} of 20 epochs are kept in "
                                                      f"{folder / CHECKPOINT}; run the same command again to resume")

@@ -174,30 +174,34 @@ def fingerprint(states: Sequence[torch.Tensor], train_examples: Sequence[dict], 
 
 
 class Checkpoint:
-    """A fit's state after its last whole epoch, in a folder: ``state.safetensors`` (the predictor, its best epoch's
-    weights, the optimizer's moments, the random generators) and ``state.json`` (the epochs' losses, the best
-    validation loss, the optimizer's and the schedule's counters, and the inputs' :func:`fingerprint`). Each file is
-    written whole (:func:`~cola.storage.save_tensors_atomic`), the JSON last: it names the epoch the tensors hold."""
+    """A fit's state after its last whole epoch, in one file written whole (:func:`~cola.storage.save_tensors_atomic`)
+    in a folder: ``state.safetensors``, its tensors the predictor, its best epoch's weights, the optimizer's moments
+    and the random generators, its header's ``state`` the JSON of the epochs' losses, the best validation loss, the
+    optimizer's and the schedule's counters and the inputs' :func:`fingerprint`."""
 
-    TENSORS, STATE = "state.safetensors", "state.json"
+    FILE = "state.safetensors"
 
     def __init__(self, folder: Path, digest: str) -> None:
         self.folder, self.digest = Path(folder), digest
 
+    def _state(self) -> dict | None:
+        from safetensors import safe_open
+
+        if not (self.folder / self.FILE).is_file():
+            return None
+        with safe_open(self.folder / self.FILE, "pt") as f:
+            return json.loads((f.metadata() or {}).get("state", "{}"))
+
     def epochs(self) -> int:
         """The whole epochs the folder holds (0 without a checkpoint)."""
-        from ..storage import read_json
-
-        return read_json(self.folder / self.STATE).get("epochs", 0) if (self.folder / self.STATE).is_file() else 0
+        return len((self._state() or {}).get("history", ()))
 
     def exists(self) -> bool:
         """Whether the folder holds a checkpoint of these inputs (one of other inputs is set aside, with a line)."""
-        from ..storage import read_json
-
-        if not (self.folder / self.STATE).is_file():
+        state = self._state()
+        if state is None:
             return False
-        state = read_json(self.folder / self.STATE)
-        if state.get("fingerprint") == self.digest and len(state.get("history", ())) == state.get("epochs"):
+        if state.get("fingerprint") == self.digest:
             return True
         print(f"cola: warning: {self.folder} holds a fit of other inputs; fitting from the start", file=sys.stderr)
         return False
@@ -206,19 +210,19 @@ class Checkpoint:
              schedule: torch.optim.lr_scheduler.LambdaLR, order: torch.Generator, best: dict, best_val: float,
              history: list[dict]) -> None:
         """Keep the state after the last epoch of ``history``."""
-        from ..storage import save_tensors_atomic, write_atomic
+        from ..storage import save_tensors_atomic
 
         opt = optimizer.state_dict()
         tensors = {**{f"predictor.{k}": v for k, v in predictor.state_dict().items()},
                    **{f"best.{k}": v for k, v in best.items()},
                    **{f"optimizer.{i}.{k}": v for i, moments in opt["state"].items() for k, v in moments.items()},
                    "rng.order": order.get_state(), "rng.torch": torch.get_rng_state()}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        save_tensors_atomic(self.folder / self.TENSORS, {k: v.detach().contiguous() for k, v in tensors.items()})
         schedule_state = {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"}
-        write_atomic(self.folder / self.STATE, json.dumps({
-            "fingerprint": self.digest, "epochs": len(history), "history": history, "best_val": best_val,
-            "param_groups": opt["param_groups"], "schedule": schedule_state}) + "\n")
+        state = {"fingerprint": self.digest, "history": history, "best_val": best_val,
+                 "param_groups": opt["param_groups"], "schedule": schedule_state}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_tensors_atomic(self.folder / self.FILE, {k: v.detach().contiguous() for k, v in tensors.items()},
+                            {"state": json.dumps(state)})
 
     def restore(self, predictor: ProgramPredictor, optimizer: torch.optim.Optimizer,
                 schedule: torch.optim.lr_scheduler.LambdaLR, order: torch.Generator
@@ -226,9 +230,7 @@ class Checkpoint:
         """Put the kept state back; the best epoch's weights, its validation loss and the epochs' losses."""
         from safetensors.torch import load_file
 
-        from ..storage import read_json
-
-        state, tensors = read_json(self.folder / self.STATE), load_file(self.folder / self.TENSORS)
+        state, tensors = self._state(), load_file(self.folder / self.FILE)
         predictor.load_state_dict({k.removeprefix("predictor."): v for k, v in tensors.items()
                                    if k.startswith("predictor.")})
         moments: dict[int, dict] = {}
