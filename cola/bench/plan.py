@@ -389,9 +389,10 @@ def program_fit_steps(samples: int, found: list[int] = ()) -> int:
     return recipe.epochs * -(-examples // recipe.batch)
 
 
-def program_step_seconds(depth: int, q_dim: int, tokens: int = 128) -> float:
+def program_step_seconds(depth: int, q_dim: int, tokens: int = 128, probe: int = 16) -> float:
     """One training step of PoLar's predictor at its recipe's sizes (a batch of questions of ``tokens`` token states
-    of ``q_dim``), timed on one thread with random numbers, and shared out over the cores as the fit's is."""
+    of ``q_dim``), timed on one thread with random numbers on ``probe`` questions and scaled to the recipe's batch
+    (every product is linear in it), and shared out over the cores as the fit's is."""
     import time
 
     import torch
@@ -405,8 +406,8 @@ def program_step_seconds(depth: int, q_dim: int, tokens: int = 128) -> float:
     try:
         with torch.random.fork_rng():
             predictor = ProgramPredictor(depth, q_dim, recipe.d_model, recipe.heads, recipe.blocks)
-            states = torch.randn(recipe.batch, tokens, q_dim)
-            padding = torch.zeros(recipe.batch, tokens, dtype=torch.bool)
+            states = torch.randn(probe, tokens, q_dim)
+            padding = torch.zeros(probe, tokens, dtype=torch.bool)
             times = []
             for _ in range(2):  # the first warms up
                 start = time.perf_counter()
@@ -415,4 +416,4 @@ def program_step_seconds(depth: int, q_dim: int, tokens: int = 128) -> float:
                 times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    return times[-1] / threads
+    return times[-1] * recipe.batch / probe / threads
