@@ -10,12 +10,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import DATA_DIR, run_cola
 
 import cola.core.loading
 from cola.bench.plan import program_fit_steps
 from cola.cli import main
-from cola.storage import read_records
+from cola.storage import read_records, save_tensors_atomic
 
 TRANSFER = ("--data-dir", str(DATA_DIR), "--transfer", "arc_easy")  # the smoke bench's methods also on ARC-Easy
 
@@ -126,9 +127,15 @@ def test_dry_run_on_a_bench_folder_estimates_what_is_left(smoke, tiny_folder, tm
     shutil.copy(smoke / "plan.json", half / "plan.json")
     records = (half / "stages" / "search-test" / "records.jsonl").read_text().splitlines()
     (half / "stages" / "search-test" / "records.jsonl").write_text("\n".join(records[:2]) + "\n")
+    fit = half / "stages" / "program-fit" / "fit.partial"  # and PoLar's fit stopped after 3 of its 10 epochs
+    fit.mkdir(parents=True)
+    save_tensors_atomic(fit / "state.safetensors", {"x": torch.zeros(1)},
+                        {"state": json.dumps({"history": [{}, {}, {}]})})
     assert main(_bench(tiny_folder, half, "--dry-run")) == 0
     out = capsys.readouterr().out
-    assert f"2 of {len(records)} recorded here" in out and "estimated left:" in out
+    assert f"2 of {len(records)} samples recorded here" in out and "estimated left:" in out
+    fit_line = next(line for line in out.splitlines() if line.startswith("  program-fit "))
+    assert fit_line.endswith("3 of 10 epochs kept here")
 
 
 @pytest.mark.slow

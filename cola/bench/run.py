@@ -198,19 +198,26 @@ def adoptable(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -
     return found
 
 
-def made(bench: Bench, stages: list[Stage], splits: dict[str, Selection]) -> dict[str, tuple[int, int] | None]:
-    """For ``--dry-run``, without loading weights: the stages this folder holds an output of, each with the samples
-    a search has recorded here and of how many (None: the stage is done)."""
+def made(bench: Bench, stages: list[Stage], splits: dict[str, Selection]
+         ) -> dict[str, tuple[int, int, str] | None]:
+    """For ``--dry-run``, without loading weights: the stages this folder holds an output of, each with what is
+    kept of it (the samples a search has recorded, the epochs a fit has kept), of how many and of what (None: the
+    stage is done)."""
+    from ..policies.program import CHECKPOINT
+    from ..policies.program_fit import Checkpoint
+    from ..policies.recipes import ProgramRecipe
     from ..storage import read_records
 
-    found: dict[str, tuple[int, int] | None] = {}
+    found: dict[str, tuple[int, int, str] | None] = {}
     for stage in stages:
         path = output(bench, stage)
         if stage.kind == "search" and not stage.settings.get("static") and (path / "config.json").is_file():
             recorded, n = len(read_records(path)), len(_samples(bench, stage, splits))  # read once: runs are long
-            found[stage.name] = None if recorded >= n else (recorded, n)
+            found[stage.name] = None if recorded >= n else (recorded, n, "samples recorded")
         elif done(bench, stage, splits):
             found[stage.name] = None
+        elif stage.kind == "fit-program" and (epochs := Checkpoint(path / CHECKPOINT, "").epochs()):
+            found[stage.name] = (epochs, ProgramRecipe().epochs, "epochs kept")
     return found
 
 

@@ -47,7 +47,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             adopt = (f"  adopts {found[s.name][0]} ({found[s.name][1]} of {found[s.name][2]} recorded)"
                      if s.name in found else "")
             if s.name in here:
-                adopt += "  done" if here[s.name] is None else f"  {here[s.name][0]} of {here[s.name][1]} recorded here"
+                adopt += "  done" if here[s.name] is None else "  {} of {} {} here".format(*here[s.name])
             print(f"  {s.name:{width}s} {s.family:11s} {s.kind:16s} {s.size:7d} chain evaluations  "
                   f"~{seconds[s.name]:7.0f} s  {_settings(s.settings)}{adopt}")
         if found:
