@@ -140,7 +140,7 @@ def test_a_bad_sample_fails_alone_and_is_listed(cluster, tiny_folder, tmp_path, 
     out = tmp_path / "run"
     code = main(["search", "--model", str(tiny_folder), "--task", "mc_jsonl", "--data-file", str(data), "--mode",
                  "score", "--sims", "5", "--out", str(out), "--quiet", "--device", "cpu", "--ray-address", cluster,
-                 "--workers", "2", "--batch", "2", "--n", "0"])
+                 "--workers", "1", "--batch", "2", "--n", "0"])
     err = capsys.readouterr().err
     assert code == 1
     assert "sample 'q2' failed: ValueError: an answer option encodes to no tokens" in err
