@@ -50,11 +50,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if {"smol", "gemma"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    cost: dict[str, float] = {}
+    cost: dict[Path, float] = {}
     for item in items:  # a rough guess at each file's seconds: a slow test takes about ten, another a fraction of one
-        cost[item.nodeid.split("::")[0]] = cost.get(item.nodeid.split("::")[0], 0.0) + (
-            10.0 if item.get_closest_marker("slow") else 0.3)
-    items.sort(key=lambda item: -cost[item.nodeid.split("::")[0]])  # stable: a file's tests keep their order
+        cost[item.path] = cost.get(item.path, 0.0) + (10.0 if item.get_closest_marker("slow") else 0.3)
+    items.sort(key=lambda item: -cost[item.path])  # stable: a file's tests keep their order
 
 
 @pytest.hookimpl(wrapper=True)

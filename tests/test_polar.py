@@ -311,7 +311,7 @@ class _Stop(Exception):
     pass
 
 
-def test_an_interrupted_fit_resumes_from_its_last_epoch_to_the_uninterrupted_weights(tmp_path, capsys):
+def test_an_interrupted_fit_resumes_from_its_last_epoch_to_the_uninterrupted_weights(tmp_path):
     """A fit killed after its second epoch (of four) resumes from the checkpoint that epoch left, and ends with the
     weights and losses of a fit that ran through; a checkpoint of other inputs is set aside, with a line."""
     states, examples, _, _ = _planted_problem(80)
@@ -337,8 +337,8 @@ def test_an_interrupted_fit_resumes_from_its_last_epoch_to_the_uninterrupted_wei
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), whole.state_dict().values()))
     # a checkpoint of other inputs (here: another recipe) is not resumed
     other = ProgramRecipe(**{**recipe.__dict__, "lr": 1e-3})
-    train(states, examples[:60], examples[60:], 6, other, None, checkpoint(other))
-    assert "holds a fit of other inputs; fitting from the start" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="holds a fit of other inputs; fitting from the start"):
+        train(states, examples[:60], examples[60:], 6, other, None, checkpoint(other))
     ProgramRouter({"depth": 6, "routing": "trained"}, resumed, None).save(tmp_path)
     assert (tmp_path / "config.json").is_file() and not folder.exists()  # a saved router keeps no checkpoint
 

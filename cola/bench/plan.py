@@ -19,6 +19,7 @@ Stages by family:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from dataclasses import dataclass, field, replace
@@ -349,9 +350,7 @@ def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
     x, h = randn(tokens, hidden), randn(tokens, inner)
     products = [(x, randn(hidden, hidden)) for _ in range(4)] + [(x, randn(hidden, inner))] * 2
     products.append((h, randn(inner, hidden)))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core's speed, less sensitive to what else runs now
-    try:
+    with one_thread() as threads:
         for a, b in products:  # warm up
             a @ b
         start = time.perf_counter()
@@ -359,8 +358,6 @@ def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
             for a, b in products:
                 a @ b
         seconds = (time.perf_counter() - start) / 5
-    finally:
-        torch.set_num_threads(threads)
     per_chain = seconds * config.num_hidden_layers * 1.5 / threads  # and attention, norms, the head; every core
     estimate = {s.name: s.size * per_chain for s in stages}
     fits = [s for s in stages if s.kind == "fit-program"]
@@ -401,19 +398,28 @@ def program_step_seconds(depth: int, q_dim: int, tokens: int = 128, probe: int =
     from ..policies.recipes import ProgramRecipe
 
     recipe = ProgramRecipe()
+    with one_thread() as threads, torch.random.fork_rng():
+        predictor = ProgramPredictor(depth, q_dim, recipe.d_model, recipe.heads, recipe.blocks)
+        states = torch.randn(probe, tokens, q_dim)
+        padding = torch.zeros(probe, tokens, dtype=torch.bool)
+        times = []
+        for _ in range(2):  # the first warms up
+            start = time.perf_counter()
+            boundary, ops = predictor(states, padding)
+            (boundary.sum() + ops.sum()).backward()
+            times.append(time.perf_counter() - start)
+    return times[-1] * recipe.batch / probe / threads
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread inside (one core's speed, less sensitive to what else runs now); yields the thread count
+    it runs on outside, which the timings are shared out over."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng():
-            predictor = ProgramPredictor(depth, q_dim, recipe.d_model, recipe.heads, recipe.blocks)
-            states = torch.randn(probe, tokens, q_dim)
-            padding = torch.zeros(probe, tokens, dtype=torch.bool)
-            times = []
-            for _ in range(2):  # the first warms up
-                start = time.perf_counter()
-                boundary, ops = predictor(states, padding)
-                (boundary.sum() + ops.sum()).backward()
-                times.append(time.perf_counter() - start)
+        yield threads
     finally:
         torch.set_num_threads(threads)
-    return times[-1] * recipe.batch / probe / threads

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import random
-import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,8 +138,8 @@ def train(states: Sequence[torch.Tensor], train_examples: Sequence[dict], val_ex
         best, best_val, history = None, math.inf, []
         if checkpoint is not None and checkpoint.exists():
             best, best_val, history = checkpoint.restore(predictor, optimizer, schedule, order)
-            for h in history:
-                if progress is not None:
+            if progress is not None:  # the kept epochs, shown again
+                for h in history:
                     progress(h["epoch"], h["train_loss"], h["val_loss"])
         for epoch in range(len(history), recipe.epochs):
             predictor.train()
@@ -203,7 +203,7 @@ class Checkpoint:
             return False
         if state.get("fingerprint") == self.digest:
             return True
-        print(f"cola: warning: {self.folder} holds a fit of other inputs; fitting from the start", file=sys.stderr)
+        warnings.warn(f"{self.folder} holds a fit of other inputs; fitting from the start", stacklevel=2)
         return False
 
     def save(self, predictor: ProgramPredictor, optimizer: torch.optim.Optimizer,
@@ -244,6 +244,7 @@ class Checkpoint:
         torch.set_rng_state(tensors["rng.torch"])
         best = {k.removeprefix("best."): v for k, v in tensors.items() if k.startswith("best.")}
         return best, state["best_val"], state["history"]
+
 
 def fit_kept(out: str | Path, epochs: int) -> str:
     """What a fit into ``out`` that was stopped kept, for the command's last line."""
