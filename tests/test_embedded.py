@@ -28,10 +28,10 @@ def test_padded_batch_matches_hf_generate_and_each_prompt_alone(smol):
     ids, mask = smol.encode(PROMPTS)
     assert not bool(mask.all())  # the prompts differ in length, so the batch is really padded
     chain = Chain.full(smol.depth)
-    batched = generate(smol, chain, ids, mask, max_new_tokens=16)
-    expected = smol.model.generate(ids, attention_mask=mask, max_new_tokens=16, do_sample=False)
+    batched = generate(smol, chain, ids, mask, max_new_tokens=8)
+    expected = smol.model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
     for b, prompt in enumerate(PROMPTS):
-        alone = generate_text(smol, chain, [prompt], max_new_tokens=16)[0]
+        alone = generate_text(smol, chain, [prompt], max_new_tokens=8)[0]
         assert batched[b].tokens == alone.tokens
         hf = [t for t in expected[b, ids.shape[1] :].tolist()][: len(batched[b].tokens)]
         assert batched[b].tokens == hf

@@ -147,7 +147,7 @@ def test_searching_samples_together_equals_one_by_one():
     cm = tiny_model("llama")
     evaluator = Evaluator(cm, get_task("synthetic"), config=EvalConfig(mode="generate"))
     samples = load_samples(get_task("synthetic"), None, n=5, seed=1)
-    space, config = SearchSpace(cm.depth), MCTSConfig(sims=25)
+    space, config = SearchSpace(cm.depth), MCTSConfig(sims=12)
     alone = {r["id"]: r for r in search_samples(evaluator, samples, space, config, seed=4)}
     together = list(search_samples(evaluator, samples, space, config, seed=4, batch=3))
     assert sorted(r["id"] for r in together) == sorted(alone)
