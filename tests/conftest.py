@@ -10,11 +10,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; set bef
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per test worker (and its commands): workers share the cores
     os.environ["OMP_NUM_THREADS"] = "1"
 
-import pytest
-from helpers import DATA_DIR, tiny_model
+from typing import TYPE_CHECKING
 
-import cola.core.loading
-from cola import ColaModel
+import pytest
+
+if TYPE_CHECKING:
+    from cola import ColaModel
 
 _PACKAGED: dict[tuple, ColaModel] = {}
 
@@ -22,6 +23,7 @@ _PACKAGED: dict[tuple, ColaModel] = {}
 def _load_once(spec="smollm2-135m", device=None, dtype=None, attn_implementation=None, allow_untested=False):
     """``load_model``, with each packaged model (an alias: the real weights) loaded once per test session and handed
     to every later caller, in-process CLI commands included; other models (tiny folders) load each time."""
+    import cola.core.loading
     from cola.core.aliases import ALIASES
 
     cola.core.loading.resolve_dtype(dtype, cola.core.loading.parse_device(device or "cpu"))  # checked first, as there
@@ -65,8 +67,21 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem):
         _CURRENT.pop()
 
 
-_load_model = cola.core.loading.load_model
-cola.core.loading.load_model = _load_once  # the library and the CLI look it up in cola.core.loading when they load
+def pytest_configure(config: pytest.Config) -> None:
+    """Every model a test loads goes through ``_load_once``: the library and the CLI look ``load_model`` up in
+    cola.core.loading when they load. Not in xdist's controller, which runs no test: importing torch, transformers and
+    cola there took seconds before the test processes started."""
+    global _load_model
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None) \
+            and config.getoption("dist", "no") != "no":
+        return
+    import cola.core.loading
+
+    _load_model = cola.core.loading.load_model
+    cola.core.loading.load_model = _load_once
+
+
+_load_model = None  # cola.core.loading's own, set by pytest_configure
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +99,8 @@ def gemma() -> ColaModel:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    from helpers import DATA_DIR
+
     if not DATA_DIR.is_dir():
         pytest.skip(f"benchmark data not found at {DATA_DIR}")
     return DATA_DIR
@@ -92,6 +109,8 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     """A tiny random-weight Llama saved as a model folder, for commands run in a subprocess."""
+    from helpers import tiny_model
+
     folder = tmp_path_factory.mktemp("tiny-llama")
     cm = tiny_model("llama")
     cm.model.save_pretrained(folder)
