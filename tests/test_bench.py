@@ -347,6 +347,45 @@ def test_a_one_layer_model_is_refused_before_any_stage(monkeypatch):
 
 
 @pytest.mark.slow
+def test_a_bench_folder_without_its_fitted_weights_fits_them_again_and_recomputes_nothing_else(smoke, tiny_folder,
+                                                                                                  tmp_path):
+    """A bench folder in git keeps its fits' configs, not their weights: the same command fits them again (on the
+    recorded thread count), takes the weights since the fit is the recorded one, and makes nothing else again."""
+    import shutil
+
+    out = tmp_path / "clone"
+    shutil.copytree(smoke, out, symlinks=True)
+    weights = {p: p.read_bytes() for p in (out / "stages").rglob("*.safetensors")}
+    assert {p.name for p in weights} == {"predictor.safetensors", "routers.safetensors", "program.safetensors"}
+    for p in weights:
+        p.unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "stages").rglob("*") if p.is_file() and p.name != "times.jsonl"}
+    assert main(_bench(tiny_folder, out, *TRANSFER)) == 0
+    assert {p: p.read_bytes() for p in weights} == weights  # bitwise the recorded fits
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # configs, records and evaluations untouched
+    assert not list((out / "stages").glob("*.refit"))
+
+
+@pytest.mark.slow
+def test_a_fit_made_again_that_differs_from_the_recorded_one_is_not_taken(smoke, tiny_folder, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "clone"
+    shutil.copytree(smoke, out, symlinks=True)
+    fit = out / "stages" / "router-fit"
+    (fit / "predictor.safetensors").unlink()
+    config = json.loads((fit / "config.json").read_text())
+    config["library_accuracy"] = [0.0] * len(config["library_accuracy"])  # as a fit on another machine
+    (fit / "config.json").write_text(json.dumps(config))
+    assert main(_bench(tiny_folder, out, "--only", "router-fit", *TRANSFER)) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert f"router-fit's weights are not in {fit}" in err and "(library_accuracy differ;" in err
+    assert "the stages made from the recorded fit (router, arc_easy/router)" in err and f"delete {fit} and" in err
+    assert sorted(p.name for p in fit.iterdir()) == ["config.json"] and not list(fit.parent.glob("*.refit"))
+
+
+@pytest.mark.slow
 def test_a_stage_left_unfinished_under_other_settings_says_to_delete_it(smoke, tiny_folder, tmp_path, capsys):
     import shutil
 

@@ -350,7 +350,7 @@ def estimate_seconds(bench: Bench, stages: list[Stage]) -> dict[str, float]:
     x, h = randn(tokens, hidden), randn(tokens, inner)
     products = [(x, randn(hidden, hidden)) for _ in range(4)] + [(x, randn(hidden, inner))] * 2
     products.append((h, randn(inner, hidden)))
-    with one_thread() as threads:
+    with torch_threads() as threads:
         for a, b in products:  # warm up
             a @ b
         start = time.perf_counter()
@@ -398,7 +398,7 @@ def program_step_seconds(depth: int, q_dim: int, tokens: int = 128, probe: int =
     from ..policies.recipes import ProgramRecipe
 
     recipe = ProgramRecipe()
-    with one_thread() as threads, torch.random.fork_rng():
+    with torch_threads() as threads, torch.random.fork_rng():
         predictor = ProgramPredictor(depth, q_dim, recipe.d_model, recipe.heads, recipe.blocks)
         states = torch.randn(probe, tokens, q_dim)
         padding = torch.zeros(probe, tokens, dtype=torch.bool)
@@ -412,13 +412,13 @@ def program_step_seconds(depth: int, q_dim: int, tokens: int = 128, probe: int =
 
 
 @contextlib.contextmanager
-def one_thread():
-    """Torch on one thread inside (one core's speed, less sensitive to what else runs now); yields the thread count
-    it runs on outside, which the timings are shared out over."""
+def torch_threads(n: int = 1):
+    """Torch on ``n`` threads inside (one: one core's speed, less sensitive to what else runs now); yields the thread
+    count it runs on outside, which the timings are shared out over."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield threads
     finally:

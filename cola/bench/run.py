@@ -8,6 +8,7 @@ unfinished one copied and resumed."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -53,7 +54,28 @@ def done(bench: Bench, stage: Stage, splits: dict[str, Selection]) -> bool:
         if stage.settings.get("static"):
             return (path / FINISHED).is_file()
         return len(read_records(path)) >= len(_samples(bench, stage, splits))
-    return path.is_file() if stage.kind == "prune" else (path / "config.json").is_file()
+    if stage.kind == "prune":
+        return path.is_file()
+    weights = fitted_weights(stage)
+    return (path / "config.json").is_file() and (weights is None or (path / weights).is_file())
+
+
+def fitted_weights(stage: Stage) -> str | None:
+    """The file a fit stage writes its weights to (None: a stage that keeps no weights). A bench folder in git keeps
+    its fits' configs without their weights: such a fit is not done, and is fitted again (:func:`_refit`)."""
+    if stage.kind == "fit-library":
+        from ..policies.library_router import PREDICTOR
+
+        return PREDICTOR
+    if stage.kind == "fit-layers":
+        from ..policies.layer_router import ROUTERS
+
+        return ROUTERS
+    if stage.kind == "fit-program":
+        from ..policies.program import WEIGHTS
+
+        return WEIGHTS
+    return None
 
 
 def _selection(bench: Bench, stage: Stage, splits: dict[str, Selection]) -> Selection:
@@ -78,12 +100,71 @@ def run_stage(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Pr
     from ..errors import ConfigMismatch
 
     try:
-        RUNNERS[stage.kind](bench, stage, splits, bars)
+        if fitted_weights(stage) is not None and (output(bench, stage) / "config.json").is_file():
+            _refit(bench, stage, splits, bars)
+        else:
+            RUNNERS[stage.kind](bench, stage, splits, bars)
     except ConfigMismatch as err:
         files = f"{bench.stage_path(stage.name)}*"
         raise ConfigMismatch(f"{str(err).removesuffix('; use another --out')}: this bench's stage {stage.name} is "
                              f"set otherwise now; delete {files} and run the same command to compute it "
                              "again") from None
+
+
+REFIT = ".refit"  # a fit made again beside its recorded config, in stages/NAME.refit until it is compared
+WHERE = ("environment", "runs", "dev_runs", "same_samples_as", "data")  # a fit config's fields that say where it ran
+
+
+def _refit(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progress | None) -> None:
+    """Fit a stage again whose config is recorded but whose weights are not here (a bench folder from git), on the
+    thread count it was recorded with, in a folder beside it; take its weights only when every field the recorded
+    config holds is the same in the new one (its environment aside), so that the stages already made from the
+    recorded fit read the same fit. Otherwise nothing is taken, and the error names what differs and what to delete."""
+    from ..errors import RouterError
+    from ..storage import read_json
+    from .plan import torch_threads
+
+    folder, weights = output(bench, stage), fitted_weights(stage)
+    refit = folder.with_name(folder.name + REFIT)
+    recorded = read_json(folder / "config.json")
+    threads = (recorded.get("environment") or {}).get("threads")
+    if not (refit / "config.json").is_file() or not (refit / weights).is_file():
+        with torch_threads(threads) if threads else contextlib.nullcontext():
+            RUNNERS[stage.kind](bench, dataclasses.replace(stage, name=stage.name + REFIT), splits, bars)
+    again = read_json(refit / "config.json")
+    differ = [k for k in recorded if k not in WHERE and recorded[k] != again.get(k)]
+    if not differ:
+        os.replace(refit / weights, folder / weights)
+        shutil.rmtree(refit)
+        return
+    shutil.rmtree(refit)
+    stages = {s.name: s for s in bench.stages()}
+    made_from = [s.name for s in stages.values() if stage.name in _reads(stages, s) and done(bench, s, splits)]
+    raise RouterError(
+        f"{stage.name}'s weights are not in {folder} (a bench folder in git keeps its fits' configs, not their "
+        f"weights), and fitting it again here gives another fit than the recorded one ({', '.join(differ)} differ; "
+        f"recorded on {_machine(recorded)}, here {_machine(again)}); "
+        + (f"the stages made from the recorded fit ({', '.join(made_from)}) would be read beside this one's. "
+           if made_from else "")
+        + f"Fit it where it was recorded, or delete {folder}"
+        + (" and those stages' outputs" if made_from else "") + " and run the same command to make them again")
+
+
+def _reads(stages: dict[str, Stage], stage: Stage) -> set[str]:
+    """Every stage whose output ``stage`` reads, directly or through others (``stages``: the bench's, by name)."""
+    seen, todo = set(), list(stage.needs)
+    while todo:
+        name = todo.pop()
+        if name not in seen and name in stages:
+            seen.add(name)
+            todo.extend(stages[name].needs)
+    return seen
+
+
+def _machine(config: dict) -> str:
+    """Where a fit was made, as its config records it."""
+    environment = config.get("environment") or {}
+    return f"{environment.get('processor', 'a machine not recorded')}, {environment.get('threads', '?')} thread(s)"
 
 
 def _eval(bench: Bench, stage: Stage, splits: dict[str, Selection], progress) -> None:
