@@ -347,10 +347,11 @@ def test_a_one_layer_model_is_refused_before_any_stage(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_bench_folder_without_its_fitted_weights_fits_them_again_and_recomputes_nothing_else(smoke, tiny_folder,
-                                                                                                  tmp_path):
-    """A bench folder in git keeps its fits' configs, not their weights: the same command fits them again (on the
-    recorded thread count), takes the weights since the fit is the recorded one, and makes nothing else again."""
+def test_a_bench_folder_without_its_fitted_weights_fits_them_again_only_for_a_stage_still_to_make(
+        smoke, tiny_folder, tmp_path, monkeypatch):
+    """A bench folder in git keeps its fits' configs, not their weights: run again whole, it loads no model; with an
+    evaluation of each fit to make again, the same command fits them again (on the recorded thread count), takes the
+    weights since each fit is the recorded one, and the evaluations equal the recorded ones."""
     import shutil
 
     out = tmp_path / "clone"
@@ -359,10 +360,29 @@ def test_a_bench_folder_without_its_fitted_weights_fits_them_again_and_recompute
     assert {p.name for p in weights} == {"predictor.safetensors", "routers.safetensors", "program.safetensors"}
     for p in weights:
         p.unlink()
-    stamps = {p: p.stat().st_mtime_ns for p in (out / "stages").rglob("*") if p.is_file() and p.name != "times.jsonl"}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished bench loaded its model again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cola.core.loading, "load_model", refuse)
+        assert main(_bench(tiny_folder, out, *TRANSFER)) == 0
+    assert not any(p.is_file() for p in weights)
+
+    evals = [out / "stages" / f"{name}.jsonl" for name in ("router", "layer-router", "eval-program")]
+    rows = {p: [(r.get("chain"), r["answer"]) for r in map(json.loads, p.read_text().splitlines())] for p in evals}
+    for p in evals:
+        p.unlink()
+        p.with_suffix(".json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "stages").rglob("*")
+              if p.is_file() and p.name != "times.jsonl" and not p.name.endswith(".lock")}
     assert main(_bench(tiny_folder, out, *TRANSFER)) == 0
-    assert {p: p.read_bytes() for p in weights} == weights  # bitwise the recorded fits
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # configs, records and evaluations untouched
+    remade = {p: w for p, w in weights.items() if p.parent.name in ("router-fit", "layers-fit", "program-fit")}
+    assert len(remade) == 3 and {p: p.read_bytes() for p in remade} == remade  # bitwise the recorded fits
+    assert not any(p.is_file() for p in weights if p not in remade)  # no stage still to make reads the others
+    assert {p: [(r.get("chain"), r["answer"]) for r in map(json.loads, p.read_text().splitlines())]
+            for p in evals} == rows
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # configs, records and other evaluations untouched
     assert not list((out / "stages").glob("*.refit"))
 
 
@@ -377,11 +397,12 @@ def test_a_fit_made_again_that_differs_from_the_recorded_one_is_not_taken(smoke,
     config = json.loads((fit / "config.json").read_text())
     config["library_accuracy"] = [0.0] * len(config["library_accuracy"])  # as a fit on another machine
     (fit / "config.json").write_text(json.dumps(config))
-    assert main(_bench(tiny_folder, out, "--only", "router-fit", *TRANSFER)) != 0
+    (out / "stages" / "router.json").unlink()  # a stage that reads the fit, to make again
+    assert main(_bench(tiny_folder, out, "--only", "router", *TRANSFER)) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert f"router-fit's weights are not in {fit}" in err and "(library_accuracy differ;" in err
-    assert "the stages made from the recorded fit (router, arc_easy/router)" in err and f"delete {fit} and" in err
+    assert "the stages made from the recorded fit (arc_easy/router)" in err and f"delete {fit} and" in err
     assert sorted(p.name for p in fit.iterdir()) == ["config.json"] and not list(fit.parent.glob("*.refit"))
 
 

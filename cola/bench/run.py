@@ -54,15 +54,13 @@ def done(bench: Bench, stage: Stage, splits: dict[str, Selection]) -> bool:
         if stage.settings.get("static"):
             return (path / FINISHED).is_file()
         return len(read_records(path)) >= len(_samples(bench, stage, splits))
-    if stage.kind == "prune":
-        return path.is_file()
-    weights = fitted_weights(stage)
-    return (path / "config.json").is_file() and (weights is None or (path / weights).is_file())
+    return path.is_file() if stage.kind == "prune" else (path / "config.json").is_file()
 
 
 def fitted_weights(stage: Stage) -> str | None:
     """The file a fit stage writes its weights to (None: a stage that keeps no weights). A bench folder in git keeps
-    its fits' configs without their weights: such a fit is not done, and is fitted again (:func:`_refit`)."""
+    its fits' configs without their weights: such a fit is done, and is fitted again (:func:`_refit`) only when a
+    stage that reads it is still to be made (:func:`weights_wanted`)."""
     if stage.kind == "fit-library":
         from ..policies.library_router import PREDICTOR
 
@@ -109,6 +107,14 @@ def run_stage(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Pr
         raise ConfigMismatch(f"{str(err).removesuffix('; use another --out')}: this bench's stage {stage.name} is "
                              f"set otherwise now; delete {files} and run the same command to compute it "
                              "again") from None
+
+
+def weights_wanted(bench: Bench, stage: Stage, stages: list[Stage], splits: dict[str, Selection]) -> bool:
+    """Whether ``stage`` is a fit whose weights are not in the folder while one of ``stages`` that reads it is not
+    done: then it is fitted again first (a finished bench from git only rebuilds its page)."""
+    weights = fitted_weights(stage)
+    return (weights is not None and not (output(bench, stage) / weights).is_file()
+            and any(stage.name in s.needs and not done(bench, s, splits) for s in stages))
 
 
 REFIT = ".refit"  # a fit made again beside its recorded config, in stages/NAME.refit until it is compared
@@ -436,7 +442,7 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
     with one_model():
         for stage in stages:
             blocked = next((need for need in stage.needs if need in left_out), None)
-            ran = blocked is None and not done(bench, stage, splits)
+            ran = blocked is None and (not done(bench, stage, splits) or weights_wanted(bench, stage, stages, splits))
             if blocked is not None:
                 left_out[stage.name] = f"it reads {blocked}, which was skipped"
             elif ran:
