@@ -348,7 +348,7 @@ def test_a_one_layer_model_is_refused_before_any_stage(monkeypatch):
 
 @pytest.mark.slow
 def test_a_bench_folder_without_its_fitted_weights_fits_them_again_only_for_a_stage_still_to_make(
-        smoke, tiny_folder, tmp_path, monkeypatch):
+        smoke, tiny_folder, tmp_path, monkeypatch, capsys):
     """A bench folder in git keeps its fits' configs, not their weights: run again whole, it loads no model; with an
     evaluation of each fit to make again, the same command fits them again (on the recorded thread count), takes the
     weights since each fit is the recorded one, and the evaluations equal the recorded ones."""
@@ -376,6 +376,9 @@ def test_a_bench_folder_without_its_fitted_weights_fits_them_again_only_for_a_st
         p.with_suffix(".json").unlink()
     stamps = {p: p.stat().st_mtime_ns for p in (out / "stages").rglob("*")
               if p.is_file() and p.name != "times.jsonl" and not p.name.endswith(".lock")}
+    assert main(_bench(tiny_folder, out, "--dry-run", *TRANSFER)) == 0
+    plan = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert not plan["router-fit"].endswith("done") and plan["program-fit-decoy"].endswith("done")
     assert main(_bench(tiny_folder, out, *TRANSFER)) == 0
     remade = {p: w for p, w in weights.items() if p.parent.name in ("router-fit", "layers-fit", "program-fit")}
     assert len(remade) == 3 and {p: p.read_bytes() for p in remade} == remade  # bitwise the recorded fits

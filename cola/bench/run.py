@@ -289,7 +289,7 @@ def made(bench: Bench, stages: list[Stage], splits: dict[str, Selection]
          ) -> dict[str, tuple[int, int, str] | None]:
     """For ``--dry-run``, without loading weights: the stages this folder holds an output of, each with what is
     kept of it (the samples a search has recorded, the epochs a fit has kept), of how many and of what (None: the
-    stage is done)."""
+    stage is done; a fit to make again for its weights is not)."""
     from ..policies.program import CHECKPOINT
     from ..policies.program_fit import Checkpoint
     from ..policies.recipes import ProgramRecipe
@@ -301,7 +301,7 @@ def made(bench: Bench, stages: list[Stage], splits: dict[str, Selection]
         if stage.kind == "search" and not stage.settings.get("static") and (path / "config.json").is_file():
             recorded, n = len(read_records(path)), len(_samples(bench, stage, splits))  # read once: runs are long
             found[stage.name] = None if recorded >= n else (recorded, n, "samples recorded")
-        elif done(bench, stage, splits):
+        elif done(bench, stage, splits) and not weights_wanted(bench, stage, stages, splits):
             found[stage.name] = None
         elif stage.kind == "fit-program" and (epochs := Checkpoint(path / CHECKPOINT, "").epochs()):
             found[stage.name] = (epochs, ProgramRecipe().epochs, "epochs kept")
