@@ -124,8 +124,9 @@ WHERE = ("environment", "runs", "dev_runs", "same_samples_as", "data")  # a fit 
 def _refit(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progress | None) -> None:
     """Fit a stage again whose config is recorded but whose weights are not here (a bench folder from git), on the
     thread count it was recorded with, in a folder beside it; take its weights only when every field the recorded
-    config holds is the same in the new one (its environment aside), so that the stages already made from the
-    recorded fit read the same fit. Otherwise nothing is taken, and the error names what differs and what to delete."""
+    config holds is the same in the new one (but those that say where it ran, :data:`WHERE`), so that the stages
+    already made from the recorded fit read the same fit. Otherwise nothing is taken, and the error names what
+    differs and what to delete."""
     from ..errors import RouterError
     from ..storage import read_json
     from .plan import torch_threads
