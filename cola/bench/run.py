@@ -1,9 +1,10 @@
 """Running a bench's stages: each one the library job its command runs (:class:`~cola.policies.job.EvalJob`,
 :func:`~cola.search.launch.run_job`, the static search, block influence, the router fits and their controls), its
 output under ``stages/``. A stage whose output is there is taken as it is (a search resumes to its size), so an
-interrupted bench resumes and a finished one only rebuilds its page. A search stage may instead adopt a run of the
-same config from elsewhere (``--adopt``: the committed study's runs): a finished one linked in its place, an
-unfinished one copied and resumed."""
+interrupted bench resumes and a finished one only rebuilds its page; a fit whose weights are not there (a bench
+folder from git) is fitted again, and checked against its record, when a stage that reads it is still to be made.
+A search stage may instead adopt a run of the same config from elsewhere (``--adopt``: the committed study's runs):
+a finished one linked in its place, an unfinished one copied and resumed."""
 
 from __future__ import annotations
 
