@@ -51,10 +51,10 @@ def test_gemma_cola_eval_in_score_mode(gemma, data_dir, tmp_path, capsys):
     from cola.tasks import get_task, load_samples
 
     out = tmp_path / "g.jsonl"
-    assert main(["eval", "--model", "gemma3-270m", "--task", "arc_easy", "--data-dir", str(data_dir), "--n", "6",
+    assert main(["eval", "--model", "gemma3-270m", "--task", "arc_easy", "--data-dir", str(data_dir), "--n", "3",
                  "--mode", "score", "--out", str(out)]) == 0
     summary, rows = read_eval(out)
-    samples = load_samples("arc_easy", data_dir, n=6, seed=0)
+    samples = load_samples("arc_easy", data_dir, n=3, seed=0)
     evaluator = Evaluator(gemma, get_task("arc_easy"), config=EvalConfig(mode="score"))
     direct, direct_rows = evaluate_chain(evaluator, Chain.full(18), samples, 1, eval_header(evaluator, samples, 1))
     assert [r["answer"] for r in rows] == [r["answer"] for r in direct_rows]
