@@ -495,3 +495,15 @@ def test_the_figure_labels_overlap_neither_each_other_nor_any_marker_or_interval
         assert not any(box.overlaps(other) for other in boxes[i + 1:])
         assert not any(box.overlaps(marker) for marker in markers)
     plt.close(fig)
+
+
+def test_the_printed_verdict_table_gives_whole_method_names(capsys):
+    from cola.cli.bench import _print_table
+
+    long = "Dr.LLM's per-layer routers, matched samples (kept by both searches)"  # differs from its twin at the end
+    table = [{"method": m, "oracle": o, "accuracy": 0.5, "ci": (0.4, 0.6), "mean_layers": 16.0, "verdict": "v"}
+             for m, o in (("full depth", False), (long, False), ("per-sample search, best of 201 chains", True))]
+    _print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith(long + " ") and lines[3].startswith("ORACLE per-sample search, best of 201 chains ")
+    assert len({line.index("0.500") for line in lines[1:]}) == 1  # the columns line up

@@ -88,10 +88,11 @@ def _settings(settings: dict) -> str:
 def _print_table(table: list[dict]) -> None:
     if not table:
         return
-    print(f"{'method':62s} {'accuracy':>8s} {'95% CI':>15s} {'layers':>7s}  verdict")
-    for r in table:
-        name = ("ORACLE " if r["oracle"] else "") + r["method"]
-        print(f"{name[:62]:62s} {r['accuracy']:8.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] {r['mean_layers']:7.1f}  "
+    names = [("ORACLE " if r["oracle"] else "") + r["method"] for r in table]
+    width = max(len("method"), *map(len, names))  # whole names: two methods may differ only at the end
+    print(f"{'method':{width}s} {'accuracy':>8s} {'95% CI':>15s} {'layers':>7s}  verdict")
+    for name, r in zip(names, table):
+        print(f"{name:{width}s} {r['accuracy']:8.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] {r['mean_layers']:7.1f}  "
               f"{r['verdict']}")
 
 
