@@ -507,3 +507,14 @@ def test_the_printed_verdict_table_gives_whole_method_names(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].startswith(long + " ") and lines[3].startswith("ORACLE per-sample search, best of 201 chains ")
     assert len({line.index("0.500") for line in lines[1:]}) == 1  # the columns line up
+
+
+def test_each_stages_evaluation_has_a_progress_bar_of_its_own_named_by_the_stage(tiny_folder, tmp_path, capsys):
+    """The bars were keyed by the evaluation's part alone ("full", "policy"), so a later stage's evaluation moved
+    the first stage's bar past its total, under the bench task's name."""
+    out = tmp_path / "b"
+    argv = [a for a in _bench(tiny_folder, out, "--only", "drop-last1", "bi1") if a != "--quiet"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    for stage in ("full", "drop-last1", "bi1"):
+        assert f"synthetic_mc [{stage}: " in err, err[-2000:]

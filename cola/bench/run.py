@@ -449,8 +449,9 @@ def run_bench(bench: Bench, stages: list[Stage], splits: dict[str, Selection], p
                 left_out[stage.name] = f"it reads {blocked}, which was skipped"
             elif ran:
                 start, finished = time.perf_counter(), False
-                try:
-                    run_stage(bench, stage, splits, bars)
+                try:  # each stage's evaluations on bars of their own, named by the stage
+                    run_stage(bench, stage, splits, None if bars is None else
+                              lambda what, k, n, name=stage.name: bars(f"{name}: {what}", k, n))
                     finished = True
                 except StageSkipped as why:
                     left_out[stage.name], ran = str(why), False
