@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -282,12 +283,7 @@ class Bench:
         chosen = [s for s in chosen if s.name not in skip and s.family not in skip]
         references = {s.name.rpartition("/")[0] + "/full" if "/" in s.name else "full" for s in chosen}
         chosen += [stages[r] for r in references if r not in skip and stages[r] not in chosen]
-        wanted, todo = {s.name for s in chosen}, [s.name for s in chosen]
-        while todo:
-            for need in stages[todo.pop()].needs:
-                if need not in wanted:
-                    wanted.add(need)
-                    todo.append(need)
+        wanted = {s.name for s in chosen} | upstream(stages, [n for s in chosen for n in s.needs])
         return [s for s in stages.values() if s.name in wanted]
 
     def plan(self, stages: list[Stage], splits: dict[str, Selection]) -> dict:
@@ -303,6 +299,17 @@ class Bench:
                 "transfer": {name.removesuffix("/test"): s.split for name, s in splits.items() if "/" in name},
                 "stages": [{"name": s.name, "family": s.family, "kind": s.kind, "settings": s.settings,
                             "needs": list(s.needs), "size": s.size} for s in stages]}
+
+
+def upstream(stages: dict[str, Stage], names: Iterable[str]) -> set[str]:
+    """``names`` and every stage they read, directly or through others (``stages``: the bench's, by name)."""
+    seen, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(stages[name].needs)
+    return seen
 
 
 def _transferred(stages: list[Stage], task: str, n: int) -> list[Stage]:

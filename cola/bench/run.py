@@ -130,7 +130,7 @@ def _refit(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progr
     differs and what to delete."""
     from ..errors import RouterError
     from ..storage import read_json
-    from .plan import torch_threads
+    from .plan import torch_threads, upstream
 
     folder, weights = output(bench, stage), fitted_weights(stage)
     refit = folder.with_name(folder.name + REFIT)
@@ -147,7 +147,7 @@ def _refit(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progr
         return
     shutil.rmtree(refit)
     stages = {s.name: s for s in bench.stages()}
-    made_from = [s.name for s in stages.values() if stage.name in _reads(stages, s) and done(bench, s, splits)]
+    made_from = [s.name for s in stages.values() if stage.name in upstream(stages, s.needs) and done(bench, s, splits)]
     raise RouterError(
         f"{stage.name}'s weights are not in {folder} (a bench folder in git keeps its fits' configs, not their "
         f"weights), and fitting it again here gives another fit than the recorded one ({', '.join(differ)} differ; "
@@ -156,17 +156,6 @@ def _refit(bench: Bench, stage: Stage, splits: dict[str, Selection], bars: Progr
            if made_from else "")
         + f"Fit it where it was recorded, or delete {folder}"
         + (" and those stages' outputs" if made_from else "") + " and run the same command to make them again")
-
-
-def _reads(stages: dict[str, Stage], stage: Stage) -> set[str]:
-    """Every stage whose output ``stage`` reads, directly or through others (``stages``: the bench's, by name)."""
-    seen, todo = set(), list(stage.needs)
-    while todo:
-        name = todo.pop()
-        if name not in seen and name in stages:
-            seen.add(name)
-            todo.extend(stages[name].needs)
-    return seen
 
 
 def _machine(config: dict) -> str:
