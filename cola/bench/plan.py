@@ -283,7 +283,7 @@ class Bench:
         chosen = [s for s in chosen if s.name not in skip and s.family not in skip]
         references = {s.name.rpartition("/")[0] + "/full" if "/" in s.name else "full" for s in chosen}
         chosen += [stages[r] for r in references if r not in skip and stages[r] not in chosen]
-        wanted = {s.name for s in chosen} | upstream(stages, [n for s in chosen for n in s.needs])
+        wanted = upstream(stages, (s.name for s in chosen))
         return [s for s in stages.values() if s.name in wanted]
 
     def plan(self, stages: list[Stage], splits: dict[str, Selection]) -> dict:
